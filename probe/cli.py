@@ -1,0 +1,144 @@
+"""The `probe` command line: linear probes, fine-tuning, filter pictures and reports against the paper."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from probe.errors import ProbeError, one_line
+
+DATA_HELP = (
+    "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
+    "train.tar.gz + test.tar.gz, extracted once into the cache), imagefolder (PATH/train and PATH/val "
+    "class folders)."
+)
+
+
+class _ReportingGroup(click.Group):
+    """Turns ProbeError (and DataLoader-wrapped ones) into one 'Error: FILE: problem' line, exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ProbeError as exc:
+            raise click.ClickException(one_line(exc)) from None
+        except Exception as exc:
+            # a worker process re-raises our error under its own type, message last
+            message = one_line(exc)
+            if type(exc).__name__ != "DataError" and "probe.errors." not in str(exc):
+                raise
+            raise click.ClickException(message.split("probe.errors.DataError: ")[-1]) from None
+
+
+@click.group(cls=_ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Evaluate encoders trained by `train` the way the paper does (section 4.1).
+
+    \b
+    probe linear   linear probes on every conv layer (Tables 1-3)
+    probe finetune retrain on labels with conv1-conv2 frozen or as initialisation (Tables 4-5)
+    probe filters  picture of the conv1 filters (Figure 2)
+    probe report   results side by side with the paper's tables, with differences and a plot
+
+    \b
+    Example: the random-initialisation baseline of Table 3 on the shared CIFAR-10 copy:
+      probe linear random:cifar --data cifar10-jpg:../shared/data/cifar10-jpg --out runs/probe-random
+      probe report runs/probe-random/results.json --out runs/probe-random/report.md
+    """
+
+
+def _layers(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _milestones(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated epochs, e.g. 5,15,25") from None
+
+
+def _command_line() -> str:
+    return shlex.join(["probe", *sys.argv[1:]])
+
+
+def _device(value: str) -> str:
+    import torch
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value
+
+
+@main.command()
+@click.argument("encoder")
+@click.option("--data", "data_spec", required=True, help=DATA_HELP)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.json and results.md.")
+@click.option("--layers", help="Comma-separated layers to probe (default: all of them).")
+@click.option("--epochs", default=36, show_default=True, help="Training epochs.")
+@click.option("--batch-size", default=192, show_default=True, help="Images per SGD step.")
+@click.option("--lr", default=0.01, show_default=True, help="Initial learning rate.")
+@click.option("--milestones", default="5,15,25", show_default=True,
+              help="Epochs at which the learning rate is divided by --lr-divisor.")
+@click.option("--lr-divisor", default=5.0, show_default=True)
+@click.option("--momentum", default=0.9, show_default=True)
+@click.option("--weight-decay", default=1e-5, show_default=True, help="As the released linear-probes code.")
+@click.option("--ten-crop/--center-crop", default=True, show_default=True,
+              help="ImageNet-style testing: average 10 crops, or the centre crop only.")
+@click.option("--normalize", type=click.Choice(["auto", "imagenet", "half"]), default="auto",
+              show_default=True,
+              help="Input normalisation; auto: what the encoder's training config records, else ImageNet's.")
+@click.option("--seed", default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
+@click.option("--limit-train", type=int, help="Use a seeded random subset of this many training images.")
+@click.option("--limit-test", type=int, help="Use a seeded random subset of this many test images.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
+@click.option("--workers", default=2, show_default=True, help="Data loading processes (0: in this process).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where archives are extracted (default: ~/.cache/single-image-ssl/probe).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, milestones, lr_divisor, momentum,
+           weight_decay, ten_crop, normalize, seed, limit_train, limit_test, device, workers, cache_dir,
+           progress):
+    """Train a linear classifier on the frozen features of every conv layer, all in one pass.
+
+    ENCODER is an encoder.pt written by `train`, or random:ARCH (random:cifar, random:alexnet) for the
+    seeded random-initialisation baseline. BatchNorm is absorbed into the convolutions; each probe is
+    BatchNorm (no affine) + linear on the ReLU output, max-pooled to about 9,600 dimensions on ImageNet-style
+    data and kept whole on CIFAR (whose features are computed once and cached).
+
+    \b
+    Examples:
+      probe linear runs/monogan/encoder.pt --data cifar10:~/data/cifar-10-batches-py --out runs/monogan/probe
+      probe linear random:alexnet --data imagefolder:/data/imagenet --out runs/probe-random-imagenet
+      probe linear random:cifar --data cifar10-jpg:../shared/data/cifar10-jpg --out /tmp/quick \\
+          --epochs 2 --limit-train 2000 --limit-test 500 --layers conv1,conv2
+    """
+    from probe.datasets import open_data
+    from probe.encoders import open_encoder
+    from probe.linear import ProbeProtocol, linear_results, run_linear
+    from probe.results import layers_markdown, write_json
+    from probe.transforms import Normalization
+
+    device = _device(device)
+    protocol = ProbeProtocol(epochs=epochs, lr=lr, milestones=_milestones(milestones), lr_divisor=lr_divisor,
+                             momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+                             ten_crop=ten_crop, seed=seed)
+    net = open_encoder(encoder, seed=seed)
+    data = open_data(data_spec, cache_dir)
+    norm = Normalization.choose(normalize, net.identity.get("config", {}))
+    run = run_linear(net, data, protocol, layers=_layers(layers), normalization=norm, device=device,
+                     workers=workers, limit_train=limit_train, limit_test=limit_test, progress=progress)
+    results = linear_results(net, run, device, _command_line())
+    write_json(out_dir / "results.json", results)
+    table = layers_markdown(results)
+    (out_dir / "results.md").write_text(table)
+    click.echo(table)
+    click.echo(f"wrote {out_dir / 'results.json'} and {out_dir / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()

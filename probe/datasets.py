@@ -1,0 +1,157 @@
+"""Labelled data sets for evaluation, named on the command line as `KIND:PATH`.
+
+Each kind also fixes the evaluation style: `cifar` (native 32x32 images, no augmentation, no dimensionality
+reduction) or `imagenet` (shorter side to 256, random 224 crops and flips to train, 10 crops to test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from probe.archive import default_cache_dir, extracted
+from probe.cifar_pickle import IMAGE_SIDE, read_cifar
+from probe.errors import DataError
+from probe.image_folder import FileImages, check_same_classes, scan_image_folder
+
+KINDS = {
+    "cifar10": "CIFAR-10 python pickles: PATH is cifar-10-batches-py/ or the folder holding it",
+    "cifar100": "CIFAR-100 python pickles: PATH is cifar-100-python/ or the folder holding it",
+    "cifar10-jpg": "CIFAR-10 as JPEG class folders: PATH holds train.tar.gz and test.tar.gz "
+    "(extracted once into the cache folder) or train/ and test/",
+    "imagefolder": "ImageNet-style class folders: PATH holds train/<class>/ and val/<class>/ (or test/)",
+}
+CIFAR_STYLE_KINDS = frozenset({"cifar10", "cifar100", "cifar10-jpg"})
+_TEST_FOLDERS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    kind: str
+    path: Path
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        kind, sep, path = text.partition(":")
+        if not sep or not path:
+            raise DataError(f"{text}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
+        if kind not in KINDS:
+            raise DataError(f"{text}: unknown data set kind {kind!r}; choose one of {', '.join(KINDS)}")
+        return cls(kind, Path(path).expanduser())
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}"
+
+
+@dataclass
+class LabelledData:
+    """Train and test splits yielding (PIL RGB image, class index), with the class names they share."""
+
+    spec: DataSpec
+    classes: list[str]
+    train: Dataset
+    test: Dataset
+    style: str  # "cifar" or "imagenet"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.spec.kind,
+            "path": str(self.spec.path),
+            "style": self.style,
+            "num_classes": len(self.classes),
+            "train_size": len(self.train),
+            "test_size": len(self.test),
+            **self.notes,
+        }
+
+
+class ArrayImages(Dataset):
+    """(image, label) pairs from an in-memory (N, H, W, 3) uint8 array; `transform` maps the PIL image."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = Image.fromarray(self.images[index])
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
+def open_data(spec: DataSpec | str, cache_dir: Path | None = None) -> LabelledData:
+    """Open the data set named by `spec`, checking its layout up front."""
+    spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
+    if spec.kind in ("cifar10", "cifar100"):
+        train, test, classes = read_cifar(spec.path, spec.kind)
+        return LabelledData(spec, classes, ArrayImages(train.images, train.labels),
+                            ArrayImages(test.images, test.labels), style="cifar")
+    if spec.kind == "cifar10-jpg":
+        root = _cifar_jpg_root(spec.path, cache_dir or default_cache_dir())
+        classes, train, test = _folder_splits(root)
+        return LabelledData(spec, classes, FileImages(train, expected_size=IMAGE_SIDE),
+                            FileImages(test, expected_size=IMAGE_SIDE), style="cifar",
+                            notes={"extracted_to": str(root)} if root != spec.path else {})
+    classes, train, test = _folder_splits(spec.path)
+    return LabelledData(spec, classes, FileImages(train), FileImages(test), style="imagenet")
+
+
+def subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """A seeded random subset of `size` samples, for quick runs; the whole set when size is None or larger."""
+    if size is None or size >= len(dataset):
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(len(dataset), generator=generator)[:size].sort().values.tolist()
+    return torch.utils.data.Subset(dataset, indices)
+
+
+def _folder_splits(root: Path) -> tuple[list[str], list, list]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if not (root / "train").is_dir():
+        raise DataError(f"{root}: missing train/ folder (expected train/<class>/ and val/<class>/)")
+    test_root = next((root / name for name in _TEST_FOLDERS if (root / name).is_dir()), None)
+    if test_root is None:
+        raise DataError(f"{root}: missing val/ (or test/) folder beside train/")
+    classes, train = scan_image_folder(root / "train")
+    test_classes, test = scan_image_folder(test_root)
+    check_same_classes(root / "train", classes, test_root, test_classes)
+    return classes, train, test
+
+
+def _cifar_jpg_root(path: Path, cache_dir: Path) -> Path:
+    """The folder holding train/ and test/: `path` itself, or its tarballs extracted into the cache."""
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        return path
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder")
+    archives = [path / "train.tar.gz", path / "test.tar.gz"]
+    missing = [a.name for a in archives if not a.is_file()]
+    if missing:
+        raise DataError(f"{path}: missing {' and '.join(missing)} (or extracted train/ and test/ folders)")
+    return extracted(archives, cache_dir, name="cifar10-jpg")
+
+
+class Transformed(Dataset):
+    """A view of a (PIL image, label) data set with `transform` applied to the image."""
+
+    def __init__(self, base: Dataset, transform):
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label

@@ -1,0 +1,76 @@
+"""Features computed once and kept in memory, for protocols whose training inputs are not augmented (CIFAR).
+
+Every epoch then costs only the linear layers instead of a trunk forward over the whole data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from probe.features import FrozenFeatures
+
+_HALF_MAX = torch.finfo(torch.float16).max
+
+
+class FeatureCache:
+    """Per-layer (N, dims) feature matrices on the CPU, with their labels.
+
+    Stored as float16 (half the memory: 2.3 GB instead of 4.6 GB for CIFAR-10 train through the CIFAR
+    encoder); a layer whose values would overflow float16 is kept as float32.
+    """
+
+    def __init__(self, features: dict[str, Tensor], labels: Tensor):
+        self.features = features
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.element_size() * f.nelement() for f in self.features.values())
+
+    @classmethod
+    @torch.no_grad()
+    def compute(cls, extractor: FrozenFeatures, loader: DataLoader, device: torch.device | str = "cpu",
+                progress: bool = True, desc: str = "features") -> FeatureCache:
+        size = len(loader.dataset)
+        labels = torch.empty(size, dtype=torch.long)
+        store: dict[str, Tensor] = {}
+        start = 0
+        for images, batch_labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            features = extractor(images.to(device))
+            stop = start + batch_labels.shape[0]
+            for name, value in features.items():
+                value = value.cpu()
+                if name not in store:
+                    store[name] = torch.empty(size, value.shape[1], dtype=torch.float16)
+                if store[name].dtype == torch.float16 and value.abs().max() > _HALF_MAX:
+                    store[name] = store[name].float()
+                store[name][start:stop] = value.to(store[name].dtype)
+            labels[start:stop] = batch_labels
+            start = stop
+        return cls(store, labels)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False,
+                device: torch.device | str = "cpu") -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+        """Mini-batches in float32; shuffled when a generator is given, in order otherwise."""
+        order = torch.randperm(len(self), generator=generator) if generator is not None else None
+        end = len(self) - len(self) % batch_size if drop_last and len(self) >= batch_size else len(self)
+        for start in range(0, end, batch_size):
+            if order is None:
+                rows = slice(start, start + batch_size)
+            else:
+                rows = order[start:start + batch_size]
+            features = {name: f[rows].to(device, torch.float32) for name, f in self.features.items()}
+            yield features, self.labels[rows].to(device)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        if drop_last and len(self) >= batch_size:
+            return len(self) // batch_size
+        return -(-len(self) // batch_size)

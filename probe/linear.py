@@ -1,0 +1,215 @@
+"""`probe linear`: linear classifiers on the frozen features of every conv layer, all trained in one pass.
+
+The protocol is the paper's (section 4.1, after Zhang et al. 2017 and the released linear-probes code):
+BatchNorm absorbed into the trunk, a probe after the ReLU of each block, max-pooling to about 9,600 dimensions
+on ImageNet-style data (none on CIFAR), BatchNorm without affine + linear layer, SGD with momentum, 36 epochs,
+lr 0.01 divided by 5 at epochs 5, 15 and 25, 10-crop testing on ImageNet-style data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from probe.datasets import LabelledData, Transformed, subset
+from probe.encoders import Encoder, absorb_batchnorm, require_input_size, require_layers
+from probe.feature_cache import FeatureCache
+from probe.features import FrozenFeatures, LayerPlan, plan_layers
+from probe.heads import LinearProbes
+from probe.results import new_results
+from probe.scoring import Tally, average_crops, top1_line
+from probe.transforms import Normalization, cifar_transform, imagenet_test_transform, imagenet_train_transform
+
+Batches = Iterable[tuple[dict[str, Tensor], Tensor]]
+
+
+@dataclass(frozen=True)
+class ProbeProtocol:
+    epochs: int = 36
+    lr: float = 0.01
+    milestones: tuple[int, ...] = (5, 15, 25)
+    lr_divisor: float = 5.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-5  # the released linear-probes code's value; the paper's text gives none
+    batch_size: int = 192  # the released linear-probes code's default
+    resize: int = 256
+    crop: int = 224
+    ten_crop: bool = True
+    seed: int = 0
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of (0-based) `epoch`."""
+        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
+
+
+@dataclass
+class LinearRun:
+    """Everything a results file reports about one linear-probe run."""
+
+    plans: list[LayerPlan]
+    scores: dict[str, dict[str, float]]
+    history: list[dict]
+    data: dict
+    timings: dict[str, float]
+    protocol: dict
+    feature_cache_bytes: int | None
+
+
+def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
+               layers: list[str] | None = None, normalization: Normalization, device: str = "cpu",
+               workers: int = 0,
+               limit_train: int | None = None, limit_test: int | None = None,
+               progress: bool = True) -> LinearRun:
+    """Train one linear probe per layer on the frozen, BN-absorbed `encoder` and test them on `data`."""
+    started = time.perf_counter()
+    layers = require_layers(encoder, layers)
+    cifar_style = data.style == "cifar"
+    input_size = 32 if cifar_style else protocol.crop
+    require_input_size(encoder, input_size, f"{data.spec.kind} data")
+
+    trunk = absorb_batchnorm(encoder.module)
+    plans = plan_layers(trunk, layers, input_size, reduce=not cifar_style)
+    extractor = FrozenFeatures(trunk, plans).to(device)
+    torch.manual_seed(protocol.seed)
+    probes = LinearProbes({p.name: p.dims for p in plans}, len(data.classes)).to(device)
+
+    train_set = subset(data.train, limit_train, protocol.seed)
+    test_set = subset(data.test, limit_test, protocol.seed + 1)
+    timings: dict[str, float] = {}
+    cache_bytes = None
+    if cifar_style:
+        # no augmentation: the features of an image never change, so compute them once
+        tick = time.perf_counter()
+        to_tensor = cifar_transform(normalization)
+        train_cache, test_cache = (
+            FeatureCache.compute(extractor, _loader(Transformed(ds, to_tensor), protocol, workers), device,
+                                 progress, desc=f"{split} features")
+            for split, ds in (("train", train_set), ("test", test_set))
+        )
+        cache_bytes = train_cache.nbytes + test_cache.nbytes
+        timings["features_s"] = time.perf_counter() - tick
+        shuffle = torch.Generator().manual_seed(protocol.seed)
+
+        def train_batches(epoch: int) -> Batches:
+            return train_cache.batches(protocol.batch_size, shuffle, drop_last=True, device=device)
+
+        steps = train_cache.num_batches(protocol.batch_size, drop_last=True)
+        test_batches: Batches = test_cache.batches(protocol.batch_size, device=device)
+    else:
+        train_loader = _loader(Transformed(train_set, imagenet_train_transform(
+            normalization, protocol.resize, protocol.crop)), protocol, workers, shuffle=True)
+        crops = 10 if protocol.ten_crop else 1
+        test_loader = _loader(Transformed(test_set, imagenet_test_transform(
+            normalization, protocol.resize, protocol.crop, protocol.ten_crop)), protocol, workers,
+            batch_size=max(1, protocol.batch_size // crops))  # as many images per forward as in training
+
+        def train_batches(epoch: int) -> Batches:
+            return _streamed(extractor, train_loader, device)
+
+        steps = len(train_loader)
+        test_batches = _streamed(extractor, test_loader, device)
+
+    tick = time.perf_counter()
+    history = train_probes(probes, train_batches, protocol, steps_per_epoch=steps, progress=progress)
+    timings["train_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    scores = evaluate_probes(probes, test_batches, progress=progress)
+    timings["test_s"] = time.perf_counter() - tick
+    timings["total_s"] = time.perf_counter() - started
+
+    described = data.describe()
+    described.update(train_used=len(train_set), test_used=len(test_set))
+    protocol_dict = asdict(protocol) | {
+        "input_size": input_size,
+        "bn_absorbed": True,
+        "pooling": "none (CIFAR protocol)" if cifar_style else "adaptive max-pooling",
+        "probe": "BatchNorm1d(affine=False) + Linear",
+        "optimizer": "SGD",
+        "ten_crop": protocol.ten_crop and not cifar_style,
+        "crop_averaging": "mean of softmax" if not cifar_style and protocol.ten_crop else None,
+        "feature_cache": cifar_style,
+        "normalization": asdict(normalization),
+        "layers": layers,
+    }
+    if cifar_style:
+        for key in ("resize", "crop"):
+            protocol_dict.pop(key)
+    return LinearRun(plans, scores, history, described, timings, protocol_dict, cache_bytes)
+
+
+def train_probes(probes: LinearProbes, batches_for_epoch: Callable[[int], Batches], protocol: ProbeProtocol,
+                 steps_per_epoch: int | None = None, progress: bool = True) -> list[dict]:
+    """SGD on all probes at once.
+
+    One summed loss: the probes' parameters are disjoint, so each still receives exactly its own gradient.
+    """
+    optimizer = torch.optim.SGD(probes.parameters(), lr=protocol.lr, momentum=protocol.momentum,
+                                weight_decay=protocol.weight_decay)
+    history = []
+    for epoch in range(protocol.epochs):
+        lr = protocol.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        probes.train()
+        tally = Tally(probes.keys())
+        bar = tqdm(batches_for_epoch(epoch), total=steps_per_epoch, disable=not progress, leave=False,
+                   desc=f"epoch {epoch + 1}/{protocol.epochs}")
+        for features, labels in bar:
+            scores = probes(features)
+            losses = {name: F.cross_entropy(s, labels) for name, s in scores.items()}
+            optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optimizer.step()
+            tally.add(scores, labels, losses)
+        summary = tally.summary()
+        history.append({"epoch": epoch + 1, "lr": lr, "train": summary})
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{protocol.epochs} lr {lr:.2e} train top-1: {top1_line(summary)}")
+    return history
+
+
+@torch.no_grad()
+def evaluate_probes(probes: LinearProbes, batches: Batches,
+                    progress: bool = True) -> dict[str, dict[str, float]]:
+    """Top-1 / top-5 (%) per probe; rows that are several crops of one image are averaged (softmax)."""
+    probes.eval()
+    tally = Tally(probes.keys())
+    for features, labels in tqdm(batches, disable=not progress, leave=False, desc="test"):
+        scores = probes(features)
+        crops = next(iter(scores.values())).shape[0] // labels.shape[0]
+        tally.add({name: average_crops(s, crops) for name, s in scores.items()}, labels)
+    return tally.summary(with_loss=False)
+
+
+def _streamed(extractor: FrozenFeatures, loader: DataLoader, device: str) -> Iterator[tuple[dict, Tensor]]:
+    """Features of each batch from one trunk forward; (B, crops, 3, H, W) batches flattened image-major."""
+    for images, labels in loader:
+        images = images.to(device)
+        if images.dim() == 5:
+            images = images.flatten(0, 1)
+        yield extractor(images), labels.to(device)
+
+
+def _loader(dataset, protocol: ProbeProtocol, workers: int, shuffle: bool = False,
+            batch_size: int | None = None) -> DataLoader:
+    generator = torch.Generator().manual_seed(protocol.seed)
+    return DataLoader(dataset, batch_size=batch_size or protocol.batch_size, shuffle=shuffle,
+                      num_workers=workers, drop_last=shuffle, generator=generator,
+                      persistent_workers=workers > 0)
+
+
+def linear_results(encoder: Encoder, run: LinearRun, device: str, command: str | None = None) -> dict:
+    """The `results.json` payload of a linear-probe run."""
+    results = new_results("linear", encoder.identity, run.data, run.protocol, device, command)
+    results["layers"] = {p.name: {**run.scores[p.name], **p.to_dict()} for p in run.plans}
+    results["timings"] = run.timings
+    results["feature_cache_bytes"] = run.feature_cache_bytes
+    results["history"] = run.history
+    return results

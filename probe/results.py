@@ -1,0 +1,113 @@
+"""Results files: `results.json` (everything needed to trust and compare a number) and a Markdown table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probe.errors import ProbeError
+
+RESULTS_FORMAT = "single-image-ssl/probe-results"
+RESULTS_VERSION = 1
+
+
+def environment(device: str) -> dict[str, Any]:
+    """The machine and software a measurement was taken on."""
+    info = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def new_results(task: str, encoder_identity: dict, data: dict, protocol: dict, device: str,
+                command: str | None) -> dict[str, Any]:
+    return {
+        "format": RESULTS_FORMAT,
+        "version": RESULTS_VERSION,
+        "task": task,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "encoder": encoder_identity,
+        "data": data,
+        "protocol": protocol,
+        "environment": environment(device),
+    }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a reader never sees half a results file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ProbeError(f"{path}: no such results file") from None
+    except (OSError, ValueError) as exc:
+        raise ProbeError(f"{path}: not a readable results file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
+        raise ProbeError(f"{path}: not a probe results file (expected format {RESULTS_FORMAT!r})")
+    return payload
+
+
+def layers_markdown(results: dict[str, Any]) -> str:
+    """A per-layer table of a linear-probe results file, with what the numbers were measured on."""
+    data, enc = results["data"], results["encoder"]
+    lines = [
+        f"# Linear probes: {enc['source']} on {data['kind']}",
+        "",
+        f"Encoder: `{enc['source']}` (architecture `{enc['arch']}`). "
+        f"Data: `{data['kind']}:{data['path']}`, {data['train_used']} train / {data['test_used']} test "
+        f"images, {data['num_classes']} classes.",
+        "",
+        "| layer | dims | top-1 (%) | top-5 (%) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, row in results["layers"].items():
+        lines.append(f"| {name} | {row['dims']} | {row['top1']:.1f} | {row['top5']:.1f} |")
+    proto = results["protocol"]
+    lines += [
+        "",
+        f"Protocol: {proto['epochs']} epochs, batch {proto['batch_size']}, SGD lr {proto['lr']} "
+        f"/{proto['lr_divisor']:g} at epochs {', '.join(map(str, proto['milestones'])) or 'none'}, momentum "
+        f"{proto['momentum']}, weight decay {proto['weight_decay']}; {proto['pooling']}; "
+        f"{'10-crop' if proto['ten_crop'] else 'single-crop'} testing. "
+        f"Wall time {results['timings']['total_s'] / 60:.1f} min on {results['environment']['processor']} "
+        f"({results['environment']['torch_threads']} threads, {results['environment']['device']}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from train.clustering import (
+    assign,
+    cluster_weights,
+    default_k,
+    fill_empty_clusters,
+    fit_pca,
+    kmeans,
+    l2_normalize,
+    nmi,
+)
+
+
+def planted(n_per=60, k=10, dim=64, noise=0.15, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, dim, generator=g) * 2
+    labels = torch.arange(k).repeat_interleave(n_per)
+    x = centers[labels] + noise * torch.randn(len(labels), dim, generator=g) * 2
+    # plus a strong nuisance direction that whitening must not let dominate
+    x[:, 0] += 5 * torch.randn(len(labels), generator=g)
+    return x, labels
+
+
+def test_nmi_reference_values():
+    assert nmi([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)
+    assert nmi([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.0, abs=1e-12)
+    # sklearn's normalized_mutual_info_score([0,0,1,1,2,2],[0,0,1,1,1,1]) == 0.7336804366512111
+    assert nmi([0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 1, 1]) == pytest.approx(0.7336804366512111)
+
+
+def test_pca_whitens():
+    x, _ = planted()
+    pca = fit_pca(x, 16)
+    y = pca(x)
+    assert y.shape == (len(x), 16)
+    cov = torch.cov(y.T.double())
+    torch.testing.assert_close(cov, torch.eye(16, dtype=torch.float64), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_kmeans_recovers_planted_clusters(backend):
+    x, truth = planted()
+    feats = l2_normalize(fit_pca(x, 32)(x))
+    labels, centroids = kmeans(feats, 10, niter=20, seed=0, backend=backend)
+    assert centroids.shape == (10, 32)
+    assert torch.bincount(labels, minlength=10).min() > 0
+    assert nmi(labels, truth) >= 0.9
+
+
+def test_forced_empty_clusters_are_filled():
+    x, truth = planted(k=10)
+    feats = l2_normalize(fit_pca(x, 32)(x))
+    labels, centroids = kmeans(feats, 10, seed=0, backend="torch")
+    # Force emptiness: two extra centroids far from all data, so no point is assigned to them.
+    far = torch.full((2, feats.shape[1]), 100.0)
+    cents = torch.cat([centroids, far])
+    lab, _ = assign(feats, cents)
+    assert (torch.bincount(lab, minlength=12)[10:] == 0).all()
+    lab2, cents2, filled = fill_empty_clusters(feats, lab, cents, torch.Generator().manual_seed(0))
+    assert filled == 2
+    assert torch.bincount(lab2, minlength=12).min() > 0
+    assert torch.isfinite(cents2).all()
+    assert nmi(lab2, truth) >= 0.9  # splitting two clusters barely changes the partition
+
+
+def test_kmeans_with_duplicate_points_has_no_empty_cluster():
+    # 3 distinct points repeated: any k > 3 forces empty clusters in plain Lloyd iterations.
+    base = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = base.repeat(50, 1)
+    with pytest.warns(UserWarning, match="fewer than 39"):
+        labels, cents = kmeans(x, 8, niter=5, seed=0, backend="torch")
+    assert torch.bincount(labels, minlength=8).min() > 0
+    with pytest.warns(UserWarning):
+        labels, _ = kmeans(x, 8, niter=5, seed=0, backend="faiss")
+    assert torch.bincount(labels, minlength=8).min() > 0
+
+
+def test_cluster_weights_make_clusters_count_equally():
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
+    w = cluster_weights(labels, 4)  # cluster 3 is empty
+    assert w[3] == 0
+    per_cluster_mass = torch.bincount(labels, weights=w[labels].double(), minlength=4)[:3]
+    torch.testing.assert_close(per_cluster_mass, torch.full((3,), 100 / 3, dtype=torch.float64))
+    assert w[labels].mean().item() == pytest.approx(1.0)
+
+
+def test_default_k():
+    assert default_k(1_281_167) == 10_000
+    assert default_k(50_000) == 390
+    assert default_k(100) == 2
+    assert np.isclose(default_k(12_812), 100)

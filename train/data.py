@@ -1,0 +1,230 @@
+"""Where training batches come from.
+
+* :class:`ShardSource` streams a rendered set through ``pipeline.shards.open_shards`` (the one shard reader;
+this
+  module only batches what it yields).
+* :class:`LabelledSource` reads a labelled set (ImageFolder or CIFAR pickle layout) for the supervised
+baseline.
+* :class:`TensorSource` serves in-memory uint8 tensors (unit tests, and the benchmark's loader-free figures).
+
+All three yield :class:`Batch` objects holding uint8 (B, 3, H, W) images (augmentation happens later,
+batched on the training device), the samples' global indices, and labels where the set has them.
+``loader(epoch, ...)`` gives this rank its share of one epoch; every sample is seen once per epoch across
+ranks and workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from train import distributed as D
+from train.errors import DataError
+
+
+@dataclass
+class Batch:
+    images: Tensor  # uint8 (B, 3, H, W)
+    index: Tensor  # int64 (B,), the sample's global index in the set
+    labels: Tensor | None = None  # int64 (B,), labelled sets only
+
+    def to(self, device: torch.device, non_blocking: bool = True) -> Batch:
+        return Batch(
+            self.images.to(device, non_blocking=non_blocking),
+            self.index.to(device, non_blocking=non_blocking),
+            None if self.labels is None else self.labels.to(device, non_blocking=non_blocking),
+        )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class Source(Protocol):
+    num_samples: int
+    image_size: int
+    num_classes: int | None
+    description: str
+
+    def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
+               seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]: ...
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> Batch:
+    """Batch the reader's sample dicts; ``meta`` (provenance) is dropped, trainers do not need it."""
+    images = []
+    for s in samples:
+        img = s["image"]
+        if not isinstance(img, Tensor):  # decode='rgb' gives HxWx3 arrays
+            img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        images.append(img)
+    index = torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64)
+    return Batch(torch.stack(images), index)
+
+
+def _collate_labelled(items: list[tuple[Tensor, int, int]]) -> Batch:
+    imgs, labels, idx = zip(*items, strict=True)
+    index = torch.tensor(idx, dtype=torch.int64)
+    return Batch(torch.stack(imgs), index, torch.tensor(labels, dtype=torch.int64))
+
+
+def _worker_count(requested: int) -> int:
+    return max(0, min(requested, os.cpu_count() or 1))
+
+
+class ShardSource:
+    """A rendered set (folder with ``manifest.json`` and tar shards), checked before training starts."""
+
+    num_classes = None
+
+    def __init__(self, location: str | os.PathLike, shuffle_buffer: int = 1000) -> None:
+        try:
+            from pipeline import shards
+        except ImportError as e:  # the reader lives in pipeline/; say so instead of a bare traceback
+            raise DataError(f"cannot read shards: pipeline.shards is unavailable ({e})") from None
+        self._shards = shards
+        self.location = str(location)
+        if not Path(self.location).exists():
+            raise DataError(f"{self.location}: no such rendered set")
+        shards.verify_quick(self.location)  # raises ShardSetError (one line) for empty/incomplete/unverified
+        manifest = shards.load_manifest(self.location)
+        self.num_samples = int(shards.count_samples(self.location))
+        if self.num_samples <= 0:
+            raise DataError(f"{self.location}: the set holds no samples")
+        cfg = manifest.get("config", {})
+        self.image_size = int(cfg.get("size", 0))
+        self.render_config = cfg
+        self.shuffle_buffer = shuffle_buffer
+        self.description = f"{self.location} ({self.num_samples} patches, {self.image_size} px)"
+
+    def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
+               seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
+        ds = self._shards.open_shards(
+            self.location, shuffle_buffer=self.shuffle_buffer if shuffle else 0, seed=seed, epoch=epoch,
+            decode="torch", split_by_node=True, split_by_worker=True,
+        )
+        return DataLoader(ds, batch_size=batch_size, collate_fn=collate_samples, drop_last=drop_last,
+                          num_workers=_worker_count(workers), pin_memory=pin_memory,
+                          persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+
+
+class TensorSource:
+    """In-memory uint8 images (N, 3, H, W); shuffled per (seed, epoch), split across ranks like the reader."""
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None, description: str = "tensors") -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError("TensorSource takes uint8 images of shape (N, C, H, W)")
+        self.images = images
+        self.labels = labels
+        self.num_samples = images.shape[0]
+        self.image_size = images.shape[-1]
+        self.num_classes = None if labels is None else int(labels.max()) + 1
+        self.description = description
+
+    def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
+               seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
+        if shuffle:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(self.num_samples, generator=g)
+        else:
+            order = torch.arange(self.num_samples)
+        order = order[D.rank()::D.world_size()]
+        stop = len(order) - len(order) % batch_size if drop_last else len(order)
+        for i in range(0, stop, batch_size):
+            idx = order[i:i + batch_size]
+            yield Batch(self.images[idx], idx.clone(), None if self.labels is None else self.labels[idx])
+
+
+class _LabelledDataset(Dataset):
+    def __init__(self, base: Dataset, transform) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        img, label = self.base[i]
+        return self.transform(img), int(label), i
+
+
+class LabelledSource:
+    """A labelled set for the supervised baseline: CIFAR-10/100 (pickle layout) or an ImageFolder tree.
+
+    Workers decode and bring images to a fixed ``load_size`` square (resize of the short side + centre crop)
+    as uint8; the method's random crops and flips then run batched on the device like every other method.
+    """
+
+    def __init__(self, root: str | os.PathLike, load_size: int, split: str = "train") -> None:
+        from torchvision import datasets
+        from torchvision.transforms import v2
+
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such labelled data set folder")
+        to_uint8 = v2.Compose(
+            [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
+        )
+        train = split == "train"
+        if (root / "cifar-10-batches-py").is_dir():
+            base = datasets.CIFAR10(root, train=train, download=False)
+            kind = "CIFAR-10"
+        elif (root / "cifar-100-python").is_dir():
+            base = datasets.CIFAR100(root, train=train, download=False)
+            kind = "CIFAR-100"
+        else:
+            folder = root / split if (root / split).is_dir() else root
+            try:
+                base = datasets.ImageFolder(folder)
+            except (FileNotFoundError, RuntimeError) as e:
+                raise DataError(f"{folder}: not an ImageFolder or CIFAR layout ({e})") from None
+            kind = "ImageFolder"
+        if len(base) == 0:
+            raise DataError(f"{root}: the labelled set is empty")
+        self.dataset = _LabelledDataset(base, to_uint8)
+        self.num_samples = len(base)
+        self.num_classes = len(base.classes)
+        self.image_size = load_size
+        self.description = f"{root} ({kind}, {self.num_samples} images, {self.num_classes} classes)"
+
+    def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
+               seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
+        sampler = DistributedSampler(self.dataset, num_replicas=D.world_size(), rank=D.rank(),
+                                     shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler.set_epoch(epoch)
+        return DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_labelled,
+                          drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, world: int) -> int:
+    """Batches each rank takes per epoch: equal on all ranks, or DDP collectives would wait forever."""
+    return max(1, num_samples // (batch_size * world))
+
+
+def epoch_batches(source: Source, epoch: int, batch_size: int, n_batches: int, skip: int = 0,
+                  **loader_kw: Any) -> Iterator[Batch]:
+    """Exactly ``n_batches`` batches for this rank, the first ``skip`` of them dropped (mid-epoch resume).
+
+    A rank whose share of the shards runs out early starts the same epoch's stream again, so all ranks take
+    the same number of steps; ``skip`` replays the deterministic stream rather than seeking, so a resumed
+    run sees exactly the batches the interrupted one would have.
+    """
+    produced = 0
+    while produced < n_batches:
+        got_any = False
+        for batch in source.loader(epoch, batch_size, **loader_kw):
+            got_any = True
+            if produced >= skip:
+                yield batch
+            produced += 1
+            if produced >= n_batches:
+                return
+        if not got_any:
+            raise DataError(f"{source.description}: rank {D.rank()} received no batch of {batch_size} "
+                            f"(fewer samples or shards than ranks x batch size?)")

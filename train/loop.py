@@ -1,0 +1,372 @@
+"""The training loop shared by every method (DINO / MoCo-style: one readable function, ``train``).
+
+Device chosen automatically (CUDA when present, bf16 autocast and channels_last there), checkpoints written
+atomically every ``ckpt_every`` steps and at each epoch end, exact resume (model, optimisers, schedulers,
+RNG, method state such as DeepCluster's assignments, position in the epoch), ``metrics.jsonl``, a progress
+bar with loss and images/s, DDP under torchrun, and a clean stop on a non-finite loss that keeps the last
+good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from train import distributed as D
+from train.data import LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
+from train.encoder_io import atomic_torch_save, plain, save_encoder
+from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
+from train.methods import EpochContext, Method, get_method
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "single-image-ssl/checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    method: str
+    data: str | None
+    out: str
+    arch: str | None = None  # None: the method's default
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    workers: int = 4
+    seed: int = 0
+    ckpt_every: int = 1000
+    log_every: int = 20
+    shuffle_buffer: int = 2000
+    resume: bool = False
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    progress: bool = True
+    options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA (this process's local rank under torchrun) when present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError("--device cuda asked for, but no CUDA device is visible")
+        if dev.index is None:
+            dev = torch.device("cuda", D.env_world()[1])
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def build_options(method_cls: type[Method], overrides: dict[str, Any]):
+    known = {f.name for f in fields(method_cls.Options)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TrainError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
+    return method_cls.Options(**overrides)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a training checkpoint of this project")
+    return ckpt
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines a killed run wrote after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by the kill
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    os.replace(tmp, path)
+
+
+class _Metrics:
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, **rec: Any) -> None:
+        if not self.enabled:
+            return
+        rec = {"time": round(time.time(), 3), **plain(rec)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def make_source(cfg: TrainConfig, method_cls: type[Method], input_size: int) -> Source:
+    if cfg.data is None:
+        raise DataError("no data set given")
+    if method_cls.needs_labels:
+        from train.methods.supervised import Supervised
+        return LabelledSource(cfg.data, Supervised.load_size(input_size))
+    return ShardSource(cfg.data, shuffle_buffer=cfg.shuffle_buffer)
+
+
+def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
+    """Train ``cfg.method`` and write ``checkpoint.pt``, ``encoder.pt``, ``metrics.jsonl`` under ``cfg.out``.
+
+    ``source`` overrides the data set named by ``cfg.data`` (tests, benchmarks). Returns a summary dict.
+    """
+    device = pick_device(cfg.device)
+    started_pg = False
+    if D.env_world()[2] > 1 and not D.is_dist():
+        D.init(device)
+        started_pg = True
+    try:
+        return _train(cfg, device, source)
+    finally:
+        if started_pg:
+            D.shutdown()
+
+
+def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dict[str, Any]:
+    method_cls = get_method(cfg.method)
+    arch = cfg.arch or method_cls.default_arch
+    epochs = cfg.epochs or method_cls.default_epochs
+    batch_size = cfg.batch_size or method_cls.default_batch_size
+    opts = build_options(method_cls, cfg.options)
+    main = D.is_main()
+    world = D.world_size()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    out = Path(cfg.out)
+    ckpt_path, enc_path, metrics_path = out / "checkpoint.pt", out / "encoder.pt", out / "metrics.jsonl"
+    if cfg.resume and not ckpt_path.exists():
+        raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
+    if not cfg.resume and ckpt_path.exists():
+        raise CheckpointError(
+            f"{out} already holds a run (checkpoint.pt); pass --resume or choose another --out")
+    ckpt = load_checkpoint(ckpt_path) if cfg.resume else None
+    if ckpt is not None:
+        if ckpt["method"] != cfg.method:
+            raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")
+        if cfg.arch is None:
+            arch = ckpt["arch"]
+        elif ckpt["arch"] != arch:
+            raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
+
+    torch.manual_seed(cfg.seed)
+    if cuda:
+        torch.cuda.manual_seed_all(cfg.seed)
+    # Built before the data so the input size is known (the supervised loader resizes to it).
+    probe_model = None
+    if source is None:
+        from train.models import build_encoder
+        probe_model = build_encoder(arch)
+        source = make_source(cfg, method_cls, int(probe_model.input_size))
+        del probe_model
+    torch.manual_seed(cfg.seed)
+    try:
+        method = method_cls(opts, arch, source.num_samples, source.num_classes, device)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    method.total_epochs = epochs
+    method.to(device)
+    if cuda and cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+        method.channels_last = True
+    method.configure()
+    D.broadcast_module(method)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + D.rank() + 1)
+
+    epoch, step, batch_in_epoch = 0, 0, 0
+    if ckpt is not None:
+        try:
+            method.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{ckpt_path}: weights do not fit this {cfg.method}/{arch} model "
+                                  f"({str(e).splitlines()[0]})") from None
+        for name, o in method.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][name])
+        for name, s in method.schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][name])
+        try:
+            method.load_extra_state(ckpt.get("extra", {}))
+        except ValueError as e:
+            raise CheckpointError(f"{ckpt_path}: {e}") from None
+        epoch, step, batch_in_epoch = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["batch_in_epoch"])
+        rngs = ckpt.get("rng", [])
+        if len(rngs) == world:
+            _set_rng_state(rngs[D.rank()], gen)
+        else:
+            log.warning("checkpoint written by %d ranks, resuming on %d: RNG streams restart",
+                        len(rngs), world)
+        if main:
+            _truncate_metrics(metrics_path, step)
+
+    spe = steps_per_epoch(source.num_samples, batch_size, world)
+    total = epochs * spe if cfg.max_steps is None else min(epochs * spe, cfg.max_steps)
+    run_config = {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
+        "arch": arch, "epochs": epochs, "batch_size": batch_size, "world_size": world,
+        "options": method.options_dict(), "data_description": source.description,
+        "num_samples": source.num_samples, "steps_per_epoch": spe,
+        "render_config": getattr(source, "render_config", None),
+    }
+    metrics = _Metrics(metrics_path, main)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".config.json.tmp"
+        tmp.write_text(json.dumps(plain(run_config), indent=2) + "\n")
+        os.replace(tmp, out / "config.json")
+        metrics.write(event="start" if ckpt is None else "resume", step=step, epoch=epoch,
+                      method=cfg.method, arch=arch, world_size=world, device=str(device))
+
+    use_amp = cuda and cfg.amp
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+
+    last_saved = step if ckpt is not None else -1
+    last_good = last_saved
+
+    def save_checkpoint() -> None:
+        nonlocal last_saved, last_good
+        rngs = D.all_gather_object(_rng_state(gen))
+        if main:
+            atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "method": cfg.method, "arch": arch,
+                "config": plain(run_config), "epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch,
+                "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+                "optimizers": {n: o.state_dict() for n, o in method.optimizers.items()},
+                "schedulers": {n: s.state_dict() for n, s in method.schedulers.items()},
+                "extra": method.extra_state(), "rng": rngs,
+            }, ckpt_path)
+        last_saved = last_good = step
+
+    def write_encoder() -> None:
+        if main:
+            save_encoder(enc_path, method.encoder, arch, {**run_config, "step": step, "epoch": epoch})
+
+    # Per-step values stay on the device until a log/checkpoint step: a .item() per step would stall the GPU.
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}  # per key: the GAN generator's loss exists only every n_critic steps
+    n_window, images_window, t_window = 0, 0, time.perf_counter()
+    t_start, images_total = time.perf_counter(), 0
+    last_logged: dict[str, float] = {}
+
+    def check_finite() -> None:
+        if bool(D.all_reduce_sum(bad.float().clone())):
+            metrics.write(event="nonfinite", step=step, epoch=epoch)
+            where = f"{ckpt_path} (step {last_good})" if last_good >= 0 else "none written yet"
+            raise NonFiniteLossError(f"loss became non-finite by step {step} (epoch {epoch}); stopped. "
+                                     f"Last good checkpoint: {where}")
+
+    def flush_metrics(pbar: tqdm) -> None:
+        nonlocal sums, counts, n_window, images_window, t_window, last_logged
+        check_finite()
+        if n_window == 0:
+            return
+        names = sorted(sums)
+        vec = D.all_reduce_sum(torch.stack([sums[n] / counts[n] for n in names]).float()) / world
+        vals = dict(zip(names, vec.tolist(), strict=True))
+        dt = max(time.perf_counter() - t_window, 1e-9)
+        ips = images_window * world / dt
+        lr = next(iter(method.optimizers.values())).param_groups[0]["lr"]
+        last_logged = {**vals, "images_per_s": ips}
+        metrics.write(step=step, epoch=epoch, lr=lr, images_per_s=round(ips, 2),
+                      **{k: round(v, 6) for k, v in vals.items()})
+        pbar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", img_s=f"{ips:,.0f}", refresh=False)
+        sums, counts, n_window, images_window, t_window = {}, {}, 0, 0, time.perf_counter()
+
+    pbar = tqdm(total=total, initial=step, disable=not (cfg.progress and main), desc=f"{cfg.method}/{arch}",
+                unit="step", dynamic_ncols=True)
+    method.train()
+    try:
+        while step < total:
+            ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=cfg.seed,
+                               workers=cfg.workers, pin_memory=cuda, autocast=autocast)
+            try:
+                stats = method.on_epoch_start(ctx)
+            except ValueError as e:
+                raise TrainError(str(e)) from None
+            if stats:
+                metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
+            batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=cfg.seed,
+                                    workers=cfg.workers, pin_memory=cuda)
+            for batch in batches:
+                batch = batch.to(device)
+                with autocast():
+                    out_step = method.training_step(batch, gen)
+                loss = out_step["loss"]
+                bad |= ~torch.isfinite(loss)
+                for k, v in out_step.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
+                    counts[k] = counts.get(k, 0) + 1
+                n_window += 1
+                n_img = method.images_per_step(batch)
+                images_window += n_img
+                images_total += n_img * world
+                step += 1
+                batch_in_epoch += 1
+                pbar.update(1)
+                if step % cfg.log_every == 0 or step == total:
+                    flush_metrics(pbar)
+                if cfg.ckpt_every and step % cfg.ckpt_every == 0 and batch_in_epoch < spe:
+                    check_finite()
+                    save_checkpoint()
+                if step >= total:
+                    break
+            if batch_in_epoch >= spe:  # a full epoch: advance schedules, checkpoint, export
+                method.epoch_end()
+                epoch += 1
+                batch_in_epoch = 0
+                flush_metrics(pbar)
+                save_checkpoint()
+                write_encoder()
+        flush_metrics(pbar)
+        if last_saved != step:
+            save_checkpoint()
+        write_encoder()
+    finally:
+        pbar.close()
+    elapsed = time.perf_counter() - t_start
+    summary = {"step": step, "epoch": epoch, "out": str(out), "seconds": elapsed,
+               "images_per_s": images_total / max(elapsed, 1e-9), **last_logged}
+    metrics.write(event="end", **summary)
+    D.barrier()
+    return summary

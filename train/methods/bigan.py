@@ -1,0 +1,122 @@
+"""BiGAN (Donahue et al., 2017): an encoder E, a generator G and a joint discriminator D(x, z).
+
+D learns to tell (x, E(x)) from (G(z), z); E and G learn to fool it, which makes E an approximate inverse of
+G and its features a representation. Following the paper's ImageNet setup the encoder sees 112 px crops, the
+generator and the discriminator work at 64 px (the real crop is downsampled for D); leaky ReLU in the
+encoder (GAN style). Native augmentation: random (non-scaled) crops and horizontal flips. Optimiser: Adam,
+lr 2e-4, beta1 0.5, weight decay 2.5e-5, batch 128; the rate is constant for half the epochs and then decays
+linearly to 0.
+
+For ``--arch cifar`` the encoder sees 32 px and G and D work at 32 px.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from train import augment
+from train.data import Batch
+from train.methods import register_method
+from train.methods.base import Method, MethodOptions, linear_decay_schedule, opt
+from train.models.gan import DCGANGenerator, JointDiscriminator
+
+
+def bigan_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """D's loss: (x, E(x)) pairs are 'real' (1), (G(z), z) pairs 'fake' (0)."""
+    return (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+
+
+def bigan_eg_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """E and G's loss: the labels swapped (the non-saturating form of the minimax game)."""
+    return (F.binary_cross_entropy_with_logits(d_real, torch.zeros_like(d_real))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake)))
+
+
+@dataclass
+class BiGANOptions(MethodOptions):
+    lr: float = opt(2e-4, "Adam learning rate (E, G and D)")
+    weight_decay: float = opt(2.5e-5, "weight decay")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2")
+    z_dim: int = opt(200, "latent dimensions")
+    encoder_size: int = opt(0, "encoder input size (0: 112 for AlexNet, 32 for cifar)")
+    gan_size: int = opt(0, "generator / discriminator image size (0: 64 for AlexNet, 32 for cifar)")
+    g_width: int = opt(64, "generator width (channels of its last hidden layer)")
+    d_width: int = opt(64, "discriminator conv width")
+    d_hidden: int = opt(1024, "discriminator MLP width")
+    flip: bool = opt(True, "random horizontal flips (native augmentation)")
+
+
+@register_method
+class BiGAN(Method):
+    name = "bigan"
+    Options = BiGANOptions
+    default_arch = "alexnet"
+    default_epochs = 200
+    default_batch_size = 128
+    encoder_kwargs = {"leaky_relu": True}
+
+    def __init__(self, opts: BiGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
+        super().__init__(opts, arch, num_samples, num_classes, device)
+        small = self.encoder.input_size <= 64
+        self.enc_size = opts.encoder_size or (self.encoder.input_size if small else 112)
+        self.gan_size = opts.gan_size or (32 if small else 64)
+        feat_dim = math.prod(self.encoder.output_shape(self.enc_size))
+        self.to_z = nn.Linear(feat_dim, opts.z_dim)
+        self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width)
+        self.discriminator = JointDiscriminator(opts.z_dim, self.gan_size, opts.d_width, opts.d_hidden)
+
+    def configure(self) -> None:
+        o: BiGANOptions = self.opts
+        eg = [*self.encoder.parameters(), *self.to_z.parameters(), *self.generator.parameters()]
+        kw = dict(lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+        self.optimizers["eg"] = torch.optim.Adam(eg, **kw)
+        self.optimizers["d"] = torch.optim.Adam(self.discriminator.parameters(), **kw)
+        epochs = getattr(self, "total_epochs", self.default_epochs)
+        for name in ("eg", "d"):
+            half = epochs // 2
+            self.schedulers[name] = linear_decay_schedule(self.optimizers[name], half, epochs - half)
+
+    @property
+    def input_size(self) -> int:
+        return self.enc_size
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.to_z(self.encoder(self.prepare(x)).flatten(1))
+
+    def views(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(encoder view at enc_size, the same crop at gan_size for D)."""
+        x = augment.random_crop(augment.to_unit_range(images), self.enc_size,
+                                flip_p=0.5 if self.opts.flip else 0.0, generator=generator)
+        return x, augment.resize(x, self.gan_size)
+
+    def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
+        # Uniform(-1, 1) latents as in BiGAN.
+        return (torch.rand(n, self.opts.z_dim, generator=generator) * 2 - 1).to(self.device)
+
+    def d_step(self, x_enc: Tensor, x_gan: Tensor, z: Tensor) -> Tensor:
+        with torch.no_grad():
+            ex = self.encode(x_enc)
+            gz = self.generator(z)
+        loss = bigan_d_loss(self.discriminator(x_gan, ex).float(), self.discriminator(gz, z).float())
+        self.optimizer_step("d", loss)
+        return loss.detach()
+
+    def eg_step(self, x_enc: Tensor, x_gan: Tensor, z: Tensor) -> Tensor:
+        loss = bigan_eg_loss(self.discriminator(x_gan, self.encode(x_enc)).float(),
+                             self.discriminator(self.generator(z), z).float())
+        self.optimizer_step("eg", loss)
+        return loss.detach()
+
+    def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
+        x_enc, x_gan = self.views(batch.images, generator)
+        z = self.sample_z(len(batch), generator)
+        loss_d = self.d_step(x_enc, x_gan, z)
+        loss_eg = self.eg_step(x_enc, x_gan, z)
+        return {"loss": loss_d + loss_eg, "loss_d": loss_d, "loss_eg": loss_eg}

@@ -1,0 +1,245 @@
+"""DeepCluster (Caron et al., 2018): alternate k-means on the network's features and learning to predict the
+cluster ids.
+
+Each epoch starts with a clustering pass over the whole set: fc7 features (before the last ReLU, dropout
+off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at ImageNet
+scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
+top layer is re-initialised (and its momentum cleared) after each reassignment, since its old rows mean
+nothing for the new clusters.
+
+Memory stays bounded: only the first ``pca_samples`` raw fc7 vectors are kept (to fit the PCA); every later
+batch is projected to 256 dimensions on the fly, so 1.28M samples take 1.28M x 256 floats, not 1.28M x 4096.
+
+Under torchrun every rank featurises its share of the set; the features are gathered on rank 0, which clusters
+and broadcasts the labels.
+
+Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and horizontal flips; optimiser SGD lr
+0.05, momentum 0.9, weight decay 1e-5, batch 256, constant rate. Optional Sobel input (``--sobel``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from train import augment, clustering
+from train import distributed as D
+from train.data import Batch
+from train.methods import register_method
+from train.methods.base import EpochContext, Method, MethodOptions, constant_schedule, opt, sgd
+from train.models.heads import classifier_head
+
+log = logging.getLogger(__name__)
+
+
+def weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: Tensor) -> Tensor:
+    """Mean over the batch of w[y] * CE: the uniform-over-clusters loss in expectation (see
+    :func:`train.clustering.cluster_weights`)."""
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    return (ce * class_weights[labels]).mean()
+
+
+@dataclass
+class DeepClusterOptions(MethodOptions):
+    lr: float = opt(0.05, "SGD learning rate")
+    weight_decay: float = opt(1e-5, "weight decay")
+    momentum: float = opt(0.9, "SGD momentum")
+    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)")
+    pca_dim: int = opt(256, "PCA dimensions before k-means")
+    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)")
+    kmeans_iters: int = opt(20, "k-means iterations")
+    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)")
+    head_dim: int = opt(4096, "width of fc6/fc7")
+    sobel: bool = opt(False, "grayscale + Sobel filtering in front of conv1, as in the DeepCluster paper")
+    uniform: bool = opt(True, "weight the loss so that every cluster counts equally (uniform sampling)")
+    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)")
+
+
+@register_method
+class DeepCluster(Method):
+    name = "deepcluster"
+    Options = DeepClusterOptions
+    default_arch = "alexnet"
+    default_epochs = 500
+    default_batch_size = 256
+
+    def __init__(self, opts: DeepClusterOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
+        super().__init__(opts, arch, num_samples, num_classes, device)
+        self.k = opts.k or clustering.default_k(num_samples)
+        if self.k > num_samples:
+            raise ValueError(f"deepcluster: k = {self.k} clusters for only {num_samples} samples")
+        feat_dim = math.prod(self.encoder.output_shape())
+        self.head = classifier_head(feat_dim, opts.head_dim, None, dropout=0.5)
+        self.top_layer = nn.Linear(opts.head_dim, self.k)
+        self.reset_top_layer()
+        # Pseudo-labels by global sample index (-1: not assigned) and the epoch they were computed for.
+        self.register_buffer("labels", torch.full((num_samples,), -1, dtype=torch.int64), persistent=False)
+        self.register_buffer("class_weights", torch.ones(self.k), persistent=False)
+        self.clustered_epoch = -1
+
+    def encoder_arch_kwargs(self) -> dict[str, Any]:
+        return {"sobel": True} if self.opts.sobel else {}
+
+    def configure(self) -> None:
+        o: DeepClusterOptions = self.opts
+        self.optimizers["main"] = sgd(self.parameters(), o, momentum=o.momentum)
+        self.schedulers["main"] = constant_schedule(self.optimizers["main"])
+
+    def reset_top_layer(self) -> None:
+        with torch.no_grad():
+            self.top_layer.weight.normal_(0, 0.01)
+            self.top_layer.bias.zero_()
+        opt_ = self.optimizers.get("main") if hasattr(self, "optimizers") else None
+        if opt_ is not None:
+            for p in self.top_layer.parameters():
+                opt_.state.pop(p, None)  # stale momentum would push the fresh rows toward old clusters
+
+    # ---- the clustering pass ------------------------------------------------------------------------------
+    def features(self, x: Tensor) -> Tensor:
+        """fc7 before its ReLU (as DeepCluster clusters), for a float batch already at input size."""
+        h = self.encoder(self.prepare(x))
+        return self.head[:-1](h)
+
+    def center_view(self, images: Tensor) -> Tensor:
+        """The deterministic view used for clustering: a centre crop of the input size (224 of 256, as
+        DeepCluster's resize-256 / centre-crop-224), resized when the renders are smaller."""
+        frac = min(1.0, self.input_size / images.shape[-1])
+        return augment.center_crop_resize(augment.to_unit_range(images), self.input_size, crop_fraction=frac)
+
+    @torch.no_grad()
+    def compute_features(self, ctx: EpochContext) -> tuple[Tensor | None, Tensor | None]:
+        """PCA-reduced features and indices of the whole set, on rank 0 (None elsewhere)."""
+        o: DeepClusterOptions = self.opts
+        was = self.training
+        self.eval()
+        bs = o.feature_batch_size or 2 * ctx.batch_size
+        pca_rows = max(o.pca_dim + 1, math.ceil(o.pca_samples / D.world_size()))
+        raw, raw_idx, red, red_idx = [], [], [], []
+        pca: clustering.PCA | None = None
+        n_raw = 0
+        loader = ctx.source.loader(0, bs, shuffle=False, drop_last=False, seed=ctx.seed, workers=ctx.workers,
+                                   pin_memory=ctx.pin_memory)
+        for batch in loader:
+            batch = batch.to(self.device)
+            x = self.center_view(batch.images)
+            with ctx.autocast():
+                f = self.features(x).float()
+            if pca is None:
+                raw.append(f.cpu())
+                raw_idx.append(batch.index.cpu())
+                n_raw += len(f)
+                if n_raw >= pca_rows:
+                    pca = self._fit_pca(torch.cat(raw))
+            else:
+                red.append(pca(f).cpu())
+                red_idx.append(batch.index.cpu())
+        if pca is None:  # this rank's share was smaller than the PCA sample
+            pca = self._fit_pca(torch.cat(raw) if raw else torch.zeros(0, o.head_dim))
+        if raw:
+            red.insert(0, torch.cat([pca(r.to(pca.proj.device)).cpu() for r in raw]))
+            red_idx.insert(0, torch.cat(raw_idx))
+        feats = torch.cat(red) if red else torch.zeros(0, pca.proj.shape[1])
+        idx = torch.cat(red_idx) if red_idx else torch.zeros(0, dtype=torch.int64)
+        self.train(was)
+        comm = self.device if self.device.type == "cuda" else torch.device("cpu")
+        feats = D.gather_rows(feats, comm)
+        idx = D.gather_rows(idx, comm)
+        return feats, idx
+
+    def _fit_pca(self, raw: Tensor) -> clustering.PCA:
+        """Fit on rank 0's sample (samples are i.i.d. renders) and share it, so all ranks project alike."""
+        o: DeepClusterOptions = self.opts
+        if D.is_main():
+            if raw.shape[0] < 2:
+                raise ValueError("deepcluster: too few samples to fit the PCA")
+            pca = clustering.fit_pca(raw.to(self.device), o.pca_dim)
+            payload = [pca.mean.cpu(), pca.proj.cpu()]
+        else:
+            payload = None
+        mean, proj = D.broadcast_object(payload)
+        return clustering.PCA(mean.to(self.device), proj.to(self.device))
+
+    def cluster(self, feats: Tensor, idx: Tensor, seed: int) -> tuple[Tensor, dict[str, float]]:
+        """k-means on (PCA-reduced) features; returns labels by global index."""
+        o: DeepClusterOptions = self.opts
+        if len(idx) != self.num_samples or torch.unique(idx).numel() != self.num_samples:
+            raise ValueError(f"deepcluster: the clustering pass saw {len(idx)} samples "
+                             f"({torch.unique(idx).numel()} distinct) but the set holds {self.num_samples}")
+        if int(idx.max()) >= self.num_samples or int(idx.min()) < 0:
+            raise ValueError("deepcluster: sample indices outside 0..N-1; is the set complete?")
+        dev = self.device
+        x = clustering.l2_normalize(feats.to(dev).float())
+        assign, _ = clustering.kmeans(x, self.k, niter=o.kmeans_iters, seed=seed, backend=o.kmeans_backend)
+        labels = torch.full((self.num_samples,), -1, dtype=torch.int64)
+        labels[idx.cpu()] = assign.cpu()
+        sizes = torch.bincount(labels, minlength=self.k)
+        stats = {"clusters_nonempty": float((sizes > 0).sum()), "cluster_size_max": float(sizes.max())}
+        return labels, stats
+
+    def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
+        if self.clustered_epoch == ctx.epoch:
+            return {}  # resumed mid-epoch: the checkpoint carried this epoch's labels
+        t0 = time.perf_counter()
+        feats, idx = self.compute_features(ctx)
+        t_feat = time.perf_counter() - t0
+        stats: dict[str, float] = {}
+        if D.is_main():
+            labels, stats = self.cluster(feats, idx, seed=ctx.seed * 1000 + ctx.epoch)
+            prev = self.labels.cpu()
+            if (prev >= 0).all():
+                stats["nmi_prev"] = clustering.nmi(labels, prev)
+        else:
+            labels = torch.empty(self.num_samples, dtype=torch.int64)
+        comm = self.device if self.device.type == "cuda" else torch.device("cpu")
+        labels = D.broadcast(labels.to(comm)).to(self.device)
+        self.set_labels(labels, ctx.epoch)
+        stats.update(cluster_seconds=time.perf_counter() - t0, feature_seconds=t_feat)
+        return stats
+
+    def set_labels(self, labels: Tensor, epoch: int) -> None:
+        self.labels = labels.to(self.device)
+        if self.opts.uniform:
+            self.class_weights = clustering.cluster_weights(self.labels, self.k).to(self.device)
+        else:
+            self.class_weights = torch.ones(self.k, device=self.device)
+        self.clustered_epoch = epoch
+        self.reset_top_layer()
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.top_layer(F.relu(self.features(x)))
+
+    def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
+        if batch.index.max() >= self.num_samples:
+            raise ValueError(
+                f"deepcluster: sample index {int(batch.index.max())} >= set size {self.num_samples}")
+        y = self.labels[batch.index]
+        if (y < 0).any():
+            raise RuntimeError("deepcluster: batch holds samples without a pseudo-label (clustering not run)")
+        x = augment.random_resized_crop(augment.to_unit_range(batch.images), self.input_size,
+                                        scale=(0.08, 1.0),
+                                        generator=generator)
+        logits = self(x)
+        loss = weighted_cross_entropy(logits.float(), y, self.class_weights)
+        self.optimizer_step("main", loss)
+        return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean().detach()}
+
+    # ---- resume -------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {"labels": self.labels.cpu().clone(), "clustered_epoch": self.clustered_epoch, "k": self.k}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("k") != self.k:
+            raise ValueError(f"checkpoint has k = {state.get('k')}, this run k = {self.k}")
+        if state.get("clustered_epoch", -1) >= 0:
+            self.labels = state["labels"].to(self.device)
+            self.class_weights = (clustering.cluster_weights(self.labels, self.k) if self.opts.uniform
+                                  else torch.ones(self.k)).to(self.device)
+        self.clustered_epoch = int(state.get("clustered_epoch", -1))

@@ -1,0 +1,143 @@
+"""MonoGAN: the paper's CIFAR-scale ablation network, a WGAN with gradient penalty (Gulrajani et al., 2017).
+
+Critic = the encoder (four convolutions, kernels 7, 5, 3, 3, strides 3, 2, 2, 1; leaky ReLU) plus one linear
+layer; generator = a DCGAN-style 32x32 network. The critic is updated every step, the generator every
+``n_critic`` (5) steps, so each critic update sees a fresh real batch as in WGAN-GP's algorithm. Adam lr 1e-4,
+betas (0.5, 0.9), penalty weight lambda 10, batch 64, learning rate decayed linearly to 0 over the run.
+Native augmentation: horizontal flips only (the rendered patches already carry the paper's augmentation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from train import augment
+from train.data import Batch
+from train.methods import register_method
+from train.methods.base import Method, MethodOptions, linear_decay_schedule, opt
+from train.models.gan import DCGANGenerator
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
+    """WGAN-GP's penalty: E[(||grad_x critic(x_hat)||_2 - 1)^2] at x_hat = eps real + (1 - eps) fake.
+
+    ``eps`` has shape (B,) (one mixing weight per sample). ``create_graph=True`` so the penalty itself can be
+    differentiated w.r.t. the critic's parameters.
+    """
+    e = eps.view(-1, *([1] * (real.dim() - 1))).to(real.dtype)
+    x_hat = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_loss(c_real: Tensor, c_fake: Tensor) -> Tensor:
+    """Critic minimises E[c(fake)] - E[c(real)] (the negative Wasserstein estimate)."""
+    return c_fake.mean() - c_real.mean()
+
+
+def generator_loss(c_fake: Tensor) -> Tensor:
+    return -c_fake.mean()
+
+
+class Critic(nn.Module):
+    def __init__(self, encoder: nn.Module, feat_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.fc = nn.Linear(feat_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.encoder(x).flatten(1)).squeeze(1)
+
+
+@dataclass
+class MonoGANOptions(MethodOptions):
+    lr: float = opt(1e-4, "Adam learning rate (critic and generator)")
+    weight_decay: float = opt(0.0, "weight decay")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.9, "Adam beta2")
+    n_critic: int = opt(5, "critic updates per generator update")
+    gp_lambda: float = opt(10.0, "gradient-penalty weight")
+    z_dim: int = opt(128, "latent dimensions")
+    g_width: int = opt(128, "generator width (WGAN-GP's DIM)")
+    gan_size: int = opt(0, "generator output size (0: the encoder's input size if a power of two, else 64)")
+    flip: bool = opt(True, "random horizontal flips")
+    decay: bool = opt(True, "decay the learning rate linearly to 0 over the epochs")
+
+
+@register_method
+class MonoGAN(Method):
+    name = "monogan"
+    Options = MonoGANOptions
+    default_arch = "cifar"
+    default_epochs = 100
+    default_batch_size = 64
+    encoder_kwargs = {"leaky_relu": True}
+
+    def __init__(self, opts: MonoGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
+        super().__init__(opts, arch, num_samples, num_classes, device)
+        size = self.encoder.input_size
+        self.gan_size = opts.gan_size or (size if size & (size - 1) == 0 else 64)
+        self.critic = Critic(self.encoder, math.prod(self.encoder.output_shape()))
+        self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width)
+        self.steps_done = 0
+
+    def configure(self) -> None:
+        o: MonoGANOptions = self.opts
+        kw = dict(lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), **kw)
+        self.optimizers["g"] = torch.optim.Adam(self.generator.parameters(), **kw)
+        epochs = getattr(self, "total_epochs", self.default_epochs) if o.decay else 0
+        for name in ("critic", "g"):
+            self.schedulers[name] = linear_decay_schedule(self.optimizers[name], 0 if o.decay else 1, epochs)
+
+    def to_critic(self, x: Tensor) -> Tensor:
+        """Generated images at the critic's input size (identity at 32 px)."""
+        return augment.resize(x, self.input_size) if x.shape[-1] != self.input_size else x
+
+    def real_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        x = augment.resize(augment.to_unit_range(images), self.input_size)
+        if self.opts.flip:
+            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.opts.z_dim, generator=generator).to(self.device)
+
+    def critic_step(self, real: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        n = real.shape[0]
+        z = self.sample_z(n, generator)
+        with torch.no_grad():
+            fake = self.to_critic(self.generator(z))
+        eps = torch.rand(n, generator=generator).to(self.device)
+        real, fake = self.prepare(real), self.prepare(fake)
+        w = critic_loss(self.critic(real).float(), self.critic(fake).float())
+        gp = gradient_penalty(self.critic, real, fake, eps)
+        loss = w + self.opts.gp_lambda * gp
+        self.optimizer_step("critic", loss)
+        return {"loss_critic": loss.detach(), "wasserstein": -w.detach(), "gp": gp.detach()}
+
+    def generator_step(self, n: int, generator: torch.Generator) -> Tensor:
+        z = self.sample_z(n, generator)
+        loss = generator_loss(self.critic(self.prepare(self.to_critic(self.generator(z)))).float())
+        self.optimizer_step("g", loss, self.generator.parameters())
+        return loss.detach()
+
+    def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
+        out = self.critic_step(self.real_view(batch.images, generator), generator)
+        self.steps_done += 1
+        if self.steps_done % self.opts.n_critic == 0:
+            out["loss_g"] = self.generator_step(len(batch), generator)
+        out["loss"] = out["loss_critic"]
+        return out
+
+    def extra_state(self) -> dict:
+        return {"steps_done": self.steps_done}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.steps_done = int(state.get("steps_done", 0))

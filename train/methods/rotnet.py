@@ -1,0 +1,87 @@
+"""RotNet (Gidaris et al., 2018): predict which of four rotations (0, 90, 180, 270 degrees) was applied.
+
+Native augmentation (paper, section 3.2): a non-scaled random crop to the network's input size (224 from the
+256 px renders) and a horizontal flip; every image of the batch then appears at all four rotations.
+Optimiser defaults follow the RotNet AlexNet config: SGD, lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4,
+batch 192, 30 epochs with the rate multiplied by 0.2 at epochs 10, 20 and 25.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from train import augment
+from train.data import Batch
+from train.methods import register_method
+from train.methods.base import Method, MethodOptions, opt, sgd, step_schedule
+from train.models.heads import classifier_head
+
+
+def rotation_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+@dataclass
+class RotNetOptions(MethodOptions):
+    lr: float = opt(0.1, "SGD learning rate")
+    weight_decay: float = opt(5e-4, "weight decay")
+    momentum: float = opt(0.9, "SGD momentum (Nesterov)")
+    milestones: list = opt([10, 20, 25], "epochs at which the learning rate is multiplied by --gamma")
+    gamma: float = opt(0.2, "learning-rate factor at each milestone")
+    head_dim: int = opt(4096, "width of the two fully connected layers (0: linear classifier on the map)")
+    flip: bool = opt(True, "random horizontal flips (native augmentation)")
+
+
+@register_method
+class RotNet(Method):
+    name = "rotnet"
+    Options = RotNetOptions
+    default_arch = "alexnet"
+    default_epochs = 30
+    default_batch_size = 192
+
+    def __init__(self, opts: RotNetOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
+        super().__init__(opts, arch, num_samples, num_classes, device)
+        feat_dim = math.prod(self.encoder.output_shape())
+        if opts.head_dim > 0:
+            self.head = classifier_head(feat_dim, opts.head_dim, 4, batchnorm=True)
+        else:
+            self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(feat_dim, 4))
+
+    def configure(self) -> None:
+        o: RotNetOptions = self.opts
+        self.optimizers["main"] = sgd(self.parameters(), o, momentum=o.momentum, nesterov=True)
+        self.schedulers["main"] = step_schedule(self.optimizers["main"], o.milestones, o.gamma)
+
+    def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        x = augment.to_unit_range(images)
+        return augment.random_crop(x, self.input_size, flip_p=0.5 if self.opts.flip else 0.0,
+                                   generator=generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(self.prepare(x)))
+
+    def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
+        x, y = augment.rotate_batch(self.augment(batch.images, generator))
+        logits = self(x)
+        loss = rotation_loss(logits.float(), y)
+        self.optimizer_step("main", loss)
+        acc = (logits.argmax(1) == y).float().mean()
+        return {"loss": loss.detach(), "acc": acc.detach()}
+
+    @torch.no_grad()
+    def rotation_accuracy(self, images: Tensor) -> float:
+        """Accuracy on all four rotations of centre views of ``images`` (uint8), in eval mode."""
+        was = self.training
+        self.eval()
+        x = augment.center_crop_resize(augment.to_unit_range(images.to(self.device)), self.input_size,
+                                       crop_fraction=min(1.0, self.input_size / images.shape[-1]))
+        x, y = augment.rotate_batch(x)
+        acc = (self(x).argmax(1) == y).float().mean().item()
+        self.train(was)
+        return acc

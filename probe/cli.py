@@ -140,5 +140,128 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     click.echo(f"wrote {out_dir / 'results.json'} and {out_dir / 'results.md'}")
 
 
+@main.command()
+@click.argument("encoder")
+@click.option("--data", "data_spec", required=True, help=DATA_HELP)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.json, results.md and the retrained encoder.pt.")
+@click.option("--freeze", default="conv2", show_default=True,
+              help="Last layer kept frozen (conv2: Table 4), or none (train everything: Table 5).")
+@click.option("--keep", default="conv2", show_default=True,
+              help="Last layer taken from ENCODER; deeper ones start from a fresh seeded init (all: all).")
+@click.option("--epochs", default=90, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", default=0.01, show_default=True)
+@click.option("--milestones", default="30,60,80", show_default=True,
+              help="Epochs at which the learning rate is divided by --lr-divisor.")
+@click.option("--lr-divisor", default=10.0, show_default=True)
+@click.option("--momentum", default=0.9, show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--ten-crop/--center-crop", default=True, show_default=True)
+@click.option("--normalize", type=click.Choice(["auto", "imagenet", "half"]), default="auto",
+              show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--limit-train", type=int, help="Use a seeded random subset of this many training images.")
+@click.option("--limit-test", type=int, help="Use a seeded random subset of this many test images.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, milestones, lr_divisor,
+             momentum, weight_decay, ten_crop, normalize, seed, limit_train, limit_test, device, workers,
+             cache_dir, progress):
+    """Retrain a classifier on labels starting from ENCODER's conv1-conv2 (Tables 4 and 5).
+
+    ENCODER is an encoder.pt or random:ARCH. Layers after --keep are freshly initialised, a new classifier
+    (AlexNet's fc6-fc8, or one linear layer for the CIFAR encoder) is added, and the network is trained
+    with layers up to --freeze frozen. Reports top-1 (10-crop on ImageNet-style data) and writes the
+    retrained encoder.pt, which `probe linear` probes for Table 5.
+
+    \b
+    Examples:
+      probe finetune runs/deepcluster-A/encoder.pt --data imagefolder:/data/imagenet --freeze conv2 --out ft4
+      probe finetune runs/deepcluster-A/encoder.pt --data imagefolder:/data/imagenet --freeze none --out ft5
+      probe linear ft5/encoder.pt --data imagefolder:/data/imagenet --out ft5/probe
+    """
+    from probe.datasets import open_data
+    from probe.encoders import open_encoder
+    from probe.finetune import FinetuneProtocol, run_finetune
+    from probe.results import finetune_markdown, new_results, write_json
+    from probe.transforms import Normalization
+    from train.encoder_io import save_encoder
+
+    device = _device(device)
+    protocol = FinetuneProtocol(freeze=freeze, keep=keep, epochs=epochs, lr=lr,
+                                milestones=_milestones(milestones), lr_divisor=lr_divisor, momentum=momentum,
+                                weight_decay=weight_decay,
+                                batch_size=batch_size, ten_crop=ten_crop, seed=seed)
+    net = open_encoder(encoder, seed=seed)
+    data = open_data(data_spec, cache_dir)
+    norm = Normalization.choose(normalize, net.identity.get("config", {}))
+    model, fields = run_finetune(net, data, protocol, normalization=norm, device=device, workers=workers,
+                                 limit_train=limit_train, limit_test=limit_test, progress=progress)
+    described = data.describe() | fields["data_used"]
+    results = new_results("finetune", net.identity, described, fields["protocol"], device, _command_line())
+    results.update(scores=fields["scores"], timings=fields["timings"], history=fields["history"])
+    config = {"probe_finetune": {"from": net.identity, "protocol": fields["protocol"], "data": described},
+              "normalize": {"mean": list(norm.mean), "std": list(norm.std)}}
+    save_encoder(out_dir / "encoder.pt", model.encoder.cpu(), net.arch, config)
+    write_json(out_dir / "results.json", results)
+    table = finetune_markdown(results)
+    (out_dir / "results.md").write_text(table)
+    click.echo(table)
+    click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {out_dir / 'encoder.pt'}")
+
+
+@main.command()
+@click.argument("encoder")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG file to write.")
+@click.option("--columns", type=int, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
+@click.option("--scale", default=4, show_default=True, help="Pixels per filter weight.")
+@click.option("--seed", default=0, show_default=True, help="Seed of random:ARCH weights.")
+def filters(encoder, out, columns, scale, seed):
+    """Save ENCODER's first-layer filters as a grid picture (the paper's Figure 2).
+
+    Each filter is scaled into (-1, 1) by its own largest weight and shown with zero as mid-grey.
+
+    \b
+    Example:
+      probe filters runs/bigan-A/encoder.pt --out runs/bigan-A/conv1.png
+    """
+    from probe.encoders import open_encoder
+    from probe.filters import save_filter_grid
+
+    net = open_encoder(encoder, seed=seed)
+    click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale)}")
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Markdown file to write; the plot goes beside it as the same name with .png.")
+@click.option("--against", multiple=True,
+              help="Paper row to compare with (a part of its label, e.g. 'Random' or '(p)'): once for all "
+                   "RESULTS or once per file. Default: Random for random:ARCH encoders, else the method.")
+def report(results, out, against):
+    """Set RESULTS (results.json files) beside the paper's Tables 1-5, with differences and a plot.
+
+    \b
+    Example:
+      probe report runs/probe-random/results.json runs/monogan/probe/results.json --out report.md
+    """
+    from probe.report import build_report, plot_layers
+
+    plot = out.with_suffix(".png")
+    markdown, groups = build_report(list(results), list(against), plot_name=plot.name if results else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    if groups:
+        plot_layers(groups, plot)
+        click.echo(f"wrote {out} and {plot}")
+    else:
+        click.echo(f"wrote {out} (no results matched a paper table, so no plot)")
+
+
 if __name__ == "__main__":
     main()

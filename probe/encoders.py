@@ -38,17 +38,25 @@ class Encoder:
 
 
 def open_encoder(spec: str, seed: int = 0) -> Encoder:
-    """The encoder named by `spec`: a path to an `encoder.pt`, or `random:ARCH` initialised from `seed`."""
+    """The encoder named by `spec`: a path to an `encoder.pt`, or `random:ARCH` initialised from `seed`.
+
+    `random:ARCH:key=value,...` passes architecture options, e.g. `random:cifar:leaky_relu=true`.
+    """
     if spec.startswith(RANDOM_PREFIX):
-        arch = spec[len(RANDOM_PREFIX):]
+        arch, _, options = spec[len(RANDOM_PREFIX):].partition(":")
         if arch not in ENCODERS:
             known = ", ".join(sorted(ENCODERS))
             raise EncoderError(f"{spec}: unknown architecture {arch!r} (known: {known})")
+        arch_kwargs = _parse_options(spec, options)
         with torch.random.fork_rng(devices=[]):  # seed the weights without disturbing the caller's stream
             torch.manual_seed(seed)
-            module = build_encoder(arch)
+            try:
+                module = build_encoder(arch, **arch_kwargs)
+            except (TypeError, ValueError) as exc:
+                raise EncoderError(f"{spec}: cannot build {arch!r} ({exc})") from None
         module.eval()
-        identity = {"source": spec, "arch": arch, "arch_kwargs": {}, "config": {}, "random_init_seed": seed}
+        identity = {"source": spec, "arch": arch, "arch_kwargs": arch_kwargs, "config": {},
+                    "random_init_seed": seed}
         return Encoder(module, arch, spec, identity)
     path = Path(spec)
     try:
@@ -108,6 +116,23 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused.bias = nn.Parameter(bias * scale + shift, requires_grad=conv.weight.requires_grad)
     return fused
+
+
+def _parse_options(spec: str, text: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EncoderError(f"{spec}: expected key=value architecture options, got {item!r}")
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            options[key.strip()] = lowered == "true"
+        else:
+            try:
+                options[key.strip()] = int(value)
+            except ValueError:
+                options[key.strip()] = value.strip()
+    return options
 
 
 def _design_size(build) -> int | None:

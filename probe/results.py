@@ -103,6 +103,29 @@ def layers_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def finetune_markdown(results: dict[str, Any]) -> str:
+    """The score of a fine-tuning run, with what it was measured on."""
+    data, enc, proto = results["data"], results["encoder"], results["protocol"]
+    scores = results["scores"]
+    return "\n".join([
+        f"# Fine-tuning: {enc['source']} on {data['kind']}",
+        "",
+        f"Frozen: {', '.join(proto['frozen']) or 'none'}; layers after {proto['keep']} freshly initialised. "
+        f"Data: `{data['kind']}:{data['path']}`, {data['train_used']} train / {data['test_used']} test "
+        "images.",
+        "",
+        "| top-1 (%) | top-5 (%) |",
+        "| ---: | ---: |",
+        f"| {scores['top1']:.1f} | {scores['top5']:.1f} |",
+        "",
+        f"Protocol: {proto['epochs']} epochs, batch {proto['batch_size']}, SGD lr {proto['lr']} "
+        f"/{proto['lr_divisor']:g} at epochs {', '.join(map(str, proto['milestones'])) or 'none'}, "
+        f"weight decay {proto['weight_decay']}; {'10-crop' if proto['ten_crop'] else 'single-crop'} testing. "
+        f"Wall time {results['timings']['total_s'] / 60:.1f} min.",
+        "",
+    ])
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

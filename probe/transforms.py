@@ -50,6 +50,11 @@ def cifar_transform(norm: Normalization) -> T.Compose:
     return norm.to_tensor()
 
 
+def cifar_test_transform(norm: Normalization) -> T.Compose:
+    """The CIFAR image as a single crop, (1, 3, 32, 32), the layout of the 10-crop test input."""
+    return T.Compose([_Single(), StackCrops(norm.to_tensor())])
+
+
 def imagenet_train_transform(norm: Normalization, resize: int = 256, crop: int = 224) -> T.Compose:
     """RotNet's probe training input: shorter side to `resize`, a random `crop` square, random flip."""
     return T.Compose([T.Resize(resize), T.RandomCrop(crop), T.RandomHorizontalFlip(), norm.to_tensor()])

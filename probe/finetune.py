@@ -1,0 +1,184 @@
+"""`probe finetune`: retrain a network on labels starting from an encoder's first layers (Tables 4 and 5).
+
+Table 4 keeps conv1-conv2 frozen and trains the rest (`freeze="conv2"`); Table 5 initialises from them and
+trains everything (`freeze="none"`). In both, the layers after `keep` (conv2) start from a fresh, seeded
+initialisation: only the early layers carry over from the encoder. The paper gives no fine-tuning schedule;
+the defaults are the usual AlexNet ones (SGD, lr 0.01, momentum 0.9, weight decay 5e-4, /10 every 30 epochs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from probe.datasets import LabelledData, Transformed, subset
+from probe.encoders import Encoder, require_input_size, require_layers
+from probe.errors import ProbeError
+from probe.features import input_channels
+from probe.scoring import Tally, average_crops
+from probe.transforms import (
+    Normalization,
+    cifar_test_transform,
+    imagenet_test_transform,
+    imagenet_train_transform,
+)
+from train.models import build_encoder
+
+ALEXNET_HIDDEN = 4096
+
+
+@dataclass(frozen=True)
+class FinetuneProtocol:
+    freeze: str = "conv2"  # the last frozen layer, or "none"
+    keep: str = "conv2"  # the last layer taken from the encoder ("all": every layer)
+    epochs: int = 90
+    lr: float = 0.01
+    milestones: tuple[int, ...] = (30, 60, 80)
+    lr_divisor: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    resize: int = 256
+    crop: int = 224
+    ten_crop: bool = True
+    seed: int = 0
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
+
+
+class Classifier(nn.Module):
+    """Encoder + classifier: AlexNet's fc6-fc8 for the AlexNet family, one linear layer otherwise.
+
+    Frozen blocks stay in eval mode (their BatchNorm statistics are part of what is kept).
+    """
+
+    def __init__(self, encoder: nn.Module, arch: str, num_classes: int, input_size: int,
+                 frozen: Iterable[str] = ()):
+        super().__init__()
+        self.encoder = encoder
+        with torch.no_grad():
+            encoder.eval()
+            probe_input = torch.zeros(1, input_channels(encoder), input_size, input_size)
+            dims = encoder(probe_input).flatten(1).shape[1]
+        if arch.startswith("alexnet"):
+            self.head = nn.Sequential(
+                nn.Dropout(0.5), nn.Linear(dims, ALEXNET_HIDDEN), nn.ReLU(inplace=True),
+                nn.Dropout(0.5), nn.Linear(ALEXNET_HIDDEN, ALEXNET_HIDDEN), nn.ReLU(inplace=True),
+                nn.Linear(ALEXNET_HIDDEN, num_classes))
+        else:
+            self.head = nn.Linear(dims, num_classes)
+        self.frozen = list(frozen)
+        for name in self.frozen:
+            getattr(encoder, name).requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self.encoder, name).eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.encoder(images).flatten(1))
+
+
+def build_classifier(encoder: Encoder, num_classes: int, input_size: int,
+                     protocol: FinetuneProtocol) -> Classifier:
+    """The network to retrain: the encoder's layers up to `keep`, fresh seeded layers after it, a new head."""
+    names = list(encoder.layer_names)
+    keep = names[-1] if protocol.keep == "all" else require_layers(encoder, [protocol.keep])[0]
+    frozen = [] if protocol.freeze == "none" else _up_to(names, require_layers(encoder, [protocol.freeze])[0])
+    if frozen and names.index(frozen[-1]) > names.index(keep):
+        raise ProbeError(f"--freeze {protocol.freeze} would freeze freshly initialised layers "
+                         f"(only layers up to --keep {keep} come from the encoder)")
+    torch.manual_seed(protocol.seed)
+    network = build_encoder(encoder.arch, **encoder.identity.get("arch_kwargs", {}))
+    for name in _up_to(names, keep):
+        getattr(network, name).load_state_dict(getattr(encoder.module, name).state_dict())
+    return Classifier(network, encoder.arch, num_classes, input_size, frozen)
+
+
+def _up_to(names: list[str], last: str) -> list[str]:
+    return names[:names.index(last) + 1]
+
+
+def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtocol, *,
+                 normalization: Normalization, device: str = "cpu", workers: int = 0,
+                 limit_train: int | None = None, limit_test: int | None = None,
+                 progress: bool = True) -> tuple[Classifier, dict]:
+    """Retrain and test; returns the network and the results fields (scores, history, timings, protocol)."""
+    started = time.perf_counter()
+    cifar_style = data.style == "cifar"
+    input_size = 32 if cifar_style else protocol.crop
+    require_input_size(encoder, input_size, f"{data.spec.kind} data")
+    model = build_classifier(encoder, len(data.classes), input_size, protocol).to(device)
+
+    if cifar_style:  # the usual CIFAR augmentation: fine-tuning, unlike probing, is not on cached features
+        train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
+                              normalization.to_tensor()])
+        test_tf = cifar_test_transform(normalization)
+    else:
+        train_tf = imagenet_train_transform(normalization, protocol.resize, protocol.crop)
+        test_tf = imagenet_test_transform(normalization, protocol.resize, protocol.crop, protocol.ten_crop)
+    generator = torch.Generator().manual_seed(protocol.seed)
+    train_loader = DataLoader(Transformed(subset(data.train, limit_train, protocol.seed), train_tf),
+                              batch_size=protocol.batch_size, shuffle=True, drop_last=True,
+                              num_workers=workers, generator=generator, persistent_workers=workers > 0)
+    crops = 10 if protocol.ten_crop and not cifar_style else 1
+    test_loader = DataLoader(Transformed(subset(data.test, limit_test, protocol.seed + 1), test_tf),
+                             batch_size=max(1, protocol.batch_size // crops), num_workers=workers)
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=protocol.lr, momentum=protocol.momentum,
+                                weight_decay=protocol.weight_decay)
+    history = []
+    for epoch in range(protocol.epochs):
+        lr = protocol.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        tally = Tally(["model"])
+        for images, labels in tqdm(train_loader, disable=not progress, leave=False,
+                                   desc=f"epoch {epoch + 1}/{protocol.epochs}"):
+            images, labels = images.to(device), labels.to(device)
+            scores = model(images)
+            loss = F.cross_entropy(scores, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            tally.add({"model": scores}, labels, {"model": loss})
+        history.append({"epoch": epoch + 1, "lr": lr, "train": tally.summary()["model"]})
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{protocol.epochs} lr {lr:.2e} "
+                       f"train top-1 {history[-1]['train']['top1']:.1f}")
+    scores = evaluate_classifier(model, test_loader, device, progress)
+    fields = {
+        "scores": scores,
+        "history": history,
+        "timings": {"total_s": time.perf_counter() - started},
+        "protocol": asdict(protocol) | {"input_size": input_size, "frozen": model.frozen,
+                                        "normalization": asdict(normalization),
+                                        "ten_crop": crops == 10},
+        "data_used": {"train_used": len(train_loader.dataset), "test_used": len(test_loader.dataset)},
+    }
+    return model, fields
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, loader: DataLoader, device: str, progress: bool = True) -> dict:
+    """Top-1 / top-5 (%), averaging the softmax of each image's crops (batches are (B, crops, 3, H, W))."""
+    model.eval()
+    tally = Tally(["model"])
+    for images, labels in tqdm(loader, disable=not progress, leave=False, desc="test"):
+        crops = images.shape[1]
+        scores = model(images.flatten(0, 1).to(device))
+        tally.add({"model": average_crops(scores, crops)}, labels.to(device))
+    return tally.summary(with_loss=False)["model"]

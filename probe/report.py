@@ -1,0 +1,166 @@
+"""`probe report`: measured results in the paper's table layout, beside the paper's numbers, with differences
+and a per-layer plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from probe.errors import ProbeError
+from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
+from probe.results import read_results
+
+# the paper's data set behind each data set kind (the JPEG copy of CIFAR-10 stands in for CIFAR-10)
+DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",
+                   "imagefolder": "imagenet"}
+AGREEMENT_POINTS = 5.0  # differences beyond this many points are flagged for investigation
+
+
+@dataclass
+class Measured:
+    """One results file, as a row to set beside the paper's."""
+
+    path: Path
+    name: str
+    dataset: str
+    task: str
+    values: dict[str, float]
+    key: str | None  # what picks the paper row to compare with: a row's match key, or a part of its label
+
+
+def measured_from(path: Path, against: str | None = None) -> Measured:
+    results = read_results(path)
+    encoder, data = results["encoder"], results["data"]
+    dataset = DATASET_OF_KIND.get(data["kind"], data["kind"])
+    task = results["task"]
+    if task == "linear":
+        values = {layer: row["top1"] for layer, row in results["layers"].items()}
+        if encoder.get("config", {}).get("probe_finetune"):
+            task = "linear-after-finetune"
+    else:
+        values = {"top1": results["scores"]["top1"]}
+    key = against or _default_key(encoder)
+    return Measured(Path(path), f"{encoder['source']} on {data['kind']}", dataset, task, values, key)
+
+
+def _default_key(encoder: dict) -> str | None:
+    if str(encoder.get("source", "")).startswith("random:"):
+        return "random"
+    method = encoder.get("config", {}).get("method")
+    return str(method).lower() if method else None
+
+
+def parts_for(measured: Measured, parts: list[PaperPart]) -> list[PaperPart]:
+    return [p for p in parts if p.dataset == measured.dataset and p.task == measured.task]
+
+
+def build_report(paths: list[Path], against: list[str] | None = None,
+                 plot_name: str | None = None) -> tuple[str, list[tuple[PaperPart, list[Measured]]]]:
+    """The Markdown report and, per paper table part, the measurements shown in it."""
+    against = list(against or [])
+    if len(against) not in (0, 1, len(paths)):
+        raise ProbeError(f"--against given {len(against)} times for {len(paths)} results files "
+                         "(give it once for all, or once per file)")
+    keys = against * len(paths) if len(against) == 1 else against or [None] * len(paths)
+    measured = [measured_from(p, k) for p, k in zip(paths, keys, strict=True)]
+    parts = paper_parts()
+    groups = []
+    for part in parts:
+        shown = [m for m in measured if part in parts_for(m, parts)]
+        if shown:
+            groups.append((part, shown))
+    unmatched = [m for m in measured if not parts_for(m, parts)]
+
+    source = paper_source()
+    lines = ["# Measured results against the paper", "",
+             f"Paper: {source['paper']} ({source['url']}); "
+             f"numbers transcribed from {source['transcribed_from']}.",
+             "Values are top-1 accuracy (%). Differences are measured minus paper, in points; "
+             f"**bold** differences exceed {AGREEMENT_POINTS:g} points.", ""]
+    for part, shown in groups:
+        lines += _part_markdown(part, shown)
+    for m in unmatched:
+        lines += [f"- `{m.path}` ({m.name}, {m.task} on {m.dataset}) has no counterpart among the paper's "
+                  "tables.", ""]
+    if plot_name:
+        lines += [f"![per-layer top-1, measured against the paper]({plot_name})", ""]
+    return "\n".join(lines), groups
+
+
+def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
+    header = "| | " + " | ".join(part.columns) + " |"
+    lines = [f"## {part.title} ({_dataset_name(part.dataset)})", "", part.caption, "", header,
+             "| --- |" + " ---: |" * len(part.columns)]
+    for row in part.rows:
+        lines.append(f"| {row.label} | " + " | ".join(_cell(v) for v in row.values) + " |")
+    notes = []
+    for m in shown:
+        values = [m.values.get(c) for c in part.columns]
+        lines.append(f"| **measured: {m.name}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
+        row = part.find(m.key) if m.key else None
+        if row is None:
+            notes.append(f"`{m.path}`: no paper row chosen to compare with (use --against LABEL)")
+            continue
+        diffs = _differences(values, row)
+        lines.append(f"| difference to {row.label} | " + " | ".join(_diff_cell(d) for d in diffs) + " |")
+        worst = max((abs(d) for d in diffs if d is not None), default=None)
+        if worst is not None:
+            verdict = "within" if worst <= AGREEMENT_POINTS else "beyond"
+            notes.append(f"`{m.path}` against \"{row.label}\": largest difference {worst:.1f} points "
+                         f"({verdict} {AGREEMENT_POINTS:g}).")
+    return lines + [""] + [f"- {n}" for n in notes] + [""]
+
+
+def _differences(values: list[float | None], row: PaperRow) -> list[float | None]:
+    return [None if v is None or p is None else v - p for v, p in zip(values, row.values, strict=True)]
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _diff_cell(value: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:+.1f}"
+    return f"**{text}**" if abs(value) > AGREEMENT_POINTS else text
+
+
+def _dataset_name(dataset: str) -> str:
+    return {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}.get(dataset, dataset)
+
+
+def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Path:
+    """One panel per paper table part: the paper's rows as thin lines, the compared row dashed, ours bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = max(len(groups), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    for ax, (part, shown) in zip(axes[0], groups, strict=False):
+        x = list(range(len(part.columns)))
+        compared = {m.key and part.find(m.key) for m in shown}
+        for row in part.rows:
+            points = [(i, v) for i, v in zip(x, row.values, strict=True) if v is not None]
+            if not points:
+                continue
+            style = dict(lw=1.6, ls="--", marker="o", ms=3) if row in compared else \
+                dict(lw=0.8, color="0.7", marker=".", ms=3)
+            ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}" if row in compared else None,
+                    **style)
+        for m in shown:
+            points = [(i, m.values[c]) for i, c in zip(x, part.columns, strict=True) if c in m.values]
+            ax.plot(*zip(*points, strict=True), lw=2.2, marker="o", label=f"measured: {m.name}")
+        ax.set_xticks(x, part.columns)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -41,7 +41,8 @@ def write_cifar10(root: Path, per_batch: int = 4, test: int = 6) -> Path:
         write_pickle(folder / f"data_batch_{i}", {
             "batch_label": f"training batch {i} of 5", "data": cifar_rows(per_batch, i),
             "labels": [(i + j) % 10 for j in range(per_batch)]})
-    write_pickle(folder / "test_batch", {"data": cifar_rows(test, 99), "labels": [j % 10 for j in range(test)]})
+    write_pickle(folder / "test_batch",
+                 {"data": cifar_rows(test, 99), "labels": [j % 10 for j in range(test)]})
     return folder
 
 

@@ -1,0 +1,135 @@
+"""The `probe` command line end to end on tiny data sets, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from probe.cli import main
+from train.encoder_io import save_encoder
+from train.models import build_encoder
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_every_command_explains_itself_with_an_example():
+    top = _run("--help")
+    assert top.exit_code == 0 and "Example" in top.output
+    for command in ("linear", "finetune", "filters", "report"):
+        result = _run(command, "--help")
+        assert result.exit_code == 0
+        assert "Example" in result.output and f"probe {command}" in result.output
+
+
+def test_linear_on_cifar_pickles_writes_results(tmp_path, writers):
+    writers.cifar10(tmp_path / "data", per_batch=6, test=10)
+    out = tmp_path / "out"
+    result = _run("linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out", out,
+                  "--layers", "conv4,conv1", "--epochs", "2", "--batch-size", "8", "--workers", "0",
+                  "--no-progress", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["layers"]) == ["conv1", "conv4"]
+    assert results["layers"]["conv1"]["dims"] == 9600 and results["layers"]["conv4"]["dims"] == 3456
+    for row in results["layers"].values():
+        assert 0.0 <= row["top1"] <= row["top5"] <= 100.0
+    expected = {"kind": "cifar10", "train_size": 30, "test_size": 10, "num_classes": 10}
+    assert {key: results["data"][key] for key in expected} == expected
+    assert results["encoder"]["source"] == "random:cifar" and results["encoder"]["random_init_seed"] == 0
+    assert results["protocol"]["milestones"] == [5, 15, 25] and results["protocol"]["feature_cache"]
+    assert len(results["history"]) == 2
+    assert "| conv4 | 3456 |" in (out / "results.md").read_text()
+
+
+def test_random_baseline_is_seeded():
+    from probe.encoders import open_encoder
+
+    first, again, other = (open_encoder("random:cifar", seed=s).module for s in (3, 3, 4))
+    assert torch.equal(first.conv2.conv.weight, again.conv2.conv.weight)
+    assert not torch.equal(first.conv2.conv.weight, other.conv2.conv.weight)
+
+
+def test_encoder_of_another_architecture_is_refused(tmp_path, writers):
+    writers.cifar10(tmp_path / "data")
+    line = _error_line(_run("linear", "random:alexnet", "--data", f"cifar10:{tmp_path / 'data'}",
+                            "--out", tmp_path / "out"))
+    assert "random:alexnet: architecture 'alexnet' takes 224 px input" in line and "use cifar" in line
+    saved = tmp_path / "alexnet-small.pt"
+    save_encoder(saved, build_encoder("alexnet-small"), "alexnet-small", {})
+    data = f"cifar10:{tmp_path / 'data'}"
+    line = _error_line(_run("linear", saved, "--data", data, "--out", tmp_path / "o"))
+    assert f"{saved}: architecture 'alexnet-small'" in line
+    line = _error_line(_run("linear", "random:cifar", "--layers", "conv5", "--data",
+                            f"cifar10:{tmp_path / 'data'}", "--out", tmp_path / "o"))
+    assert "has no layer conv5" in line
+
+
+def test_unreadable_inputs_are_one_line_errors(tmp_path, writers):
+    not_an_encoder = tmp_path / "notes.pt"
+    not_an_encoder.write_text("hello")
+    line = _error_line(_run("filters", not_an_encoder, "--out", tmp_path / "f.png"))
+    assert str(not_an_encoder) in line
+    line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'absent'}", "--out",
+                            tmp_path / "o"))
+    assert line == f"Error: {tmp_path / 'absent'}: no such folder"
+
+
+def test_corrupt_image_read_by_a_worker_process_is_one_line(tmp_path, writers):
+    writers.image_tree(tmp_path / "train", {"cat": 2, "dog": 2})
+    writers.image_tree(tmp_path / "test", {"cat": 1, "dog": 1})
+    broken = tmp_path / "test" / "dog" / "0000.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10-jpg:{tmp_path}", "--out",
+                            tmp_path / "o", "--epochs", "1", "--workers", "1", "--no-progress"))
+    assert line.startswith(f"Error: {broken}: cannot decode image")
+
+
+def test_finetune_keeps_frozen_layers_and_writes_a_probeable_encoder(tmp_path, writers):
+    writers.cifar10(tmp_path / "data", per_batch=4, test=4)
+    source = build_encoder("cifar")
+    save_encoder(tmp_path / "encoder.pt", source, "cifar", {"method": "test"})
+    out = tmp_path / "ft"
+    data = f"cifar10:{tmp_path / 'data'}"
+    result = _run("finetune", tmp_path / "encoder.pt", "--data", data, "--out", out, "--freeze", "conv2",
+                  "--epochs", "1", "--batch-size", "5", "--workers", "0", "--no-progress", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "finetune" and results["protocol"]["frozen"] == ["conv1", "conv2"]
+    assert 0 <= results["scores"]["top1"] <= 100
+    tuned = torch.load(out / "encoder.pt", weights_only=True)["state_dict"]
+    original = source.state_dict()
+    for key in ("conv1.conv.weight", "conv2.conv.weight", "conv2.bn.running_var"):
+        assert torch.equal(tuned[key], original[key]), key
+    assert not torch.equal(tuned["conv3.conv.weight"], original["conv3.conv.weight"])  # fresh init, trained
+    again = _run("linear", out / "encoder.pt", "--data", data, "--out", tmp_path / "p",
+                 "--epochs", "1", "--workers", "0", "--no-progress", "--layers", "conv1", "--device", "cpu")
+    assert again.exit_code == 0, again.output
+    probed = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert probed["encoder"]["config"]["probe_finetune"]["protocol"]["freeze"] == "conv2"
+
+
+@pytest.mark.parametrize("freeze", ["none"])
+def test_finetune_without_freezing_trains_the_kept_layers(tmp_path, writers, freeze):
+    writers.cifar10(tmp_path / "data", per_batch=4, test=4)
+    out = tmp_path / "ft"
+    result = _run("finetune", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out", out,
+                  "--freeze", freeze, "--epochs", "1", "--batch-size", "5", "--workers", "0", "--no-progress",
+                  "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    tuned = torch.load(out / "encoder.pt", weights_only=True)["state_dict"]
+    from probe.encoders import open_encoder
+
+    assert not torch.equal(tuned["conv1.conv.weight"], open_encoder("random:cifar").module.conv1.conv.weight)

@@ -1,0 +1,75 @@
+"""Filter pictures and the report against the paper's tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from probe.filters import filter_grid, normalized_filters, save_filter_grid
+from probe.paper import paper_parts, paper_source
+from probe.report import build_report, plot_layers
+from probe.results import new_results, write_json
+from train.models import build_encoder
+
+
+def test_each_filter_is_scaled_by_its_own_peak():
+    weight = torch.zeros(2, 3, 2, 2)
+    weight[0, 0, 0, 0] = 0.5
+    weight[0, 1, 1, 1] = -0.25
+    weight[1, 2, 0, 1] = -4.0
+    normed = normalized_filters(weight)
+    assert normed[0, 0, 0, 0] == 1.0 and normed[0, 1, 1, 1] == -0.5 and normed[1, 2, 0, 1] == -1.0
+    grid = filter_grid(weight, columns=2, scale=1, border=1)
+    assert grid.shape == (4, 7, 3)
+    assert grid[1, 1].tolist() == [255, 128, 128]  # +1 red, zero green/blue shown mid-grey
+    assert grid[1, 5].tolist() == [128, 128, 0]  # filter 2: -1 in blue
+
+
+def test_alexnet_conv1_grid_is_twelve_by_eight(tmp_path):
+    out = save_filter_grid(build_encoder("alexnet"), tmp_path / "conv1.png", scale=2)
+    width, height = Image.open(out).size
+    assert (width, height) == (12 * 23 + 1, 8 * 23 + 1)
+
+
+def test_paper_tables_are_kept_with_their_source():
+    assert "ICLR 2020" in paper_source()["paper"]
+    parts = {(p.table_id, p.dataset): p for p in paper_parts()}
+    assert set(parts) >= {("table1", "cifar10"), ("table2", "imagenet"), ("table3", "cifar10"),
+                          ("table3", "cifar100"), ("table4", "imagenet"), ("table5", "imagenet")}
+    assert parts["table3", "cifar10"].find("random").values == (57.8, 55.5, 54.2, 47.3)
+    assert parts["table2", "imagenet"].find("(p)").values[1] == 31.5
+    for part in parts.values():
+        assert all(len(row.values) == len(part.columns) for row in part.rows)
+
+
+def _fake_linear_results(path, source, kind, top1):
+    layers = {f"conv{i + 1}": {"top1": v, "top5": 90.0, "dims": 100} for i, v in enumerate(top1)}
+    results = new_results("linear", {"source": source, "arch": "cifar", "config": {}},
+                          {"kind": kind, "path": "/data"}, {}, "cpu", None)
+    results["layers"] = layers
+    write_json(path, results)
+    return path
+
+
+def test_report_sets_measurements_beside_the_paper(tmp_path):
+    random = _fake_linear_results(tmp_path / "r.json", "random:cifar", "cifar10-jpg", [55, 52, 48, 47.3])
+    mono = _fake_linear_results(tmp_path / "m.json", "runs/mono/encoder.pt", "cifar100", [40, 45, 44.5, 30])
+    markdown, groups = build_report([random, mono], against=["random", "MonoGAN"], plot_name="r.png")
+    assert "| difference to Random | -2.8 | -3.5 | **-6.2** | +0.0 |" in markdown
+    assert "| difference to MonoGAN | +0.1 | -1.9 | +0.0 | **-8.8** |" in markdown
+    assert "| difference to (b) Random feat. | -2.8 |" in markdown  # Table 1 has the random row too
+    assert [(p.table_id, p.dataset) for p, _ in groups] == [("table1", "cifar10"), ("table3", "cifar10"),
+                                                            ("table3", "cifar100")]
+    png = plot_layers(groups, tmp_path / "r.png")
+    assert Image.open(png).size[0] > Image.open(png).size[1] > 100
+    assert np.asarray(Image.open(png)).std() > 0
+
+
+def test_report_without_a_row_to_compare_says_so(tmp_path):
+    path = _fake_linear_results(tmp_path / "x.json", "runs/x/encoder.pt", "cifar10", [60.0, 61.0, 62.0, 63.0])
+    markdown, _ = build_report([path])
+    assert "no paper row chosen to compare with" in markdown
+    assert json.loads(path.read_text())["task"] == "linear"

@@ -75,6 +75,12 @@ def _collate_labelled(items: list[tuple[Tensor, int, int]]) -> Batch:
     return Batch(torch.stack(imgs), index, torch.tensor(labels, dtype=torch.int64))
 
 
+def _loader_generator(seed: int, epoch: int) -> torch.Generator:
+    """A DataLoader draws its workers' base seed from this generator; without one it draws from the global
+    RNG, so re-creating a loader on resume would shift every later random number and break exact resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 17)
+
+
 def _worker_count(requested: int) -> int:
     return max(0, min(requested, os.cpu_count() or 1))
 
@@ -112,7 +118,8 @@ class ShardSource:
         )
         return DataLoader(ds, batch_size=batch_size, collate_fn=collate_samples, drop_last=drop_last,
                           num_workers=_worker_count(workers), pin_memory=pin_memory,
-                          persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+                          persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+                          generator=_loader_generator(seed, epoch))
 
 
 class TensorSource:
@@ -199,7 +206,8 @@ class LabelledSource:
                                      shuffle=shuffle, seed=seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
         return DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_labelled,
-                          drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory)
+                          drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory,
+                          generator=_loader_generator(seed, epoch))
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, world: int) -> int:

@@ -141,3 +141,18 @@ def gather_rows(t: Tensor, comm_device: torch.device) -> Tensor | None:
         return torch.cat([b[:c] for b, c in zip(bufs, counts, strict=True)]).to(t.device)
     dist.gather(padded, dst=0)
     return None
+
+
+def check_in_sync(module: nn.Module, what: str = "parameters") -> None:
+    """Raise if ranks hold different parameters: a broken gradient all-reduce would otherwise go unnoticed.
+
+    Parameters must agree exactly (every rank applies the same averaged gradient); BatchNorm running
+    statistics legitimately differ per rank and are not compared.
+    """
+    if not is_dist():
+        return
+    with torch.no_grad():
+        local = torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().cpu()
+    sums = all_gather_object(float(local))
+    if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"ranks hold different {what} (sums {sums}); data-parallel training is broken")

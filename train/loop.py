@@ -359,6 +359,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 save_checkpoint()
                 write_encoder()
         flush_metrics(pbar)
+        D.check_in_sync(method)
         if last_saved != step:
             save_checkpoint()
         write_encoder()

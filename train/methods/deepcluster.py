@@ -211,6 +211,7 @@ class DeepCluster(Method):
             self.class_weights = torch.ones(self.k, device=self.device)
         self.clustered_epoch = epoch
         self.reset_top_layer()
+        D.broadcast_module(self.top_layer)  # every rank starts the epoch from the same fresh top layer
 
     # ---- training -----------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,223 @@
+"""The training loop end to end on a tiny rendered set: every method, resume, DDP, errors, encoder.pt."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from train.cli import main
+from train.data import ShardSource
+from train.encoder_io import load_encoder
+from train.errors import CheckpointError, NonFiniteLossError
+from train.loop import TrainConfig, train
+from train.methods import get_method
+
+SMALL = {
+    "rotnet": {"head_dim": 64},
+    "deepcluster": {"head_dim": 64, "k": 4, "pca_dim": 16},
+    "bigan": {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32},
+    "monogan": {"g_width": 16, "z_dim": 32},
+}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cfg(method, data, out, **kw):
+    base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,
+                workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
+                options=dict(SMALL.get(method, {})))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["rotnet", "deepcluster", "bigan", "monogan"])
+def test_each_method_trains_on_shards(method, tiny_set, tmp_path):
+    out = tmp_path / method
+    summary = train(cfg(method, tiny_set, out, max_steps=24))
+    assert summary["step"] == 24 and summary["epoch"] == 1  # 16 steps per epoch at batch 16
+    recs = [r for r in read_metrics(out) if "loss" in r and "event" not in r]
+    assert len(recs) >= 6 and all(torch.isfinite(torch.tensor(r["loss"])) for r in recs)
+    assert all(r["images_per_s"] > 0 for r in recs)
+    # encoder.pt round-trips into the probe-facing loader and equals the trained encoder
+    enc, info = load_encoder(out / "encoder.pt")
+    assert info["arch"] == "cifar" and info["config"]["method"] == method and info["config"]["step"] == 24
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, ckpt["model"]["encoder." + k]), k
+    if method in ("bigan", "monogan"):
+        assert isinstance(enc.conv1.relu, torch.nn.LeakyReLU)
+    if method == "deepcluster":
+        starts = [r for r in read_metrics(out) if r.get("event") == "epoch_start"]
+        assert len(starts) == 2 and starts[0]["clusters_nonempty"] == 4  # one clustering per epoch
+        assert "nmi_prev" in starts[1]
+        assert (ckpt["extra"]["labels"] >= 0).all() and ckpt["extra"]["clustered_epoch"] == 1
+
+
+def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_path):
+    out = tmp_path / "rot"
+    train(cfg("rotnet", tiny_set, out, batch_size=32, max_steps=40, options={"head_dim": 0, "lr": 0.05}))
+    cls = get_method("rotnet")
+    model = cls(cls.Options(head_dim=0), "cifar", num_samples=256)
+    model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
+    held = torch.cat([b.images for b in ShardSource(held_out_set).loader(0, 64, shuffle=False,
+                                                                          drop_last=False)])
+    assert len(held) == 128
+    acc = model.rotation_accuracy(held)
+    assert acc > 0.45, acc  # chance is 0.25 (4 x 128 held-out views)
+
+
+def _cli(*args, env_extra=None, **popen):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "train.cli", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+DC_ARGS = ["--arch", "cifar", "--batch-size", "32", "--epochs", "10", "--workers", "0", "--no-progress",
+           "--ckpt-every", "4", "--log-every", "2", "--shuffle-buffer", "64", "--k", "4", "--head-dim", "64",
+           "--pca-dim", "16", "--seed", "3"]
+
+
+def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
+    # 8 steps per epoch: the reference runs 12 steps (crossing an epoch end and a re-clustering)
+    ref = _cli("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *DC_ARGS)
+    out_ref, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out_ref
+
+    run = tmp_path / "killed"
+    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *DC_ARGS)
+    ckpt = run / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 4 <= killed_at < 12, killed_at
+
+    res = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *DC_ARGS)
+    out_res, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out_res
+
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
+    steps = [r["step"] for r in read_metrics(run) if "loss" in r and "event" not in r]
+    assert steps == sorted(set(steps))  # lines the killed run wrote after its checkpoint were dropped
+
+
+def test_torchrun_two_processes_gloo(tiny_set, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = ["--arch", "cifar", "--batch-size", "16", "--max-steps", "10", "--workers", "0", "--no-progress",
+            "--log-every", "2", "--shuffle-buffer", "64", "--k", "4", "--head-dim", "64", "--pca-dim", "16"]
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node", "2",
+                        "-m", "train.cli", "deepcluster", str(tiny_set), "--out", str(out), *args],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    recs = read_metrics(out)
+    assert recs[0]["world_size"] == 2
+    # 256 samples / (16 x 2 ranks) = 8 steps per epoch: 10 steps cross one epoch end (two clusterings)
+    assert [r["epoch"] for r in recs if r.get("event") == "epoch_start"] == [0, 1]
+    assert recs[-1]["event"] == "end" and recs[-1]["step"] == 10
+    load_encoder(out / "encoder.pt")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_set, tmp_path, monkeypatch):
+    cls = get_method("rotnet")
+    real_step = cls.training_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch, gen):
+        out = real_step(self, batch, gen)
+        calls["n"] += 1
+        if calls["n"] >= 10:
+            out["loss"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(cls, "training_step", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match="non-finite by step 12.*step 8"):
+        train(cfg("rotnet", tiny_set, out, max_steps=40, ckpt_every=8, log_every=4))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 8
+    assert any(r.get("event") == "nonfinite" for r in read_metrics(out))
+
+
+def test_resume_checks_architecture_and_existing_runs(tiny_set, tmp_path):
+    out = tmp_path / "run"
+    train(cfg("rotnet", tiny_set, out, max_steps=2))
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(cfg("rotnet", tiny_set, out, max_steps=2))
+    with pytest.raises(CheckpointError, match="architecture 'cifar', not 'alexnet-small'"):
+        train(cfg("rotnet", tiny_set, out, max_steps=4, resume=True, arch="alexnet-small"))
+    with pytest.raises(CheckpointError, match="method 'rotnet', not 'monogan'"):
+        train(cfg("monogan", tiny_set, out, max_steps=4, resume=True))
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(cfg("rotnet", tiny_set, tmp_path / "fresh", max_steps=4, resume=True))
+
+
+def test_cli_errors_for_empty_and_incomplete_sets(tmp_path):
+    from pipeline.config import RenderConfig
+    from pipeline.render import render_set
+
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(main, ["rotnet", str(empty), "--out", str(tmp_path / "o1"), "--arch", "cifar"])
+    assert r.exit_code == 1 and "Error:" in r.output and "manifest" in r.output, r.output
+    half = tmp_path / "half"
+    render_set(half, RenderConfig(n_patches=64, size=32, shard_size=32), part=(0, 2),
+               log=lambda *a, **k: None)
+    r = runner.invoke(main, ["rotnet", str(half), "--out", str(tmp_path / "o2"), "--arch", "cifar"])
+    assert r.exit_code == 1 and "incomplete" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_cli_help_explains_with_examples():
+    runner = CliRunner()
+    r = runner.invoke(main, ["--help"])
+    assert r.exit_code == 0
+    for name in ("deepcluster", "rotnet", "bigan", "monogan", "supervised", "torchrun"):
+        assert name in r.output
+    for name in ("deepcluster", "rotnet", "bigan", "monogan", "supervised"):
+        r = runner.invoke(main, [name, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output and f"train {name}" in r.output
+        assert "--max-steps" in r.output and "--resume" in r.output
+    r = runner.invoke(main, ["rotnet", "--help"])
+    assert "--milestones" in r.output and "10,20,25" in r.output
+
+
+def test_supervised_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    g = torch.Generator().manual_seed(0)
+    for c, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        (root / "train" / f"class{c}").mkdir(parents=True)
+        for i in range(16):
+            noise = (torch.rand(40, 48, 3, generator=g) * 60).to(torch.uint8)
+            arr = (torch.tensor(colour, dtype=torch.uint8) // 2 + noise).numpy()
+            Image.fromarray(arr).save(root / "train" / f"class{c}" / f"{i}.png")
+    out = tmp_path / "sup"
+    r = CliRunner().invoke(main, ["supervised", str(root), "--out", str(out), "--arch", "cifar",
+                                  "--batch-size", "8",
+                                  "--max-steps", "12", "--workers", "0", "--no-progress", "--head-dim", "0",
+                                  "--log-every", "4"])
+    assert r.exit_code == 0, r.output
+    recs = [x for x in read_metrics(out) if "loss" in x]
+    assert recs[-1]["acc"] > 0.5
+    _, info = load_encoder(out / "encoder.pt")
+    assert "ImageFolder" in info["config"]["data_description"]

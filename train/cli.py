@@ -1,0 +1,149 @@
+"""The ``train`` command: one subcommand per registered method, options generated from its Options dataclass.
+
+    train deepcluster shards/mono-a --out runs/dc-mono-a
+    torchrun --nproc-per-node 8 -m train.cli rotnet shards/kilo --out runs/rot-kilo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from typing import Any
+
+import click
+
+from train.loop import TrainConfig, train
+from train.methods import METHODS, Method
+from train.models import list_encoders
+
+EXAMPLES = {
+    "deepcluster": "train deepcluster shards/mono-a --out runs/dc-mono-a\n"
+                   "train deepcluster shards/cifar-b --arch cifar --k 100 --epochs 50 --out runs/dc-cifar",
+    "rotnet": "train rotnet shards/mono-a --out runs/rot-mono-a --batch-size 192",
+    "bigan": "train bigan shards/mono-a-128 --out runs/bigan-mono-a",
+    "monogan": "train monogan shards/cifar-b --out runs/monogan-b --n-critic 5 --gp-lambda 10",
+    "supervised": "train supervised data/cifar10 --arch cifar --out runs/sup-cifar\n"
+                  "train supervised /data/imagenet --out runs/sup-in   (ImageFolder: train/<class>/*.JPEG)",
+}
+
+
+class _IntList(click.ParamType):
+    name = "INT,INT,..."
+
+    def convert(self, value: Any, param, ctx) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            return [int(v) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+
+def _option_for(f: dataclasses.Field, owner: type) -> click.Option:
+    hints = typing.get_type_hints(owner)
+    kind = hints.get(f.name, str)
+    flag = "--" + f.name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    help_ = f.metadata.get("help", "")
+    if kind is bool:
+        decls = [f"{flag}/--no-{flag[2:]}", f.name]
+        return click.Option(decls, default=default, show_default=True, help=help_)
+    if kind is list or typing.get_origin(kind) is list:
+        return click.Option([flag, f.name], type=_IntList(), default=",".join(map(str, default)),
+                            show_default=True, help=help_)
+    return click.Option([flag, f.name], type=kind, default=default, show_default=True, help=help_)
+
+
+def _common_options(method: type[Method]) -> list[click.Parameter]:
+    return [
+        click.Argument(["data"], type=click.Path(), metavar="DATA"),
+        click.Option(["--out", "-o"], type=click.Path(), default=None,
+                     help=f"run folder (default runs/{method.name}); holds checkpoint.pt, encoder.pt, "
+                          "metrics.jsonl, config.json"),
+        click.Option(["--arch"], type=click.Choice(list_encoders()), default=method.default_arch,
+                     show_default=True, help="encoder architecture"),
+        click.Option(["--epochs"], type=click.IntRange(1), default=method.default_epochs, show_default=True),
+        click.Option(["--max-steps"], type=click.IntRange(1), default=None,
+                     help="stop after this many optimisation steps (overall, not per epoch)"),
+        click.Option(["--batch-size"], type=click.IntRange(1), default=method.default_batch_size,
+                     show_default=True, help="per-process batch size"),
+        click.Option(["--workers"], type=click.IntRange(0), default=4, show_default=True,
+                     help="data-loader worker processes"),
+        click.Option(["--seed"], type=int, default=0, show_default=True),
+        click.Option(["--ckpt-every"], type=click.IntRange(0), default=1000, show_default=True,
+                     help="checkpoint every N steps (and always at each epoch end); 0: epoch ends only"),
+        click.Option(["--log-every"], type=click.IntRange(1), default=20, show_default=True,
+                     help="metrics.jsonl / progress-bar interval in steps"),
+        click.Option(["--shuffle-buffer"], type=click.IntRange(0), default=2000, show_default=True,
+                     help="samples in the streaming shuffle buffer"),
+        click.Option(["--resume"], is_flag=True, help="continue the run in --out exactly where it stopped"),
+        click.Option(["--device"], default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+        click.Option(["--amp/--no-amp"], default=True, show_default=True, help="bf16 autocast (CUDA only)"),
+        click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
+    ]
+
+
+COMMON = {"data", "out", "arch", "epochs", "max_steps", "batch_size", "workers", "seed", "ckpt_every",
+          "log_every", "shuffle_buffer", "resume", "device", "amp", "progress"}
+
+
+def _make_command(method: type[Method]) -> click.Command:
+    opt_fields = dataclasses.fields(method.Options)
+
+    def callback(**kw: Any) -> None:
+        options = {f.name: kw[f.name] for f in opt_fields}
+        cfg = TrainConfig(
+            method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}", arch=kw["arch"],
+            epochs=kw["epochs"], max_steps=kw["max_steps"], batch_size=kw["batch_size"],
+            workers=kw["workers"],
+            seed=kw["seed"], ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
+            shuffle_buffer=kw["shuffle_buffer"], resume=kw["resume"], device=kw["device"], amp=kw["amp"],
+            progress=kw["progress"], options=options,
+        )
+        summary = train(cfg)
+        from train import distributed as D
+
+        if D.is_main():
+            click.echo(f"done: {summary['step']} steps, {summary['epoch']} epochs, "
+                       f"{summary['images_per_s']:.1f} images/s; encoder: {cfg.out}/encoder.pt")
+
+    doc = (method.__module__ and __import__(method.__module__, fromlist=["_"]).__doc__) or ""
+    first = doc.strip().split("\n\n")[0].replace("\n", " ")
+    data = ("DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree."
+            if method.needs_labels else "DATA is a rendered set: a folder with manifest.json and tar shards.")
+    examples = "\n".join("  " + line for line in EXAMPLES[method.name].split("\n"))
+    help_text = f"{first}\n\n{data}\n\n\b\nExample:\n{examples}"
+    params = _common_options(method) + [_option_for(f, method.Options) for f in opt_fields
+                                        if f.name not in COMMON]
+    return click.Command(method.name, callback=callback, params=params, help=help_text,
+                         short_help=first.split(":")[0][:80],
+                         context_settings={"max_content_width": 110})
+
+
+@click.group(context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def main(verbose: bool) -> None:
+    """Train an encoder on a rendered set (streaming its shards), or the supervised baseline on labels.
+
+    Each run writes RUN/checkpoint.pt (resumable), RUN/encoder.pt (what `probe` reads), RUN/metrics.jsonl
+    and RUN/config.json. Uses CUDA when present (bf16, channels_last), else the CPU; under torchrun, one
+    process per GPU (or CPU process with gloo) with the shards split across ranks.
+
+    \b
+    Examples:
+      train deepcluster shards/mono-a --out runs/dc-mono-a
+      train rotnet shards/mono-a --out runs/rot --max-steps 1000 --batch-size 128
+      train monogan shards/cifar-b --out runs/monogan-b
+      train rotnet shards/mono-a --out runs/rot --resume
+      torchrun --nproc-per-node 8 -m train.cli deepcluster shards/kilo --out runs/dc-kilo
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+
+
+for _m in sorted(METHODS.values(), key=lambda c: c.name):
+    main.add_command(_make_command(_m))
+
+
+if __name__ == "__main__":
+    main()

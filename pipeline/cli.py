@@ -1,0 +1,140 @@
+"""The `pipeline` command: render a set of augmented patches into tar shards, verify it, describe it, preview it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.config import IMAGENET_SIZE, RenderConfig
+from pipeline.errors import PipelineError
+
+
+class _Part(click.ParamType):
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            i, n = (int(v) for v in str(value).split("/"))
+        except ValueError:
+            self.fail(f"{value!r} is not of the form I/N (e.g. 0/4)", param, ctx)
+        if n < 1 or not 0 <= i < n:
+            self.fail(f"{value!r}: need N >= 1 and 0 <= I < N", param, ctx)
+        return i, n
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """Render the augmented training set of single-image self-supervision (Asano et al., ICLR 2020).
+
+    \b
+    Example: 1,281,167 patches of 256 px from one image, then check and look at them:
+      pipeline render --n-src 1 --src ameyoko.jpg --out shards/mono-A
+      pipeline verify shards/mono-A
+      pipeline preview shards/mono-A --out mono-A.png
+    """
+
+
+@main.command()
+@click.option("--n-src", type=int, default=1, show_default=True, help="Number of source images N to expand.")
+@click.option("--src", "sources", multiple=True, type=click.Path(),
+              help="Source image files or folders (searched recursively); repeatable. Default: embedded photos.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder of the set.")
+@click.option("--n-patches", type=int, default=IMAGENET_SIZE, show_default=True, help="Samples d in the set.")
+@click.option("--size", type=int, default=256, show_default=True, help="Patch side S in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the choice of sources and every patch.")
+@click.option("--recipe", type=click.Choice(["paper", "released"]), default="paper", show_default=True,
+              help="paper: section 3.1 of the paper; released: the authors' released generator.")
+@click.option("--no-scale", is_flag=True, help="No random crop/rescale (paper Table 1 ablation).")
+@click.option("--no-rotate", is_flag=True, help="No rotation.")
+@click.option("--no-jitter", is_flag=True, help="No colour jitter.")
+@click.option("--no-flip", is_flag=True, help="No horizontal flip.")
+@click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default=None,
+              help="Image format [default: png at S <= 64, else jpg].")
+@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
+@click.option("--shard-size", type=int, default=10_000, show_default=True, help="Samples per shard.")
+@click.option("--workers", type=int, default=None, help="Render processes [default: all cores].")
+@click.option("--part", type=_Part(), default="0/1", show_default=True,
+              help="Render only shards s with s mod N == I (0-based, so $JOB_COMPLETION_INDEX or "
+                   "$SLURM_ARRAY_TASK_ID can be passed as I). Parts may run at once on one folder.")
+@click.option("--min-src-side", type=int, default=None,
+              help="Reject sources whose short side is below this [default: max(8, S/4)].")
+@click.option("--skip-bad", is_flag=True, help="Replace unusable sources with the next ones of the seeded order.")
+@click.option("--force", is_flag=True, help="Replace a different set already in --out.")
+def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rotate, no_jitter, no_flip, fmt,
+           quality, shard_size, workers, part, min_src_side, skip_bad, force):
+    """Render N source images into d augmented patches, as tar shards plus manifest.json.
+
+    Re-running the same command resumes an interrupted render, and is a no-op on a complete set.
+
+    \b
+    Examples:
+      pipeline render --n-src 1 --src animals.png --size 32 --n-patches 50000 --out shards/cifar-B
+      pipeline render --n-src 10 --src /data/imagenet/train --out shards/deka --part 3/8
+    """
+    from pipeline.render import default_workers, render_set
+
+    try:
+        config = RenderConfig(n_patches=n_patches, size=size, seed=seed, recipe=recipe, scale=not no_scale,
+                              rotate=not no_rotate, jitter=not no_jitter, flip=not no_flip, format=fmt,
+                              quality=quality, shard_size=shard_size)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    summary = render_set(out, config, sources=list(sources) or None, n_src=n_src,
+                         workers=workers or default_workers(), part=part, force=force, progress=True,
+                         min_src_side=min_src_side, skip_bad=skip_bad, log=lambda m: click.echo(m, err=True))
+    if summary.rendered:
+        state = "complete" if summary.complete else f"part {part[0]}/{part[1]} done, other parts pending"
+        click.echo(f"{out}: rendered {summary.rendered} shards ({state})")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-decode", is_flag=True, help="Only re-hash; do not decode every sample.")
+def verify(folder, no_decode):
+    """Re-hash every shard against the manifest and decode every sample; exit 1 on any problem.
+
+    Example: pipeline verify shards/mono-A
+    """
+    from pipeline.verify import verify_set
+
+    problems = verify_set(folder, decode=not no_decode, progress=True)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        raise PipelineError(f"{folder}: {len(problems)} problem(s) found")
+    click.echo(f"{folder}: OK")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+def info(folder):
+    """Show a set's configuration, sources, sample counts and bytes.
+
+    Example: pipeline info shards/mono-A
+    """
+    from pipeline.verify import describe_set
+
+    click.echo(describe_set(folder))
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG file to write.")
+@click.option("--rows", type=int, default=8, show_default=True)
+@click.option("--cols", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def preview(folder, out, rows, cols, seed):
+    """Draw a contact sheet of random samples of a set.
+
+    Example: pipeline preview shards/mono-A --out mono-A.png
+    """
+    from pipeline.preview import contact_sheet
+
+    click.echo(str(contact_sheet(folder, out, rows=rows, cols=cols, seed=seed)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

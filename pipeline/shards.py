@@ -1,0 +1,192 @@
+"""The reader of rendered sets, for `train/` and `probe/`: a webdataset pipeline over the manifest's shards.
+
+Each epoch yields every sample exactly once across ranks (split by node) and DataLoader workers (split by worker).
+Shard order and the sample shuffle buffer are seeded by (seed, epoch, rank, worker), so an epoch's order is
+reproducible, which exact resume relies on. Call `set_epoch` before each epoch, as with DistributedSampler.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import webdataset as wds
+from webdataset.utils import pytorch_worker_info
+
+from pipeline.errors import ShardSetError
+from pipeline.shardio import MANIFEST, read_manifest
+
+IMAGE_EXTENSIONS = ("jpg", "png")
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location
+
+
+def load_manifest(location: str | Path) -> dict:
+    """The manifest of a set given by folder, by manifest path, or by http(s) URL of either."""
+    loc = str(location)
+    if _is_url(loc):
+        url = loc if loc.endswith(".json") else loc.rstrip("/") + "/" + MANIFEST
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                manifest = json.loads(r.read())
+        except (OSError, ValueError) as e:
+            raise ShardSetError(f"{url}: cannot read the manifest ({e})") from None
+        if manifest.get("format") != "single-image-ssl/shards":
+            raise ShardSetError(f"{url}: not a manifest of a rendered set")
+        return manifest
+    path = Path(loc)
+    folder = path.parent if path.name == MANIFEST else path
+    if not folder.is_dir():
+        raise ShardSetError(f"{folder}: no such folder")
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ShardSetError(f"{folder}: no {MANIFEST}; is this a rendered set? (pipeline render --out {folder})")
+    return manifest
+
+
+def shard_urls(location: str | Path, manifest: dict | None = None) -> list[str]:
+    """Where each listed shard is, in index order: local paths, or URLs beside the manifest."""
+    manifest = manifest or load_manifest(location)
+    loc = str(location)
+    if _is_url(loc):
+        base = loc.rsplit("/", 1)[0] if loc.endswith(".json") else loc.rstrip("/")
+        return [f"{base}/{s['name']}" for s in manifest["shards"]]
+    folder = Path(loc).parent if Path(loc).name == MANIFEST else Path(loc)
+    return [str(folder / s["name"]) for s in manifest["shards"]]
+
+
+def count_samples(location: str | Path) -> int:
+    return sum(s["count"] for s in load_manifest(location)["shards"])
+
+
+def verify_quick(location: str | Path) -> dict:
+    """Cheap checks before a long job: the set is complete and (locally) every shard has its listed size.
+    `pipeline verify` re-hashes and decodes everything."""
+    manifest = load_manifest(location)
+    listed, expected = len(manifest["shards"]), manifest["n_shards"]
+    if listed == 0:
+        raise ShardSetError(f"{location}: empty set (no complete shard); render it first")
+    if listed < expected:
+        raise ShardSetError(f"{location}: incomplete set ({listed} of {expected} shards); finish the render")
+    if not _is_url(str(location)):
+        for url, s in zip(shard_urls(location, manifest), manifest["shards"], strict=True):
+            p = Path(url)
+            if not p.is_file():
+                raise ShardSetError(f"{p}: listed in the manifest but missing")
+            if p.stat().st_size != s["bytes"]:
+                raise ShardSetError(f"{p}: {p.stat().st_size} bytes, the manifest says {s['bytes']} (truncated "
+                                    f"or altered; run pipeline verify)")
+    return manifest
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise ShardSetError(f"{name}: cannot decode the image")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def decode_sample(sample: dict, decode: str = "torch") -> dict[str, Any]:
+    """A raw webdataset sample (bytes by extension) -> {'key', 'index', 'image', 'meta'}."""
+    key = sample["__key__"]
+    ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+    where = f"{sample.get('__url__', '?')}:{key}"
+    if ext is None or "json" not in sample:
+        raise ShardSetError(f"{where}: sample lacks an image or its .json")
+    meta = json.loads(sample["json"])
+    if decode == "raw":
+        image: Any = sample[ext]
+    elif decode == "pil":
+        import io
+
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(sample[ext])).convert("RGB")
+    else:
+        image = decode_image(sample[ext], where)
+        if decode == "torch":
+            import torch
+
+            image = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        elif decode != "rgb":
+            raise ValueError(f"unknown decode {decode!r}: choose torch, rgb, pil or raw")
+    return {"key": key, "index": int(meta.get("index", key)), "image": image, "meta": meta}
+
+
+class _EpochShardList(wds.PipelineStage):
+    """Yields the shard URLs, in an order shuffled by (seed, epoch) when asked; the same on every rank."""
+
+    def __init__(self, urls: list[str], shuffle: bool, seed: int):
+        self.urls, self.shuffle, self.seed, self.epoch = list(urls), shuffle, seed, 0
+
+    def run(self):
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(urls)
+        for u in urls:
+            yield {"url": u}
+
+
+class _EpochShuffle(wds.PipelineStage):
+    """A shuffle buffer seeded by (seed, epoch, rank, worker): reproducible, unlike wds.shuffle's default."""
+
+    def __init__(self, bufsize: int, seed: int):
+        self.bufsize, self.seed, self.epoch = bufsize, seed, 0
+
+    def run(self, src):
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = random.Random(hash((self.seed, self.epoch, rank, worker)))
+        buf: list = []
+        for sample in src:
+            if len(buf) < self.bufsize:
+                buf.append(sample)
+                continue
+            j = rng.randrange(len(buf))
+            yield buf[j]
+            buf[j] = sample
+        rng.shuffle(buf)
+        yield from buf
+
+
+class ShardPipeline(wds.DataPipeline):
+    """A webdataset pipeline with an epoch: `set_epoch(e)` re-seeds the shard order and the shuffle buffer."""
+
+    n_samples: int
+    manifest: dict
+
+    def set_epoch(self, epoch: int) -> None:
+        for stage in self.pipeline:
+            if hasattr(stage, "epoch"):
+                stage.epoch = epoch
+
+
+def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
+                decode: str = "torch", split_by_node: bool = True, split_by_worker: bool = True,
+                check: bool = True) -> ShardPipeline:
+    """Open a rendered set for streaming: an IterableDataset of {'key', 'index', 'image', 'meta'} dicts.
+
+    A torn or truncated shard raises (webdataset's reraise handler): an epoch is never silently short.
+    """
+    manifest = verify_quick(location) if check else load_manifest(location)
+    urls = shard_urls(location, manifest)
+    stages: list = [_EpochShardList(urls, shuffle=shuffle_buffer > 0, seed=seed)]
+    if split_by_node:
+        stages.append(wds.split_by_node)
+    if split_by_worker:
+        stages.append(wds.split_by_worker)
+    stages.append(wds.tarfile_to_samples())
+    if shuffle_buffer > 0:
+        stages.append(_EpochShuffle(shuffle_buffer, seed))
+    stages.append(wds.map(lambda s: decode_sample(s, decode)))
+    pipe = ShardPipeline(*stages)
+    pipe.n_samples = sum(s["count"] for s in manifest["shards"])
+    pipe.manifest = manifest
+    pipe.set_epoch(epoch)
+    return pipe

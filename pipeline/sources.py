@@ -1,0 +1,153 @@
+"""Source images: discovery in files and folders, deterministic choice of N, and strict loading to 8-bit RGB."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.errors import SourceImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
+# Twice Pillow's default bomb threshold (~179 Mpx, e.g. 16k x 11k): large photographs pass, crafted bombs do not.
+MAX_SOURCE_PIXELS = 2 * 89_478_485
+# scikit-image's bundled photographs: NASA (public domain) and CC0 images, shipped inside an installed dependency.
+DEFAULT_POOL = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "hubble_deep_field.jpg")
+
+
+@dataclass
+class SourceImage:
+    path: str
+    sha256: str
+    width: int
+    height: int
+    mode: str  # the file's original mode, before conversion to RGB
+    rgb: np.ndarray  # H x W x 3 uint8, EXIF orientation applied
+
+    def manifest_entry(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "width": self.width, "height": self.height,
+                "mode": self.mode}
+
+
+def default_pool() -> list[Path]:
+    """The embedded default sources, in a fixed order."""
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    return [folder / name for name in DEFAULT_POOL if (folder / name).is_file()]
+
+
+def discover_sources(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (searched recursively) into a sorted, de-duplicated list of image files."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            images = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise SourceImageError(f"{p}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found.extend(images)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise SourceImageError(f"{p}: no such file or folder")
+    unique = list(dict.fromkeys(f.resolve() for f in found))
+    return unique
+
+
+def choose_order(n_candidates: int, seed: int) -> list[int]:
+    """A permutation of the candidates, a pure function of (count, seed): which sources --n-src picks."""
+    rng = np.random.default_rng([seed, 0x53524353])  # a stream of its own, apart from the per-sample streams
+    return [int(i) for i in rng.permutation(n_candidates)]
+
+
+def select_sources(candidates: list[Path], n_src: int, seed: int, min_side: int,
+                   skip_bad: bool = False, warn=print) -> list[SourceImage]:
+    """Pick and load `n_src` of `candidates`, deterministically from the seed, kept in candidate order.
+
+    A bad image among those picked is an error, unless `skip_bad`, when the next candidate of the seeded order
+    takes its place (each skip is reported through `warn`).
+    """
+    if n_src < 1:
+        raise SourceImageError("--n-src must be at least 1")
+    if len(candidates) < n_src:
+        where = "the given sources" if candidates else "no sources"
+        raise SourceImageError(f"--n-src {n_src} asks for more images than {where} hold ({len(candidates)})")
+    picked: list[tuple[int, SourceImage]] = []
+    for i in choose_order(len(candidates), seed) if n_src < len(candidates) else range(len(candidates)):
+        try:
+            picked.append((i, load_source(candidates[i], min_side)))
+        except SourceImageError as e:
+            if not skip_bad:
+                raise SourceImageError(f"{e.message} (use --skip-bad to replace bad sources)") from None
+            warn(f"skipped {e.message}")
+        if len(picked) == n_src:
+            break
+    if len(picked) < n_src:
+        raise SourceImageError(f"--n-src {n_src}: only {len(picked)} of {len(candidates)} sources are usable")
+    return [s for _, s in sorted(picked, key=lambda t: t[0])]
+
+
+def load_source(path: str | Path, min_side: int = 1) -> SourceImage:
+    """Read an image file strictly into 8-bit RGB; every failure is a SourceImageError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SourceImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise SourceImageError(f"{path}: empty file")
+    try:
+        rgb, mode = _decode_rgb(data)
+    except Image.DecompressionBombError:
+        raise SourceImageError(f"{path}: image too large, a possible decompression bomb "
+                               f"(limit {MAX_SOURCE_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise SourceImageError(f"{path}: not an image file, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SourceImageError(f"{path}: corrupt or truncated image ({e})") from None
+    h, w = rgb.shape[:2]
+    if min(h, w) < min_side:
+        raise SourceImageError(f"{path}: {w}x{h} is smaller than the minimum source side of {min_side} px "
+                               f"(see --min-src-side)")
+    return SourceImage(path=str(path), sha256=hashlib.sha256(data).hexdigest(), width=w, height=h,
+                       mode=mode, rgb=np.ascontiguousarray(rgb))
+
+
+def _decode_rgb(data: bytes) -> tuple[np.ndarray, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS // 2  # Pillow raises at twice this and warns at once this
+        try:
+            img = Image.open(io.BytesIO(data))
+            mode = img.mode
+            img.load()
+            img = ImageOps.exif_transpose(img)
+        except Image.DecompressionBombWarning:
+            raise Image.DecompressionBombError("bomb") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    return _to_rgb8(img), mode
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # Pillow's convert('RGB') clips 16-bit values at 255; scale the full range down instead.
+        a = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        g = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if img.mode == "F":
+        a = np.asarray(img)
+        top = 1.0 if a.max() <= 1.0 else 255.0
+        g = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    # Alpha is dropped, as the authors' generator did (PIL convert('RGB')); Image C (sf.png) is RGBA.
+    return np.asarray(img.convert("RGB"))

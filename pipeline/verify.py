@@ -1,0 +1,94 @@
+"""`pipeline verify` and `pipeline info`: check a set against its manifest; summarise it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.shardio import MANIFEST, sample_key
+from pipeline.shards import IMAGE_EXTENSIONS, load_manifest
+
+
+def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) -> list[str]:
+    """Every problem found, one line each (empty: the set is complete and intact).
+
+    Each listed shard is re-hashed against the manifest, and (with `decode`) each of its samples decoded and its
+    keys checked against the shard's index range. Missing, truncated, altered and unlisted shards are reported.
+    """
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    problems: list[str] = []
+    listed = {s["name"] for s in manifest["shards"]}
+    if len(listed) < manifest["n_shards"]:
+        problems.append(f"{folder}: incomplete, {len(listed)} of {manifest['n_shards']} shards rendered")
+    for extra in sorted(p.name for p in folder.glob("patches-*.tar") if p.name not in listed):
+        problems.append(f"{folder / extra}: not listed in {MANIFEST} (an unfinished render?)")
+    fmt = manifest["config"]["format"]
+    for s in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
+        problems.extend(_verify_shard(folder / s["name"], s, fmt, decode))
+    return problems
+
+
+def _verify_shard(path: Path, entry: dict, fmt: str, decode: bool) -> list[str]:
+    if not path.is_file():
+        return [f"{path}: missing"]
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return [f"{path}: {size} bytes, the manifest lists {entry['bytes']} (truncated or altered)"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != entry["sha256"]:
+        return [f"{path}: sha256 differs from the manifest (altered)"]
+    if not decode:
+        return []
+    return _decode_shard(path, entry, fmt)
+
+
+def _decode_shard(path: Path, entry: dict, fmt: str) -> list[str]:
+    expected = [sample_key(i) for i in range(entry["first"], entry["first"] + entry["count"])]
+    seen: dict[str, set[str]] = {}
+    problems = []
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                data = tar.extractfile(member).read()
+                seen.setdefault(key, set()).add(ext)
+                if ext in IMAGE_EXTENSIONS:
+                    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+                        problems.append(f"{path}:{member.name}: image does not decode")
+                elif ext == "json":
+                    json.loads(data)
+    except (tarfile.TarError, OSError, ValueError) as e:
+        return [f"{path}: unreadable ({e})"]
+    if list(seen) != expected:
+        problems.append(f"{path}: keys are not {expected[0]}..{expected[-1]} in order")
+    bad = [k for k, exts in seen.items() if exts != {fmt, "json"}]
+    if bad:
+        problems.append(f"{path}: {len(bad)} samples lack their .{fmt} or .json (first: {bad[0]})")
+    return problems
+
+
+def describe_set(folder: str | Path) -> str:
+    """A human-readable summary: configuration, sources, progress, bytes."""
+    m = load_manifest(folder)
+    done = sum(s["count"] for s in m["shards"])
+    size = sum(s["bytes"] for s in m["shards"])
+    lines = [f"set:      {folder}",
+             f"samples:  {done:,} of {m['n_samples']:,} rendered ({len(m['shards'])} of {m['n_shards']} shards)",
+             f"bytes:    {size:,} ({size / 2**30:.2f} GiB; {size / max(done, 1) / 1024:.1f} KiB/sample)",
+             "config:   " + ", ".join(f"{k}={v}" for k, v in m["config"].items()),
+             f"sources:  {len(m['sources'])}"]
+    for s in m["sources"][:10]:
+        lines.append(f"  {s['path']}  {s['width']}x{s['height']} {s['mode']}  sha256 {s['sha256'][:16]}")
+    if len(m["sources"]) > 10:
+        lines.append(f"  ... and {len(m['sources']) - 10} more")
+    return "\n".join(lines)

@@ -18,19 +18,17 @@ DATA_HELP = (
 
 
 class _ReportingGroup(click.Group):
-    """Turns ProbeError (and DataLoader-wrapped ones) into one 'Error: FILE: problem' line, exit status 1."""
+    """Turns a ProbeError into one 'Error: FILE: problem' line and exit status 1, without a traceback.
+
+    A DataLoader worker's ProbeError arrives re-raised as the same type with the worker's traceback in its
+    message; `one_line` recovers the original message from it.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ProbeError as exc:
             raise click.ClickException(one_line(exc)) from None
-        except Exception as exc:
-            # a worker process re-raises our error under its own type, message last
-            message = one_line(exc)
-            if type(exc).__name__ != "DataError" and "probe.errors." not in str(exc):
-                raise
-            raise click.ClickException(message.split("probe.errors.DataError: ")[-1]) from None
 
 
 @click.group(cls=_ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -62,10 +62,19 @@ class LinearRun:
     feature_cache_bytes: int | None
 
 
+@dataclass
+class _Feeds:
+    """Where the probes' inputs come from: per-epoch training batches and the test batches."""
+
+    train_batches: Callable[[int], Batches]
+    steps_per_epoch: int
+    test_batches: Batches
+    cache_bytes: int | None = None
+
+
 def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
                layers: list[str] | None = None, normalization: Normalization, device: str = "cpu",
-               workers: int = 0,
-               limit_train: int | None = None, limit_test: int | None = None,
+               workers: int = 0, limit_train: int | None = None, limit_test: int | None = None,
                progress: bool = True) -> LinearRun:
     """Train one linear probe per layer on the frozen, BN-absorbed `encoder` and test them on `data`."""
     started = time.perf_counter()
@@ -79,69 +88,81 @@ def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
     extractor = FrozenFeatures(trunk, plans).to(device)
     torch.manual_seed(protocol.seed)
     probes = LinearProbes({p.name: p.dims for p in plans}, len(data.classes)).to(device)
-
     train_set = subset(data.train, limit_train, protocol.seed)
     test_set = subset(data.test, limit_test, protocol.seed + 1)
-    timings: dict[str, float] = {}
-    cache_bytes = None
-    if cifar_style:
-        # no augmentation: the features of an image never change, so compute them once
-        tick = time.perf_counter()
-        to_tensor = cifar_transform(normalization)
-        train_cache, test_cache = (
-            FeatureCache.compute(extractor, _loader(Transformed(ds, to_tensor), protocol, workers), device,
-                                 progress, desc=f"{split} features")
-            for split, ds in (("train", train_set), ("test", test_set))
-        )
-        cache_bytes = train_cache.nbytes + test_cache.nbytes
-        timings["features_s"] = time.perf_counter() - tick
-        shuffle = torch.Generator().manual_seed(protocol.seed)
 
-        def train_batches(epoch: int) -> Batches:
-            return train_cache.batches(protocol.batch_size, shuffle, drop_last=True, device=device)
-
-        steps = train_cache.num_batches(protocol.batch_size, drop_last=True)
-        test_batches: Batches = test_cache.batches(protocol.batch_size, device=device)
-    else:
-        train_loader = _loader(Transformed(train_set, imagenet_train_transform(
-            normalization, protocol.resize, protocol.crop)), protocol, workers, shuffle=True)
-        crops = 10 if protocol.ten_crop else 1
-        test_loader = _loader(Transformed(test_set, imagenet_test_transform(
-            normalization, protocol.resize, protocol.crop, protocol.ten_crop)), protocol, workers,
-            batch_size=max(1, protocol.batch_size // crops))  # as many images per forward as in training
-
-        def train_batches(epoch: int) -> Batches:
-            return _streamed(extractor, train_loader, device)
-
-        steps = len(train_loader)
-        test_batches = _streamed(extractor, test_loader, device)
-
+    timings = {}
     tick = time.perf_counter()
-    history = train_probes(probes, train_batches, protocol, steps_per_epoch=steps, progress=progress)
+    feed = _cached_feeds if cifar_style else _streamed_feeds
+    feeds = feed(extractor, train_set, test_set, protocol, normalization, device, workers, progress)
+    timings["features_s"] = time.perf_counter() - tick  # the whole feature extraction when cached
+    tick = time.perf_counter()
+    history = train_probes(probes, feeds.train_batches, protocol, feeds.steps_per_epoch, progress)
     timings["train_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    scores = evaluate_probes(probes, test_batches, progress=progress)
+    scores = evaluate_probes(probes, feeds.test_batches, progress=progress)
     timings["test_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
 
-    described = data.describe()
-    described.update(train_used=len(train_set), test_used=len(test_set))
-    protocol_dict = asdict(protocol) | {
+    described = data.describe() | {"train_used": len(train_set), "test_used": len(test_set)}
+    settings = _protocol_record(protocol, cifar_style, input_size, normalization, layers)
+    return LinearRun(plans, scores, history, described, timings, settings, feeds.cache_bytes)
+
+
+def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
+                  normalization: Normalization, device: str, workers: int, progress: bool) -> _Feeds:
+    """CIFAR: no augmentation, so each image's features never change; compute them once, then reuse."""
+    to_tensor = cifar_transform(normalization)
+    train_cache, test_cache = (
+        FeatureCache.compute(extractor, _loader(Transformed(ds, to_tensor), protocol, workers), device,
+                             progress, desc=f"{split} features")
+        for split, ds in (("train", train_set), ("test", test_set))
+    )
+    shuffle = torch.Generator().manual_seed(protocol.seed)
+
+    def train_batches(epoch: int) -> Batches:
+        return train_cache.batches(protocol.batch_size, shuffle, drop_last=True, device=device)
+
+    return _Feeds(train_batches, train_cache.num_batches(protocol.batch_size, drop_last=True),
+                  test_cache.batches(protocol.batch_size, device=device),
+                  cache_bytes=train_cache.nbytes + test_cache.nbytes)
+
+
+def _streamed_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
+                    normalization: Normalization, device: str, workers: int, progress: bool) -> _Feeds:
+    """ImageNet style: fresh random crops every epoch, so features are computed batch by batch."""
+    train_loader = _loader(Transformed(train_set, imagenet_train_transform(
+        normalization, protocol.resize, protocol.crop)), protocol, workers, shuffle=True)
+    crops = 10 if protocol.ten_crop else 1
+    test_loader = _loader(Transformed(test_set, imagenet_test_transform(
+        normalization, protocol.resize, protocol.crop, protocol.ten_crop)), protocol, workers,
+        batch_size=max(1, protocol.batch_size // crops))  # as many images per forward as in training
+
+    def train_batches(epoch: int) -> Batches:
+        return _streamed(extractor, train_loader, device)
+
+    return _Feeds(train_batches, len(train_loader), _streamed(extractor, test_loader, device))
+
+
+def _protocol_record(protocol: ProbeProtocol, cifar_style: bool, input_size: int,
+                     normalization: Normalization, layers: list[str]) -> dict:
+    """The protocol as run, for results.json: the settings plus what the data set's style implies."""
+    record = asdict(protocol) | {
         "input_size": input_size,
         "bn_absorbed": True,
         "pooling": "none (CIFAR protocol)" if cifar_style else "adaptive max-pooling",
         "probe": "BatchNorm1d(affine=False) + Linear",
         "optimizer": "SGD",
         "ten_crop": protocol.ten_crop and not cifar_style,
-        "crop_averaging": "mean of softmax" if not cifar_style and protocol.ten_crop else None,
+        "crop_averaging": "mean of softmax" if protocol.ten_crop and not cifar_style else None,
         "feature_cache": cifar_style,
         "normalization": asdict(normalization),
         "layers": layers,
     }
-    if cifar_style:
-        for key in ("resize", "crop"):
-            protocol_dict.pop(key)
-    return LinearRun(plans, scores, history, described, timings, protocol_dict, cache_bytes)
+    if cifar_style:  # native 32x32 images: no resizing or cropping
+        record.pop("resize")
+        record.pop("crop")
+    return record
 
 
 def train_probes(probes: LinearProbes, batches_for_epoch: Callable[[int], Batches], protocol: ProbeProtocol,

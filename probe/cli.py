@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from probe.errors import ProbeError, one_line
+from probe.transforms import NORMALIZATIONS
 
 DATA_HELP = (
     "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
@@ -87,7 +88,7 @@ def _device(value: str) -> str:
 @click.option("--weight-decay", default=1e-5, show_default=True, help="As the released linear-probes code.")
 @click.option("--ten-crop/--center-crop", default=True, show_default=True,
               help="ImageNet-style testing: average 10 crops, or the centre crop only.")
-@click.option("--normalize", type=click.Choice(["auto", "imagenet", "half"]), default="auto",
+@click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
               show_default=True,
               help="Input normalisation; auto: what the encoder's training config records, else ImageNet's.")
 @click.option("--seed", default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
@@ -156,7 +157,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True)
 @click.option("--ten-crop/--center-crop", default=True, show_default=True)
-@click.option("--normalize", type=click.Choice(["auto", "imagenet", "half"]), default="auto",
+@click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
               show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--limit-train", type=int, help="Use a seeded random subset of this many training images.")

@@ -13,6 +13,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = {
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # maps [0, 1] to [-1, 1], the usual GAN input range
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # pixel values in [0, 1] as they are
 }
 
 

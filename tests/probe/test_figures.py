@@ -73,3 +73,18 @@ def test_report_without_a_row_to_compare_says_so(tmp_path):
     markdown, _ = build_report([path])
     assert "no paper row chosen to compare with" in markdown
     assert json.loads(path.read_text())["task"] == "linear"
+
+
+def test_finetune_and_linear_after_finetune_go_to_tables_4_and_5(tmp_path):
+    tuned = new_results("finetune", {"source": "random:alexnet", "arch": "alexnet", "config": {}},
+                        {"kind": "imagefolder", "path": "/imagenet"}, {}, "cpu", None)
+    tuned["scores"] = {"top1": 40.0, "top5": 65.0}
+    write_json(tmp_path / "ft.json", tuned)
+    probed = _fake_linear_results(tmp_path / "lp.json", "ft/encoder.pt", "imagefolder", [20, 37, 44, 48, 50])
+    payload = json.loads(probed.read_text())
+    payload["encoder"]["config"] = {"probe_finetune": {"protocol": {"freeze": "none"}}}
+    write_json(probed, payload)
+    markdown, groups = build_report([tmp_path / "ft.json", probed], against=["random", "Full sup"])
+    assert [p.table_id for p, _ in groups] == ["table4", "table5"]
+    assert "| difference to Random | -2.6 |" in markdown
+    assert "| difference to Full sup. | +0.7 | +0.7 | -0.2 | -0.3 | -0.5 |" in markdown

@@ -120,6 +120,13 @@ def decode_sample(sample: dict, decode: str = "torch") -> dict[str, Any]:
     return {"key": key, "index": int(meta.get("index", key)), "image": image, "meta": meta}
 
 
+def _raise_shard_error(exn: Exception) -> bool:
+    """webdataset handler: a torn or corrupt shard ends the epoch with a clear error, never a short epoch."""
+    where = exn.args[-1] if len(exn.args) > 1 and isinstance(exn.args[-1], str) else "shard"
+    raise ShardSetError(f"{where}: unreadable shard, truncated or corrupt ({exn.args[0] if exn.args else exn})") \
+        from exn
+
+
 class _EpochShardList(wds.PipelineStage):
     """Yields the shard URLs, in an order shuffled by (seed, epoch) when asked; the same on every rank."""
 
@@ -181,7 +188,7 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
         stages.append(wds.split_by_node)
     if split_by_worker:
         stages.append(wds.split_by_worker)
-    stages.append(wds.tarfile_to_samples())
+    stages.append(wds.tarfile_to_samples(handler=_raise_shard_error))
     if shuffle_buffer > 0:
         stages.append(_EpochShuffle(shuffle_buffer, seed))
     stages.append(wds.map(lambda s: decode_sample(s, decode)))

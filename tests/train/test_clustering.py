@@ -92,3 +92,17 @@ def test_default_k():
     assert default_k(50_000) == 390
     assert default_k(100) == 2
     assert np.isclose(default_k(12_812), 100)
+
+
+def test_pca_wide_features_use_the_randomized_path_and_still_whiten():
+    g = torch.Generator().manual_seed(0)
+    # 8 strong directions in 256 dimensions, plus weak isotropic noise
+    basis = torch.linalg.qr(torch.randn(256, 8, generator=g))[0]
+    signal = (torch.randn(2000, 8, generator=g) * torch.arange(8, 0, -1)) @ basis.T
+    x = signal + 0.01 * torch.randn(2000, 256, generator=g)
+    pca = fit_pca(x, 8)  # 256 > 4 x 8: randomized
+    y = pca(x)
+    torch.testing.assert_close(torch.cov(y.T.double()), torch.eye(8, dtype=torch.float64), atol=2e-2, rtol=0)
+    # the subspace found is the planted one
+    proj = pca.proj / pca.proj.norm(dim=0)
+    assert torch.linalg.svdvals(basis.T @ proj).min() > 0.99

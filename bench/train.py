@@ -1,0 +1,162 @@
+"""Training throughput per method against the shard reader's decode rate, on the same machine.
+
+For each method: images/s of training steps on device-resident batches (the loader taken out), after a
+warm-up. For the reader: decoded samples/s of `pipeline.shards.open_shards` through a DataLoader with W
+workers, the way the trainers read. The ratio line says which one limits an end-to-end run. A DeepCluster
+clustering pass (PCA-whitening + L2 + k-means on synthetic fc7-sized features) is timed too, at --cluster-n
+samples.
+
+    .venv/bin/python bench/train.py                          # CPU: CIFAR encoder, 32 px
+    .venv/bin/python bench/train.py --arch alexnet --size 256 --batch-size 256 --cluster-n 1281167  # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from train import clustering  # noqa: E402
+from train.data import Batch, ShardSource  # noqa: E402
+from train.loop import pick_device  # noqa: E402
+from train.methods import get_method  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_method(name: str, arch: str, size: int, batch_size: int, steps: int, warmup: int,
+                 device: torch.device, amp: bool) -> float:
+    cls = get_method(name)
+    torch.manual_seed(0)
+    n = max(batch_size * 4, 1024)
+    m = cls(cls.Options(**({"k": 100} if name == "deepcluster" else {})), arch, num_samples=n,
+            num_classes=1000 if cls.needs_labels else None, device=device)
+    m.total_epochs = cls.default_epochs
+    m.to(device)
+    if device.type == "cuda":
+        m.to(memory_format=torch.channels_last)
+        m.channels_last = True
+    m.configure()
+    if name == "deepcluster":
+        m.set_labels(torch.arange(n) % 100, epoch=0)
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(batch_size, 3, size, size, generator=g) * 255).to(torch.uint8).to(device)
+    batch = Batch(imgs, torch.arange(batch_size, device=device),
+                  torch.randint(0, 1000, (batch_size,), device=device) if cls.needs_labels else None)
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (amp and device.type == "cuda") else None
+    m.train()
+
+    def step():
+        if ctx is None:
+            m.training_step(batch, g)
+        else:
+            with ctx():
+                m.training_step(batch, g)
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * batch_size / (time.perf_counter() - t)
+
+
+def bench_reader(location: str, batch_size: int, workers: int, max_samples: int) -> float:
+    src = ShardSource(location, shuffle_buffer=1000)
+    seen, t = 0, None
+    for i, b in enumerate(src.loader(0, batch_size, seed=0, workers=workers)):
+        if i == 2:  # skip worker start-up
+            t, seen = time.perf_counter(), 0
+        seen += len(b)
+        if seen >= max_samples:
+            break
+    if t is None:
+        raise SystemExit("the set is too small to time the reader; render more patches")
+    return seen / (time.perf_counter() - t)
+
+
+def bench_clustering(n: int, dim: int, k: int, device: torch.device, backend: str) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(n, dim, generator=g)
+    t0 = time.perf_counter()
+    pca = clustering.fit_pca(feats[:20_000].to(device), 256)
+    reduced = torch.cat([pca(feats[i:i + 65536].to(device)) for i in range(0, n, 65536)])
+    x = clustering.l2_normalize(reduced)
+    sync(device)
+    t1 = time.perf_counter()
+    clustering.kmeans(x, k, niter=20, seed=0, backend=backend)
+    sync(device)
+    t2 = time.perf_counter()
+    return {"pca_s": t1 - t0, "kmeans_s": t2 - t1}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="cifar")
+    ap.add_argument("--size", type=int, default=32, help="rendered patch size (the methods crop/resize it)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--methods", default="rotnet,deepcluster,bigan,monogan,supervised")
+    ap.add_argument("--set", default=None, help="a rendered set to read (default: render a temporary one)")
+    ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--cluster-n", type=int, default=50_000)
+    ap.add_argument("--cluster-dim", type=int, default=0, help="feature width (0: 4096)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-amp", action="store_true")
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"# device {device} ({what}), torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+
+    rates = {}
+    for name in args.methods.split(","):
+        ips = bench_method(name, args.arch, args.size, args.batch_size, args.steps, args.warmup, device,
+                           not args.no_amp)
+        rates[name] = ips
+        print(f"train  {name:12s} {args.arch:13s} {args.size:4d} px  batch {args.batch_size:4d}  "
+              f"{ips:10.1f} images/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        location = args.set
+        if location is None:
+            from pipeline.config import RenderConfig
+            from pipeline.render import render_set
+
+            location = str(Path(tmp) / "set")
+            render_set(location, RenderConfig(n_patches=args.render_n, size=args.size,
+                                              shard_size=max(64, args.render_n // 8)),
+                       workers=args.workers, log=lambda *a, **k: None)
+        reader = bench_reader(location, args.batch_size, args.workers, max_samples=args.render_n)
+    print(f"reader open_shards decode   {args.size:4d} px  workers {args.workers:3d}  "
+          f"{reader:10.1f} samples/s")
+    for name, ips in rates.items():
+        limit = "the reader limits" if reader < ips else "training limits"
+        print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.2f}  ({limit})")
+
+    dim = args.cluster_dim or 4096
+    k = clustering.default_k(args.cluster_n)
+    backend = "torch" if device.type == "cuda" else "faiss"
+    c = bench_clustering(args.cluster_n, dim, k, device, backend)
+    print(f"cluster deepcluster n={args.cluster_n} dim={dim}->256 k={k} ({backend}): "
+          f"PCA+L2 {c['pca_s']:.1f} s, k-means 20 iters {c['kmeans_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,17 @@ from pipeline.errors import ShardSetError
 from pipeline.shardio import MANIFEST, read_manifest
 
 IMAGE_EXTENSIONS = ("jpg", "png")
+_SHARD_NAME = re.compile(r"patches-\d{6}\.tar")
 
 
 def _is_url(location: str) -> bool:
     return "://" in location
+
+
+def is_url_pattern(location: str | Path) -> bool:
+    """A webdataset URL list (`pipe:` command, brace pattern, `::`-joined) rather than a set folder or manifest."""
+    loc = str(location)
+    return loc.startswith("pipe:") or "{" in loc or "::" in loc
 
 
 def load_manifest(location: str | Path) -> dict:
@@ -165,8 +173,8 @@ class _EpochShuffle(wds.PipelineStage):
 class ShardPipeline(wds.DataPipeline):
     """A webdataset pipeline with an epoch: `set_epoch(e)` re-seeds the shard order and the shuffle buffer."""
 
-    n_samples: int
-    manifest: dict
+    n_samples: int | None  # None for a URL pattern opened without a manifest
+    manifest: dict | None
 
     def set_epoch(self, epoch: int) -> None:
         for stage in self.pipeline:
@@ -174,26 +182,66 @@ class ShardPipeline(wds.DataPipeline):
                 stage.epoch = epoch
 
 
+class _CheckShardCounts(wds.PipelineStage):
+    """Each shard must yield exactly the samples its manifest entry lists.
+
+    A stream cut at a tar member boundary reads like a clean end of archive; whatever the transport (file, http,
+    `pipe:`), this turns such a cut into an error instead of a silently short epoch.
+    """
+
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+    def run(self, src):
+        url, n = None, 0
+        for sample in src:
+            if sample.get("__url__") != url:
+                self._check(url, n)
+                url, n = sample.get("__url__"), 0
+            n += 1
+            yield sample
+        self._check(url, n)
+
+    def _check(self, url: str | None, n: int) -> None:
+        if url is None:
+            return
+        m = _SHARD_NAME.search(url)
+        expected = self.counts.get(m.group(0)) if m else None
+        if expected is not None and n != expected:
+            raise ShardSetError(f"{url}: yielded {n} samples, the manifest lists {expected} (a cut stream or a "
+                                f"truncated shard)")
+
+
 def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
                 decode: str = "torch", split_by_node: bool = True, split_by_worker: bool = True,
-                check: bool = True) -> ShardPipeline:
+                check: bool = True, manifest: str | Path | dict | None = None) -> ShardPipeline:
     """Open a rendered set for streaming: an IterableDataset of {'key', 'index', 'image', 'meta'} dicts.
 
-    A torn or truncated shard raises (webdataset's reraise handler): an epoch is never silently short.
+    `location` is a set folder, its manifest.json, an http(s) URL of either, or a webdataset URL pattern
+    (`pipe:CMD`, `https://host/set/patches-{000000..000127}.tar`); for a pattern, pass `manifest` (path, URL or
+    dict) to get sample counts and per-shard checks. A torn, truncated or cut shard raises: an epoch is never
+    silently short.
     """
-    manifest = verify_quick(location) if check else load_manifest(location)
-    urls = shard_urls(location, manifest)
+    if is_url_pattern(location):
+        urls = list(wds.shardlists.expand_urls(str(location)))
+        if isinstance(manifest, str | Path):
+            manifest = load_manifest(manifest)
+    else:
+        manifest = verify_quick(location) if check else load_manifest(location)
+        urls = shard_urls(location, manifest)
     stages: list = [_EpochShardList(urls, shuffle=shuffle_buffer > 0, seed=seed)]
     if split_by_node:
         stages.append(wds.split_by_node)
     if split_by_worker:
         stages.append(wds.split_by_worker)
     stages.append(wds.tarfile_to_samples(handler=_raise_shard_error))
+    if manifest is not None:
+        stages.append(_CheckShardCounts({s["name"]: s["count"] for s in manifest["shards"]}))
     if shuffle_buffer > 0:
         stages.append(_EpochShuffle(shuffle_buffer, seed))
     stages.append(wds.map(lambda s: decode_sample(s, decode)))
     pipe = ShardPipeline(*stages)
-    pipe.n_samples = sum(s["count"] for s in manifest["shards"])
+    pipe.n_samples = sum(s["count"] for s in manifest["shards"]) if manifest is not None else None
     pipe.manifest = manifest
     pipe.set_epoch(epoch)
     return pipe

@@ -1,0 +1,132 @@
+"""Many render jobs into one set, and streaming a set from storage (loopback HTTP, pipe: commands)."""
+
+import functools
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+
+import pytest
+
+from pipeline.config import RenderConfig
+from pipeline.errors import ShardSetError
+from pipeline.render import render_set
+from pipeline.shards import open_shards
+
+from .conftest import TINY, folder_bytes, run_cli
+
+
+def test_concurrent_parts_and_a_killed_part_make_the_same_set(tmp_path, photo):
+    args = ["--src", str(photo), "--n-patches", "2400", "--size", "64", "--shard-size", "200", "--workers", "1"]
+    out = tmp_path / "shared"
+
+    def start(i):
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "render", *args, "--out", str(out),
+                                 "--part", f"{i}/3"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    procs = {i: start(i) for i in range(3)}
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill part 1 while it is writing one of its shards (1, 4, 7 or 10)
+        if any(out.glob("patches-00000[147].tar.tmp-*")):
+            break
+        time.sleep(0.002)
+    os.kill(procs[1].pid, signal.SIGKILL)
+    procs[1].wait()
+    for i in (0, 2):
+        assert procs[i].wait(timeout=120) == 0, procs[i].stderr.read()
+    done_before = {p.name for p in out.glob("patches-*.tar")}
+    assert {f"patches-{s:06d}.tar" for s in (0, 2, 3, 5, 6, 8, 9, 11)} <= done_before
+    assert not {f"patches-{s:06d}.tar" for s in (1, 4, 7, 10)} <= done_before, "part 1 was not interrupted"
+    rerun = run_cli("render", *args, "--out", str(out), "--part", "1/3", check=True)
+    assert "complete" in rerun.stdout
+    run_cli("render", *args, "--out", str(tmp_path / "single"), check=True)
+    assert folder_bytes(out) == folder_bytes(tmp_path / "single")
+
+
+class _SetServer:
+    """Serves a set folder on 127.0.0.1; `cut` maps a file name to how many bytes to send of it (then drop)."""
+
+    def __init__(self, folder, cut=None, replace=None):
+        cut, replace = cut or {}, replace or {}
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                if name in replace:  # a complete-looking response with other content
+                    body = replace[name]
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if name in cut:
+                    body = (folder / name).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: cut[name]])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops mid-shard
+                    self.close_connection = True
+                    return
+                super().do_GET()
+
+        handler = functools.partial(Handler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_stream_a_set_over_http(tiny_set):
+    with _SetServer(tiny_set) as server:
+        for loc in (server.url + "/", server.url + "/manifest.json"):
+            ds = open_shards(loc)
+            assert ds.n_samples == TINY["n_patches"]
+            assert sorted(s["index"] for s in ds) == list(range(TINY["n_patches"]))
+
+
+def test_a_dropped_connection_is_an_error_not_a_short_epoch(tiny_set):
+    with _SetServer(tiny_set, cut={"patches-000002.tar": 20_000}) as server:
+        with pytest.raises(ShardSetError, match="patches-000002.tar"):
+            list(open_shards(server.url))
+
+
+def test_a_cleanly_ended_but_short_shard_is_caught_by_the_counts(tiny_set):
+    data = (tiny_set / "patches-000001.tar").read_bytes()
+    with tarfile.open(tiny_set / "patches-000001.tar") as tar:
+        cut_at = [m.offset for m in tar.getmembers()][40]  # 20 samples, then a valid end-of-archive
+    short = data[:cut_at] + b"\0" * 1024
+    with _SetServer(tiny_set, replace={"patches-000001.tar": short}) as server:
+        with pytest.raises(ShardSetError, match="patches-000001.tar: yielded 20 samples, the manifest lists 50"):
+            list(open_shards(server.url))
+
+
+def test_pipe_url_pattern_with_a_manifest(tiny_set):
+    pattern = f"pipe:cat {tiny_set}/patches-{{000000..000004}}.tar"
+    ds = open_shards(pattern, manifest=tiny_set / "manifest.json")
+    assert ds.n_samples == TINY["n_patches"]
+    assert sorted(s["index"] for s in ds) == list(range(TINY["n_patches"]))
+    assert len(list(open_shards(pattern))) == TINY["n_patches"]  # without a manifest: no counts, still streams
+
+
+def test_render_parts_cannot_mix_configurations(tmp_path, photo):
+    out = tmp_path / "mix"
+    render_set(out, RenderConfig(**TINY), sources=[photo], part=(0, 2))
+    with pytest.raises(ShardSetError, match="holds a different set"):
+        render_set(out, RenderConfig(**{**TINY, "seed": 1}), sources=[photo], part=(1, 2))

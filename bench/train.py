@@ -148,7 +148,7 @@ def main() -> None:
           f"{reader:10.1f} samples/s")
     for name, ips in rates.items():
         limit = "the reader limits" if reader < ips else "training limits"
-        print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.2f}  ({limit})")
+        print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
 
     dim = args.cluster_dim or 4096
     k = clustering.default_k(args.cluster_n)

@@ -127,7 +127,7 @@ def main(verbose: bool) -> None:
     """Train an encoder on a rendered set (streaming its shards), or the supervised baseline on labels.
 
     Each run writes RUN/checkpoint.pt (resumable), RUN/encoder.pt (what `probe` reads), RUN/metrics.jsonl
-    and RUN/config.json. Uses CUDA when present (bf16, channels_last), else the CPU; under torchrun, one
+    and RUN/config.json. Uses CUDA when present (bf16), else the CPU, with channels_last on both; under torchrun, one
     process per GPU (or CPU process with gloo) with the shards split across ranks.
 
     \b

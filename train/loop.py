@@ -1,6 +1,6 @@
 """The training loop shared by every method (DINO / MoCo-style: one readable function, ``train``).
 
-Device chosen automatically (CUDA when present, bf16 autocast and channels_last there), checkpoints written
+Device chosen automatically (CUDA when present, with bf16 autocast; channels_last on every device), checkpoints written
 atomically every ``ckpt_every`` steps and at each epoch end, exact resume (model, optimisers, schedulers,
 RNG, method state such as DeepCluster's assignments, position in the epoch), ``metrics.jsonl``, a progress
 bar with loss and images/s, DDP under torchrun, and a clean stop on a non-finite loss that keeps the last
@@ -50,7 +50,7 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         raise TrainError(str(e)) from None
     method.total_epochs = epochs
     method.to(device)
-    if cuda and cfg.channels_last:
+    if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
         method.channels_last = True
     method.configure()

@@ -100,7 +100,7 @@ def _device(value: str) -> str:
               help="ImageNet-style testing: average 10 crops, or the centre crop only.")
 @click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
               show_default=True,
-              help="Input normalisation; auto: what the encoder's training config records, else ImageNet's.")
+              help="Input normalisation; auto: what the encoder's config records, else train's (-1, 1) range.")
 @click.option("--seed", default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
 @click.option("--limit-train", type=int, help="Use a seeded random subset of this many training images.")
 @click.option("--limit-test", type=int, help="Use a seeded random subset of this many test images.")

@@ -16,6 +16,10 @@ NORMALIZATIONS = {
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # pixel values in [0, 1] as they are
 }
 
+# `train` feeds every method pixels mapped to (-1, 1) (train.augment.to_unit_range): probe an encoder on the
+# input range it was trained on, and the random baseline on the same range as the trained encoders.
+TRAIN_INPUT = "half"
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -29,9 +33,9 @@ class Normalization:
 
     @classmethod
     def choose(cls, choice: str, encoder_config: dict) -> Normalization:
-        """`choice` by name, or for "auto" what the encoder's training config records (ImageNet's if nothing).
+        """`choice` by name; for "auto", what the encoder's training config records, else `TRAIN_INPUT`.
 
-        A training config may record {"normalize": "half"} or {"normalize": {"mean": [...], "std": [...]}}.
+        A config may record {"normalize": "half"} or {"normalize": {"mean": [...], "std": [...]}}.
         """
         if choice != "auto":
             return cls.named(choice)
@@ -40,7 +44,7 @@ class Normalization:
             return cls.named(recorded)
         if isinstance(recorded, dict) and {"mean", "std"} <= recorded.keys():
             return cls(tuple(recorded["mean"]), tuple(recorded["std"]))
-        return cls.named("imagenet")
+        return cls.named(TRAIN_INPUT)
 
     def to_tensor(self) -> T.Compose:
         return T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])

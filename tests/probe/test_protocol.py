@@ -125,3 +125,17 @@ def test_the_reducer_pools_only_where_planned():
     out = reducer({"conv1": torch.rand(1, 64, 55, 55), "conv5": torch.rand(1, 256, 13, 13)})
     assert [tuple(v.shape) for v in out.values()] == [(1, plans[0].dims), (1, plans[1].dims)]
     assert plans[0].dims == 64 * 12 * 12 and plans[1].dims == 9216
+
+
+def test_default_input_range_is_the_one_train_feeds_its_encoders():
+    import numpy as np
+    from PIL import Image
+
+    from probe.transforms import Normalization, cifar_transform
+    from train.augment import to_unit_range
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    ours = cifar_transform(Normalization.choose("auto", {}))(Image.fromarray(pixels))
+    theirs = to_unit_range(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))[0]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    assert Normalization.choose("auto", {"normalize": "imagenet"}) == Normalization.named("imagenet")

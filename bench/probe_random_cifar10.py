@@ -5,7 +5,10 @@ variants, to investigate differences) as subprocesses, one at a time, and prints
 measured top-1 per layer against the paper's Table 3 "Random" row, with wall time and the machine's load.
 
     .venv/bin/python bench/probe_random_cifar10.py --out runs/bench-probe            # the protocol, seed 0
-    .venv/bin/python bench/probe_random_cifar10.py --out runs/bench-probe --variants seeds,normalize
+    .venv/bin/python bench/probe_random_cifar10.py --out runs/bench-probe --variants seeds,normalize,leaky
+
+Variants that `probe linear` has no option for (calibrated BatchNorm, PyTorch's default init) are in
+bench/probe_random_ablations.py.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ DATA = f"cifar10-jpg:{ROOT.parent / 'shared' / 'data' / 'cifar10-jpg'}"
 VARIANTS = {
     "protocol": [],
     "seeds": [["--seed", "1"], ["--seed", "2"]],
-    "normalize": [["--normalize", "half"]],
-    "leaky": [["random:cifar:leaky_relu=true"]],
+    "normalize": [["--normalize", "imagenet"], ["--normalize", "none"]],
+    "leaky": [["random:cifar:leaky_relu=true"]],  # the MonoGAN encoder as train/methods/monogan.py builds it
     "weight-decay": [["--weight-decay", "5e-4"]],
     "batch": [["--batch-size", "64"]],
 }
 
 
-def run_variant(extra: list[str], out: Path, workers: int) -> dict:
+def run_variant(extra: list[str], out: Path, workers: int, threads: int | None) -> dict:
     encoder = next((a for a in extra if a.startswith("random:")), "random:cifar")
     options = [a for a in extra if not a.startswith("random:")]
     command = [sys.executable, "-m", "probe.cli", "linear", encoder, "--data", DATA, "--out", str(out),
                "--workers", str(workers), "--no-progress", *options]
+    if threads:
+        command += ["--threads", str(threads)]
     load_before = os.getloadavg()
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -74,13 +79,14 @@ def main() -> None:
     parser.add_argument("--variants", default="",
                         help=f"comma-separated, from {', '.join(list(VARIANTS)[1:])}")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="passed on to `probe linear --threads`")
     args = parser.parse_args()
-    rows = [("protocol (seed 0)", run_variant([], args.out / "protocol", args.workers))]
+    rows = [("protocol (seed 0)", run_variant([], args.out / "protocol", args.workers, args.threads))]
     for group in filter(None, args.variants.split(",")):
         for extra in VARIANTS[group]:
             name = " ".join(extra)
-            rows.append((name, run_variant(extra, args.out / name.replace(" ", "_").replace(":", "-"),
-                                           args.workers)))
+            folder = args.out / name.replace(" ", "_").replace(":", "-")
+            rows.append((name, run_variant(extra, folder, args.workers, args.threads)))
     print(markdown(rows))
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from train import distributed as D
+from train.cifar_pickle import LAYOUTS, read_cifar
 from train.errors import DataError
 
 
@@ -179,12 +180,11 @@ class LabelledSource:
             [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
         )
         train = split == "train"
-        if (root / "cifar-10-batches-py").is_dir():
-            base = datasets.CIFAR10(root, train=train, download=False)
-            kind = "CIFAR-10"
-        elif (root / "cifar-100-python").is_dir():
-            base = datasets.CIFAR100(root, train=train, download=False)
-            kind = "CIFAR-100"
+        variant = _cifar_variant(root)
+        if variant is not None:
+            train_split, test_split, classes = read_cifar(root, variant)
+            base = _ArrayImages(train_split if train else test_split, classes)
+            kind = variant.upper().replace("CIFAR", "CIFAR-")
         else:
             folder = root / split if (root / split).is_dir() else root
             try:
@@ -236,3 +236,27 @@ def epoch_batches(source: Source, epoch: int, batch_size: int, n_batches: int, s
         if not got_any:
             raise DataError(f"{source.description}: rank {D.rank()} received no batch of {batch_size} "
                             f"(fewer samples or shards than ranks x batch size?)")
+
+
+
+def _cifar_variant(root: Path) -> str | None:
+    """'cifar10' / 'cifar100' for a pickle folder or the folder holding one, else None."""
+    for variant, layout in LAYOUTS.items():
+        if root.name == layout.folder or (root / layout.folder).is_dir() or (root / layout.meta_file).is_file():
+            return variant
+    return None
+
+
+class _ArrayImages:
+    """CIFAR arrays as the (PIL image, label) pairs torchvision's datasets give."""
+
+    def __init__(self, split, classes: list[str]):
+        self.images, self.labels, self.classes = split.images, split.labels, classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return Image.fromarray(self.images[i]), int(self.labels[i])

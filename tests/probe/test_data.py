@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from probe.cifar_pickle import read_cifar
 from probe.datasets import DataSpec, open_data
 from probe.errors import DataError
+from train.cifar_pickle import read_cifar
 
 
 def test_cifar10_pickles_are_read_as_hwc_images(tmp_path, writers):

@@ -1,7 +1,8 @@
 """CIFAR-10 and CIFAR-100 in their python pickle layout (`cifar-10-batches-py`, `cifar-100-python`).
 
-These are the files torchvision reads; they are read here directly (no download) into uint8 arrays. Unpickling
-executes code from the file, as torchvision's reader does: only point this at CIFAR files you trust.
+These are the files torchvision reads; they are read here directly (no download, and no md5 check: users' copies,
+re-pickled or subsetted, are legitimate) into uint8 arrays. `train supervised` and `probe` both use this reader.
+Unpickling executes code from the file, as torchvision's reader does: only point this at CIFAR files you trust.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.errors import DataError
+from train.errors import DataError
 
 IMAGE_SIDE = 32
 _PIXELS = 3 * IMAGE_SIDE * IMAGE_SIDE

@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo test lint bench reproduce-cifar10 reproduce-ablation
+PRESET ?= quick
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +28,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py
+
+# The paper's CIFAR-10 results end to end (Table 3 rows; Table 1 ablation), resumable: re-run to continue.
+# PRESET=quick (CPU, ~1.5 h for cifar10) or PRESET=full (one GPU); see experiments/reproduce.py.
+reproduce-cifar10: $(STAMP)
+	$(BIN)/python experiments/reproduce.py cifar10 --preset $(PRESET)
+
+reproduce-ablation: $(STAMP)
+	$(BIN)/python experiments/reproduce.py ablation --preset $(PRESET)

@@ -212,6 +212,28 @@ class _CheckShardCounts(wds.PipelineStage):
                                 f"truncated shard)")
 
 
+def pattern_urls(pattern: str) -> list[str]:
+    """The shard URLs a webdataset pattern names (brace ranges expanded, `::` lists split)."""
+    return list(wds.shardlists.expand_urls(pattern))
+
+
+def check_pattern_covers_manifest(urls: list[str], manifest: dict) -> None:
+    """A pattern must name exactly the manifest's shards: one shard too few is a silently short epoch."""
+    named = [m.group(0) for m in map(_SHARD_NAME.search, urls) if m]
+    listed = [s["name"] for s in manifest["shards"]]
+    missing, extra = sorted(set(listed) - set(named)), sorted(set(named) - set(listed))
+    if missing or extra or len(named) != len(urls):
+        detail = []
+        if missing:
+            detail.append(f"misses {len(missing)} ({missing[0]}{', ...' if len(missing) > 1 else ''})")
+        if extra:
+            detail.append(f"names {len(extra)} not listed ({extra[0]}{', ...' if len(extra) > 1 else ''})")
+        if len(named) != len(urls):
+            detail.append(f"{len(urls) - len(named)} URLs name no patches-NNNNNN.tar shard")
+        raise ShardSetError(f"the URL pattern does not match the manifest's {len(listed)} shards: "
+                            f"{'; '.join(detail)}")
+
+
 def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
                 decode: str = "torch", split_by_node: bool = True, split_by_worker: bool = True,
                 check: bool = True, manifest: str | Path | dict | None = None) -> ShardPipeline:
@@ -223,9 +245,11 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
     silently short.
     """
     if is_url_pattern(location):
-        urls = list(wds.shardlists.expand_urls(str(location)))
+        urls = pattern_urls(str(location))
         if isinstance(manifest, str | Path):
             manifest = load_manifest(manifest)
+        if manifest is not None:
+            check_pattern_covers_manifest(urls, manifest)
     else:
         manifest = verify_quick(location) if check else load_manifest(location)
         urls = shard_urls(location, manifest)

@@ -58,6 +58,9 @@ def _option_for(f: dataclasses.Field, owner: type) -> click.Option:
 def _common_options(method: type[Method]) -> list[click.Parameter]:
     return [
         click.Argument(["data"], type=click.Path(), metavar="DATA"),
+        click.Option(["--manifest"], type=str, default=None,
+                     help="the set's manifest.json (path or URL) when DATA is a webdataset URL pattern, e.g. "
+                          "'pipe:aws s3 cp s3://b/set/patches-{000000..000127}.tar -'"),
         click.Option(["--out", "-o"], type=click.Path(), default=None,
                      help=f"run folder (default runs/{method.name}); holds checkpoint.pt, encoder.pt, "
                           "metrics.jsonl, config.json"),
@@ -98,7 +101,8 @@ def _make_command(method: type[Method]) -> click.Command:
             epochs=kw["epochs"], max_steps=kw["max_steps"], batch_size=kw["batch_size"],
             workers=kw["workers"],
             seed=kw["seed"], ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
-            shuffle_buffer=kw["shuffle_buffer"], resume=kw["resume"], device=kw["device"], amp=kw["amp"],
+            shuffle_buffer=kw["shuffle_buffer"], manifest=kw.get("manifest"), resume=kw["resume"],
+            device=kw["device"], amp=kw["amp"],
             progress=kw["progress"], options=options,
         )
         summary = train(cfg)
@@ -111,7 +115,8 @@ def _make_command(method: type[Method]) -> click.Command:
     doc = (method.__module__ and __import__(method.__module__, fromlist=["_"]).__doc__) or ""
     first = doc.strip().split("\n\n")[0].replace("\n", " ")
     data = ("DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree."
-            if method.needs_labels else "DATA is a rendered set: a folder with manifest.json and tar shards.")
+            if method.needs_labels else "DATA is a rendered set: a folder with manifest.json and tar shards, an "
+            "http(s) URL of it or of its manifest, or a webdataset URL pattern with --manifest.")
     examples = "\n".join("  " + line for line in EXAMPLES[method.name].split("\n"))
     help_text = f"{first}\n\n{data}\n\n\b\nExample:\n{examples}"
     params = _common_options(method) + [_option_for(f, method.Options) for f in opt_fields

@@ -87,22 +87,32 @@ def _worker_count(requested: int) -> int:
 
 
 class ShardSource:
-    """A rendered set (folder with ``manifest.json`` and tar shards), checked before training starts."""
+    """A rendered set, checked before training starts: a folder, its manifest.json, an http(s) URL of either, or a
+    webdataset URL pattern (``pipe:`` command, brace list) with its manifest given separately."""
 
     num_classes = None
 
-    def __init__(self, location: str | os.PathLike, shuffle_buffer: int = 1000) -> None:
+    def __init__(self, location: str | os.PathLike, shuffle_buffer: int = 1000,
+                 manifest: str | os.PathLike | None = None) -> None:
         try:
             from pipeline import shards
         except ImportError as e:  # the reader lives in pipeline/; say so instead of a bare traceback
             raise DataError(f"cannot read shards: pipeline.shards is unavailable ({e})") from None
         self._shards = shards
         self.location = str(location)
-        if not Path(self.location).exists():
-            raise DataError(f"{self.location}: no such rendered set")
-        shards.verify_quick(self.location)  # raises ShardSetError (one line) for empty/incomplete/unverified
-        manifest = shards.load_manifest(self.location)
-        self.num_samples = int(shards.count_samples(self.location))
+        self.manifest_location = str(manifest) if manifest is not None else None
+        if shards.is_url_pattern(self.location):
+            # a webdataset URL pattern (pipe: commands, brace lists): the manifest comes separately
+            if manifest is None:
+                raise DataError(f"{self.location}: a URL pattern needs --manifest (the set's manifest.json, "
+                                f"path or URL) for its sample count and checks")
+            manifest = shards.load_manifest(manifest)
+            shards.check_pattern_covers_manifest(shards.pattern_urls(self.location), manifest)
+        else:
+            if "://" not in self.location and not Path(self.location).exists():
+                raise DataError(f"{self.location}: no such rendered set")
+            manifest = shards.verify_quick(self.location)  # one-line ShardSetError: empty, incomplete, truncated
+        self.num_samples = sum(int(s["count"]) for s in manifest["shards"])
         if self.num_samples <= 0:
             raise DataError(f"{self.location}: the set holds no samples")
         cfg = manifest.get("config", {})
@@ -115,7 +125,7 @@ class ShardSource:
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
         ds = self._shards.open_shards(
             self.location, shuffle_buffer=self.shuffle_buffer if shuffle else 0, seed=seed, epoch=epoch,
-            decode="torch", split_by_node=True, split_by_worker=True,
+            decode="torch", split_by_node=True, split_by_worker=True, manifest=self.manifest_location,
         )
         return DataLoader(ds, batch_size=batch_size, collate_fn=collate_samples, drop_last=drop_last,
                           num_workers=_worker_count(workers), pin_memory=pin_memory,

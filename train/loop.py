@@ -47,6 +47,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     log_every: int = 20
     shuffle_buffer: int = 2000
+    manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
@@ -137,7 +138,7 @@ def make_source(cfg: TrainConfig, method_cls: type[Method], input_size: int) -> 
     if method_cls.needs_labels:
         from train.methods.supervised import Supervised
         return LabelledSource(cfg.data, Supervised.load_size(input_size))
-    return ShardSource(cfg.data, shuffle_buffer=cfg.shuffle_buffer)
+    return ShardSource(cfg.data, shuffle_buffer=cfg.shuffle_buffer, manifest=cfg.manifest)
 
 
 def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:

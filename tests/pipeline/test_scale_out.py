@@ -130,3 +130,9 @@ def test_render_parts_cannot_mix_configurations(tmp_path, photo):
     render_set(out, RenderConfig(**TINY), sources=[photo], part=(0, 2))
     with pytest.raises(ShardSetError, match="holds a different set"):
         render_set(out, RenderConfig(**{**TINY, "seed": 1}), sources=[photo], part=(1, 2))
+
+
+def test_a_pattern_that_misses_a_shard_of_its_manifest_is_refused(tiny_set):
+    pattern = f"pipe:cat {tiny_set}/patches-{{000000..000003}}.tar"  # the set has five shards
+    with pytest.raises(ShardSetError, match=r"does not match the manifest's 5 shards: misses 1 \(patches-000004"):
+        open_shards(pattern, manifest=tiny_set / "manifest.json")

@@ -88,3 +88,10 @@ def test_finetune_and_linear_after_finetune_go_to_tables_4_and_5(tmp_path):
     assert [p.table_id for p, _ in groups] == ["table4", "table5"]
     assert "| difference to Random | -2.6 |" in markdown
     assert "| difference to Full sup. | +0.7 | +0.7 | -0.2 | -0.3 | -0.5 |" in markdown
+
+
+def test_two_channel_filters_are_shown_as_grey_tiles_side_by_side():
+    weight = torch.randn(5, 2, 3, 3)  # a Sobel front end feeds conv1 two gradient channels
+    grid = filter_grid(weight, columns=5, scale=1, border=1)
+    assert grid.shape == (1 * 4 + 1, 5 * 7 + 1, 3)
+    assert (grid[..., 0] == grid[..., 1]).all() and (grid[..., 1] == grid[..., 2]).all()

@@ -130,3 +130,24 @@ def test_gradient_penalty_matches_direct_computation():
     # 3) the penalty is differentiable w.r.t. the critic's parameters (create_graph)
     gp.backward()
     assert critic.fc.weight.grad is not None and critic.fc.weight.grad.abs().sum() > 0
+
+
+def test_monogan_critic_batchnorm_never_uses_batch_statistics():
+    """WGAN-GP's per-sample penalty is only valid if each critic output depends on its own input alone."""
+    import torch
+
+    from train.methods.monogan import MonoGAN, MonoGANOptions
+
+    m = MonoGAN(MonoGANOptions(), "cifar", 100)
+    m.configure()
+    m.train()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        m.critic_step(torch.rand(8, 3, 32, 32) * 2 - 1, gen)
+    bns = [b for b in m.critic.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert bns and not any(b.training for b in bns)
+    assert all(torch.equal(b.running_mean, torch.zeros_like(b.running_mean)) for b in bns)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    alone = m.critic(x[:1])
+    together = m.critic(x)[:1]
+    assert torch.allclose(alone, together, atol=1e-5)  # no cross-sample dependence

@@ -99,7 +99,8 @@ def cifar10_stages(work: Path, preset: dict, src: Path, data: str, device: str) 
         reports.append((work / "probes" / method / "results.json", paper_row))
     stages += baselines(work, preset, data, device)
     reports = [(work / "probes" / "supervised" / "results.json", "Fully supervised"),
-               (work / "probes" / "random" / "results.json", "Random"), *reports]
+               (work / "probes" / "random" / "results.json", "Random"),
+               (work / "probes" / "random-leaky" / "results.json", "Random"), *reports]
     return stages, reports
 
 
@@ -113,7 +114,8 @@ def ablation_stages(work: Path, preset: dict, src: Path, data: str, device: str)
         reports.append((work / "probes" / run / "results.json", label))
     stages += baselines(work, preset, data, device)
     reports = [(work / "probes" / "supervised" / "results.json", "(a) Fully sup."),
-               (work / "probes" / "random" / "results.json", "(b) Random feat."), *reports]
+               (work / "probes" / "random" / "results.json", "(b) Random feat."),
+               (work / "probes" / "random-leaky" / "results.json", "(b) Random feat."), *reports]
     return stages, reports
 
 
@@ -140,8 +142,10 @@ def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
     sup = Stage("train-supervised", [str(BIN / "train"), "supervised", sup_data, "--arch", "cifar", "--out", str(run),
                                      "--device", device, "--workers", "2", *preset["train"]["supervised"]],
                 [run / "encoder.pt"], run_dir=run)
+    # two random baselines: the plain encoder, and MonoGAN's leaky-ReLU variant (its like-for-like baseline)
     return [sup, probe_stage(work, "supervised", str(run / "encoder.pt"), preset, data, device),
-            probe_stage(work, "random", "random:cifar", preset, data, device)]
+            probe_stage(work, "random", "random:cifar", preset, data, device),
+            probe_stage(work, "random-leaky", "random:cifar:leaky_relu=true", preset, data, device)]
 
 
 def probe_stage(work: Path, name: str, encoder: str, preset: dict, data: str, device: str) -> Stage:

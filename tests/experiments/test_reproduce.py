@@ -44,9 +44,9 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     report = (work / "report-cifar10.md").read_text()
     assert "preset: **smoke**" in report and "| train-monogan |" in report and "MonoGAN" in report
     assert (work / "report-cifar10-probe.png").exists()
-    for name in ("monogan", "rotnet", "deepcluster", "supervised", "random"):
+    for name in ("monogan", "rotnet", "deepcluster", "supervised", "random", "random-leaky"):
         results = json.loads((work / "probes" / name / "results.json").read_text())
         assert set(results["layers"]) == {"conv1", "conv2", "conv3", "conv4"}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert again.stdout.count("skipped") == 10  # 1 render, 4 trainings, 5 probes
+    assert again.stdout.count("skipped") == 11  # 1 render, 4 trainings, 6 probes

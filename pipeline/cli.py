@@ -91,6 +91,38 @@ def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rota
 
 
 @main.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder of the set.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Samples per shard.")
+@click.option("--workers", type=int, default=None, help="Packing processes [default: all cores].")
+@click.option("--part", type=_Part(), default="0/1", show_default=True,
+              help="Pack only shards s with s mod N == I (0-based). Parts may run at once on one folder.")
+@click.option("--force", is_flag=True, help="Replace a different set already in --out.")
+def pack(src, out, shard_size, workers, part, force):
+    """Pack a labelled ImageFolder split (SRC/<class>/<image>) into shards, for probes to stream.
+
+    Image files are copied unchanged (.jpg, .jpeg, .png; anything else is refused) after a decode check, each
+    with KEY.json {index, label, class, path}; files go in (class, path) order, so the set is byte-identical
+    whatever --workers and --part. Re-running resumes an interrupted pack, and is a no-op on a complete set.
+
+    \b
+    Examples:
+      pipeline pack /data/imagenet/train --out /data/shards/imagenet/train
+      pipeline pack /data/imagenet/val --out /data/shards/imagenet/val
+      probe linear ENCODER --data shards:/data/shards/imagenet --out probe-out
+    """
+    from pipeline.pack import pack_set
+    from pipeline.render import default_workers
+
+    summary = pack_set(src, out, shard_size=shard_size, workers=workers or default_workers(), part=part,
+                       force=force, progress=True, log=lambda m: click.echo(m, err=True))
+    if summary.rendered:
+        state = "complete" if summary.complete else f"part {part[0]}/{part[1]} done, other parts pending"
+        click.echo(f"{out}: packed {summary.rendered} shards ({state})")
+
+
+@main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-decode", is_flag=True, help="Only re-hash; do not decode every sample.")
 def verify(folder, no_decode):

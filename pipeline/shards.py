@@ -11,6 +11,7 @@ import json
 import random
 import re
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -236,22 +237,29 @@ def check_pattern_covers_manifest(urls: list[str], manifest: dict) -> None:
 
 def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
                 decode: str = "torch", split_by_node: bool = True, split_by_worker: bool = True,
-                check: bool = True, manifest: str | Path | dict | None = None) -> ShardPipeline:
+                check: bool = True, manifest: str | Path | dict | None = None,
+                only: Collection[str] | None = None) -> ShardPipeline:
     """Open a rendered set for streaming: an IterableDataset of {'key', 'index', 'image', 'meta'} dicts.
 
     `location` is a set folder, its manifest.json, an http(s) URL of either, or a webdataset URL pattern
     (`pipe:CMD`, `https://host/set/patches-{000000..000127}.tar`); for a pattern, pass `manifest` (path, URL or
     dict) to get sample counts and per-shard checks. A torn, truncated or cut shard raises: an epoch is never
-    silently short.
+    silently short. For a folder or URL, a `manifest` dict already read is used as is (no second fetch), and
+    `only` (shard names) restricts the epoch to those shards, so a reader can interleave several streams.
     """
     if is_url_pattern(location):
+        if only is not None:
+            raise ValueError("only= selects shards of a set folder or URL; a pattern names its shards itself")
         urls = pattern_urls(str(location))
         if isinstance(manifest, str | Path):
             manifest = load_manifest(manifest)
         if manifest is not None:
             check_pattern_covers_manifest(urls, manifest)
     else:
-        manifest = verify_quick(location) if check else load_manifest(location)
+        if not isinstance(manifest, dict):
+            manifest = verify_quick(location) if check else load_manifest(location)
+        if only is not None:
+            manifest = {**manifest, "shards": [s for s in manifest["shards"] if s["name"] in only]}
         urls = shard_urls(location, manifest)
     stages: list = [_EpochShardList(urls, shuffle=shuffle_buffer > 0, seed=seed)]
     if split_by_node:

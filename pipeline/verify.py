@@ -29,13 +29,22 @@ def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) 
         problems.append(f"{folder}: incomplete, {len(listed)} of {manifest['n_shards']} shards rendered")
     for extra in sorted(p.name for p in folder.glob("patches-*.tar") if p.name not in listed):
         problems.append(f"{folder / extra}: not listed in {MANIFEST} (an unfinished render?)")
-    fmt = manifest["config"]["format"]
+    formats = sample_formats(manifest)
     for s in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
-        problems.extend(_verify_shard(folder / s["name"], s, fmt, decode))
+        problems.extend(_verify_shard(folder / s["name"], s, formats, decode))
     return problems
 
 
-def _verify_shard(path: Path, entry: dict, fmt: str, decode: bool) -> list[str]:
+def sample_formats(manifest: dict) -> frozenset[str]:
+    """The image extensions a sample of this set may have: a rendered set has one; a packed (labelled) set keeps
+    each file's own, one format or "mixed"."""
+    fmt = manifest["config"]["format"]
+    if manifest.get("kind") == "labelled" and fmt == "mixed":
+        return frozenset(IMAGE_EXTENSIONS)
+    return frozenset({fmt})
+
+
+def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool) -> list[str]:
     if not path.is_file():
         return [f"{path}: missing"]
     size = path.stat().st_size
@@ -49,10 +58,10 @@ def _verify_shard(path: Path, entry: dict, fmt: str, decode: bool) -> list[str]:
         return [f"{path}: sha256 differs from the manifest (altered)"]
     if not decode:
         return []
-    return _decode_shard(path, entry, fmt)
+    return _decode_shard(path, entry, formats)
 
 
-def _decode_shard(path: Path, entry: dict, fmt: str) -> list[str]:
+def _decode_shard(path: Path, entry: dict, formats: frozenset[str]) -> list[str]:
     expected = [sample_key(i) for i in range(entry["first"], entry["first"] + entry["count"])]
     seen: dict[str, set[str]] = {}
     problems = []
@@ -71,9 +80,10 @@ def _decode_shard(path: Path, entry: dict, fmt: str) -> list[str]:
         return [f"{path}: unreadable ({e})"]
     if list(seen) != expected:
         problems.append(f"{path}: keys are not {expected[0]}..{expected[-1]} in order")
-    bad = [k for k, exts in seen.items() if exts != {fmt, "json"}]
+    bad = [k for k, exts in seen.items() if len(exts) != 2 or "json" not in exts or not exts - {"json"} <= formats]
     if bad:
-        problems.append(f"{path}: {len(bad)} samples lack their .{fmt} or .json (first: {bad[0]})")
+        wanted = " or .".join(sorted(formats))
+        problems.append(f"{path}: {len(bad)} samples lack their .{wanted} or .json (first: {bad[0]})")
     return problems
 
 
@@ -85,8 +95,12 @@ def describe_set(folder: str | Path) -> str:
     lines = [f"set:      {folder}",
              f"samples:  {done:,} of {m['n_samples']:,} rendered ({len(m['shards'])} of {m['n_shards']} shards)",
              f"bytes:    {size:,} ({size / 2**30:.2f} GiB; {size / max(done, 1) / 1024:.1f} KiB/sample)",
-             "config:   " + ", ".join(f"{k}={v}" for k, v in m["config"].items()),
-             f"sources:  {len(m['sources'])}"]
+             "config:   " + ", ".join(f"{k}={v}" for k, v in m["config"].items() if k != "classes")]
+    if m.get("kind") == "labelled":
+        shown = ", ".join(m["classes"][:10]) + (", ..." if len(m["classes"]) > 10 else "")
+        lines.append(f"classes:  {len(m['classes'])} ({shown})")
+        return "\n".join(lines)
+    lines.append(f"sources:  {len(m['sources'])}")
     for s in m["sources"][:10]:
         lines.append(f"  {s['path']}  {s['width']}x{s['height']} {s['mode']}  sha256 {s['sha256'][:16]}")
     if len(m["sources"]) > 10:

@@ -14,7 +14,8 @@ from probe.transforms import NORMALIZATIONS
 DATA_HELP = (
     "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
     "train.tar.gz + test.tar.gz, extracted once into the cache), imagefolder (PATH/train and PATH/val "
-    "class folders)."
+    "class folders), shards (PATH/train and PATH/val packed by `pipeline pack`, PATH a folder or an http(s) "
+    "URL, streamed)."
 )
 THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 can be "
                 "several times faster: the probes' small operations gain little from a second thread, and "
@@ -124,6 +125,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     Examples:
       probe linear runs/monogan/encoder.pt --data cifar10:~/data/cifar-10-batches-py --out runs/monogan/probe
       probe linear random:alexnet --data imagefolder:/data/imagenet --out runs/probe-random-imagenet
+      probe linear runs/dc-A/encoder.pt --data shards:https://host/shards/imagenet --out runs/dc-A/probe
       probe linear random:cifar --data cifar10-jpg:../shared/data/cifar10-jpg --out /tmp/quick \\
           --epochs 2 --limit-train 2000 --limit-test 500 --layers conv1,conv2
     """

@@ -2,6 +2,8 @@
 
 Each kind also fixes the evaluation style: `cifar` (native 32x32 images, no augmentation, no dimensionality
 reduction) or `imagenet` (shorter side to 256, random 224 crops and flips to train, 10 crops to test).
+Splits are map-style datasets, except packed shards (`shards:`), which are streamed: `transformed`, `subset` and
+`data_loader` serve both.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from probe.archive import default_cache_dir, extracted
 from probe.errors import DataError
 from probe.image_folder import FileImages, check_same_classes, scan_image_folder
+from probe.shard_data import ShardImages, is_url, open_shard_splits
 from train.cifar_pickle import IMAGE_SIDE, read_cifar
 from train.errors import DataError as TrainDataError
 
@@ -27,6 +30,8 @@ KINDS = {
     "cifar10-jpg": "CIFAR-10 as JPEG class folders: PATH holds train.tar.gz and test.tar.gz "
     "(extracted once into the cache folder) or train/ and test/",
     "imagefolder": "ImageNet-style class folders: PATH holds train/<class>/ and val/<class>/ (or test/)",
+    "shards": "ImageNet-style splits packed by `pipeline pack`: PATH (a folder or an http(s) URL) holds train/ "
+    "and val/ (or test/) sets, streamed",
 }
 CIFAR_STYLE_KINDS = frozenset({"cifar10", "cifar100", "cifar10-jpg"})
 _TEST_FOLDERS = ("val", "test")
@@ -35,7 +40,7 @@ _TEST_FOLDERS = ("val", "test")
 @dataclass(frozen=True)
 class DataSpec:
     kind: str
-    path: Path
+    path: Path | str  # a str for an http(s) URL, which a Path would mangle
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
@@ -44,7 +49,7 @@ class DataSpec:
             raise DataError(f"{text}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
         if kind not in KINDS:
             raise DataError(f"{text}: unknown data set kind {kind!r}; choose one of {', '.join(KINDS)}")
-        return cls(kind, Path(path).expanduser())
+        return cls(kind, path if is_url(path) else Path(path).expanduser())
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.path}"
@@ -105,12 +110,20 @@ def open_data(spec: DataSpec | str, cache_dir: Path | None = None) -> LabelledDa
         return LabelledData(spec, classes, FileImages(train, expected_size=IMAGE_SIDE),
                             FileImages(test, expected_size=IMAGE_SIDE), style="cifar",
                             notes={"extracted_to": str(root)} if root != spec.path else {})
+    if spec.kind == "shards":
+        classes, train, test = open_shard_splits(str(spec.path))
+        return LabelledData(spec, classes, train, test, style="imagenet",
+                            notes={"streamed": True, "train_location": train.location,
+                                   "test_location": test.location})
     classes, train, test = _folder_splits(spec.path)
     return LabelledData(spec, classes, FileImages(train), FileImages(test), style="imagenet")
 
 
 def subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
     """A seeded random subset of `size` samples, for quick runs; the whole set when size is None or larger."""
+    if size is not None and isinstance(dataset, IterableDataset):
+        raise DataError("--limit-train/--limit-test need random access, which shards: data (streamed) does not "
+                        "have; pack a smaller split to probe on fewer images")
     if size is None or size >= len(dataset):
         return dataset
     generator = torch.Generator().manual_seed(seed)
@@ -144,6 +157,35 @@ def _cifar_jpg_root(path: Path, cache_dir: Path) -> Path:
     if missing:
         raise DataError(f"{path}: missing {' and '.join(missing)} (or extracted train/ and test/ folders)")
     return extracted(archives, cache_dir, name="cifar10-jpg")
+
+
+def transformed(dataset: Dataset, transform) -> Dataset:
+    """`dataset` with `transform` applied to each image, for map-style and streamed splits alike."""
+    if isinstance(dataset, ShardImages):
+        return dataset.with_transform(transform)
+    return Transformed(dataset, transform)
+
+
+def data_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, workers: int = 0, seed: int = 0,
+                drop_last: bool | None = None) -> DataLoader:
+    """Batches of `dataset`, shuffled each epoch when asked (drop_last defaults to `shuffle`: training loaders).
+
+    A streamed split cannot be shuffled by index: it shuffles its shard order and a sample buffer, re-seeded by
+    `start_epoch`, and its workers are not kept across epochs so that the new epoch reaches them.
+    """
+    drop_last = shuffle if drop_last is None else drop_last
+    streamed = isinstance(dataset, ShardImages)
+    if streamed and shuffle:
+        dataset = dataset.shuffled(seed)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and not streamed, num_workers=workers,
+                      drop_last=drop_last, generator=generator, persistent_workers=workers > 0 and not streamed)
+
+
+def start_epoch(loader: DataLoader, epoch: int) -> None:
+    """Re-seed a streamed split's order for `epoch` (map-style loaders reshuffle by themselves)."""
+    if isinstance(loader.dataset, ShardImages):
+        loader.dataset.set_epoch(epoch)
 
 
 class Transformed(Dataset):

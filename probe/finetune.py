@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from probe.datasets import LabelledData, Transformed, subset
+from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
 from probe.errors import ProbeError
 from probe.features import input_channels
@@ -128,13 +128,11 @@ def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtoco
     else:
         train_tf = imagenet_train_transform(normalization, protocol.resize, protocol.crop)
         test_tf = imagenet_test_transform(normalization, protocol.resize, protocol.crop, protocol.ten_crop)
-    generator = torch.Generator().manual_seed(protocol.seed)
-    train_loader = DataLoader(Transformed(subset(data.train, limit_train, protocol.seed), train_tf),
-                              batch_size=protocol.batch_size, shuffle=True, drop_last=True,
-                              num_workers=workers, generator=generator, persistent_workers=workers > 0)
+    train_loader = data_loader(transformed(subset(data.train, limit_train, protocol.seed), train_tf),
+                               protocol.batch_size, shuffle=True, workers=workers, seed=protocol.seed)
     crops = 10 if protocol.ten_crop and not cifar_style else 1
-    test_loader = DataLoader(Transformed(subset(data.test, limit_test, protocol.seed + 1), test_tf),
-                             batch_size=max(1, protocol.batch_size // crops), num_workers=workers)
+    test_loader = data_loader(transformed(subset(data.test, limit_test, protocol.seed + 1), test_tf),
+                              max(1, protocol.batch_size // crops), workers=workers)
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=protocol.lr, momentum=protocol.momentum,
@@ -146,6 +144,7 @@ def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtoco
             group["lr"] = lr
         model.train()
         tally = Tally(["model"])
+        start_epoch(train_loader, epoch)
         for images, labels in tqdm(train_loader, disable=not progress, leave=False,
                                    desc=f"epoch {epoch + 1}/{protocol.epochs}"):
             images, labels = images.to(device), labels.to(device)

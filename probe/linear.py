@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from probe.datasets import LabelledData, Transformed, subset
+from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, absorb_batchnorm, require_input_size, require_layers
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
@@ -114,7 +114,7 @@ def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: Prob
     """CIFAR: no augmentation, so each image's features never change; compute them once, then reuse."""
     to_tensor = cifar_transform(normalization)
     train_cache, test_cache = (
-        FeatureCache.compute(extractor, _loader(Transformed(ds, to_tensor), protocol, workers), device,
+        FeatureCache.compute(extractor, _loader(transformed(ds, to_tensor), protocol, workers), device,
                              progress, desc=f"{split} features")
         for split, ds in (("train", train_set), ("test", test_set))
     )
@@ -131,14 +131,15 @@ def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: Prob
 def _streamed_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
                     normalization: Normalization, device: str, workers: int, progress: bool) -> _Feeds:
     """ImageNet style: fresh random crops every epoch, so features are computed batch by batch."""
-    train_loader = _loader(Transformed(train_set, imagenet_train_transform(
+    train_loader = _loader(transformed(train_set, imagenet_train_transform(
         normalization, protocol.resize, protocol.crop)), protocol, workers, shuffle=True)
     crops = 10 if protocol.ten_crop else 1
-    test_loader = _loader(Transformed(test_set, imagenet_test_transform(
+    test_loader = _loader(transformed(test_set, imagenet_test_transform(
         normalization, protocol.resize, protocol.crop, protocol.ten_crop)), protocol, workers,
         batch_size=max(1, protocol.batch_size // crops))  # as many images per forward as in training
 
     def train_batches(epoch: int) -> Batches:
+        start_epoch(train_loader, epoch)
         return _streamed(extractor, train_loader, device)
 
     return _Feeds(train_batches, len(train_loader), _streamed(extractor, test_loader, device))
@@ -220,10 +221,8 @@ def _streamed(extractor: FrozenFeatures, loader: DataLoader, device: str) -> Ite
 
 def _loader(dataset, protocol: ProbeProtocol, workers: int, shuffle: bool = False,
             batch_size: int | None = None) -> DataLoader:
-    generator = torch.Generator().manual_seed(protocol.seed)
-    return DataLoader(dataset, batch_size=batch_size or protocol.batch_size, shuffle=shuffle,
-                      num_workers=workers, drop_last=shuffle, generator=generator,
-                      persistent_workers=workers > 0)
+    return data_loader(dataset, batch_size or protocol.batch_size, shuffle=shuffle, workers=workers,
+                       seed=protocol.seed)
 
 
 def linear_results(encoder: Encoder, run: LinearRun, device: str, command: str | None = None) -> dict:

@@ -1,14 +1,10 @@
 """Many render jobs into one set, and streaming a set from storage (loopback HTTP, pipe: commands)."""
 
-import functools
-import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 
 import pytest
@@ -18,6 +14,7 @@ from pipeline.errors import ShardSetError
 from pipeline.render import render_set
 from pipeline.shards import open_shards
 
+from ..loopback import LoopbackServer
 from .conftest import TINY, folder_bytes, run_cli
 
 
@@ -48,53 +45,8 @@ def test_concurrent_parts_and_a_killed_part_make_the_same_set(tmp_path, photo):
     assert folder_bytes(out) == folder_bytes(tmp_path / "single")
 
 
-class _SetServer:
-    """Serves a set folder on 127.0.0.1; `cut` maps a file name to how many bytes to send of it (then drop)."""
-
-    def __init__(self, folder, cut=None, replace=None):
-        cut, replace = cut or {}, replace or {}
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                if name in replace:  # a complete-looking response with other content
-                    body = replace[name]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                if name in cut:
-                    body = (folder / name).read_bytes()
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body[: cut[name]])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops mid-shard
-                    self.close_connection = True
-                    return
-                super().do_GET()
-
-        handler = functools.partial(Handler, directory=str(folder))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_stream_a_set_over_http(tiny_set):
-    with _SetServer(tiny_set) as server:
+    with LoopbackServer(tiny_set) as server:
         for loc in (server.url + "/", server.url + "/manifest.json"):
             ds = open_shards(loc)
             assert ds.n_samples == TINY["n_patches"]
@@ -102,7 +54,7 @@ def test_stream_a_set_over_http(tiny_set):
 
 
 def test_a_dropped_connection_is_an_error_not_a_short_epoch(tiny_set):
-    with _SetServer(tiny_set, cut={"patches-000002.tar": 20_000}) as server:
+    with LoopbackServer(tiny_set, cut={"patches-000002.tar": 20_000}) as server:
         with pytest.raises(ShardSetError, match="patches-000002.tar"):
             list(open_shards(server.url))
 
@@ -112,7 +64,7 @@ def test_a_cleanly_ended_but_short_shard_is_caught_by_the_counts(tiny_set):
     with tarfile.open(tiny_set / "patches-000001.tar") as tar:
         cut_at = [m.offset for m in tar.getmembers()][40]  # 20 samples, then a valid end-of-archive
     short = data[:cut_at] + b"\0" * 1024
-    with _SetServer(tiny_set, replace={"patches-000001.tar": short}) as server:
+    with LoopbackServer(tiny_set, replace={"patches-000001.tar": short}) as server:
         with pytest.raises(ShardSetError, match="patches-000001.tar: yielded 20 samples, the manifest lists 50"):
             list(open_shards(server.url))
 

@@ -1,0 +1,95 @@
+"""`pipeline pack`: a labelled ImageFolder split as shards, byte-identical whatever the workers; clear refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.pack import pack_set
+from pipeline.shards import open_shards
+from pipeline.verify import verify_set
+
+
+def write_split(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    """ROOT/<class>/ with tiny images, alternating PNG and JPEG (one .JPEG, as in ImageNet's file names)."""
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8))
+            suffix = ".png" if i % 2 else (".JPEG" if i == 0 else ".jpg")
+            image.save(root / name / f"img{i:02d}{suffix}", "PNG" if suffix == ".png" else "JPEG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    return write_split(tmp_path_factory.mktemp("split") / "train", {"cat": 9, "dog": 8, "emu": 7})
+
+
+def _set_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name == "manifest.json" or p.suffix == ".tar"}
+
+
+def test_pack_writes_plain_tars_with_labels_in_class_and_path_order(split, tmp_path):
+    out = tmp_path / "set"
+    summary = pack_set(split, out, shard_size=10, log=lambda m: None)
+    assert summary.complete and summary.rendered == 3
+    names = subprocess.run(["tar", "-tf", out / "patches-000000.tar"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert names[:4] == ["000000000.jpg", "000000000.json", "000000001.png", "000000001.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "labelled" and manifest["classes"] == ["cat", "dog", "emu"]
+    assert manifest["n_samples"] == 24 and [s["count"] for s in manifest["shards"]] == [10, 10, 4]
+    assert manifest["config"]["format"] == "mixed" and manifest["config"]["shard_size"] == 10
+    metas = [s["meta"] for s in open_shards(out, decode="raw")]
+    assert [m["index"] for m in metas] == list(range(24))
+    assert metas[0] == {"index": 0, "label": 0, "class": "cat", "path": "cat/img00.JPEG"}
+    assert [m["label"] for m in metas] == [0] * 9 + [1] * 8 + [2] * 7
+    with tarfile.open(out / "patches-000000.tar") as tar:  # copied unchanged, not re-encoded
+        assert tar.extractfile("000000001.png").read() == (split / "cat" / "img01.png").read_bytes()
+    assert verify_set(out) == []
+    assert pack_set(split, out, shard_size=10, log=lambda m: None).rendered == 0  # a no-op when complete
+
+
+def test_workers_parts_and_resume_make_the_same_bytes(split, tmp_path):
+    one, two, parts = tmp_path / "one", tmp_path / "two", tmp_path / "parts"
+    pack_set(split, one, shard_size=5, workers=1, log=lambda m: None)
+    pack_set(split, two, shard_size=5, workers=2, log=lambda m: None)
+    pack_set(split, parts, shard_size=5, part=(1, 2), log=lambda m: None)
+    (parts / "patches-000001.tar").unlink()  # a damaged part is delisted and packed again
+    pack_set(split, parts, shard_size=5, part=(0, 2), log=lambda m: None)
+    pack_set(split, parts, shard_size=5, part=(1, 2), log=lambda m: None)
+    assert _set_bytes(one) == _set_bytes(two) == _set_bytes(parts)
+
+
+def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path):
+    src = write_split(tmp_path / "src", {"a": 3, "b": 4})
+    bad = src / "b" / "img02.jpg"
+    bad.write_bytes(bad.read_bytes()[:60])  # truncated
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "pack", str(src), "--out", str(tmp_path / "set"),
+                           "--shard-size", "2", "--workers", "2"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {bad}: cannot decode image")
+
+
+def test_refusals(split, tmp_path, tiny_set):
+    from pipeline.errors import ShardSetError, SourceImageError
+
+    src = write_split(tmp_path / "src", {"a": 2})
+    (src / "a" / "notes.gif").write_bytes(b"GIF89a")
+    with pytest.raises(SourceImageError, match=r"notes\.gif: not a JPEG or PNG"):
+        pack_set(src, tmp_path / "x", log=lambda m: None)
+    out = tmp_path / "set"
+    pack_set(split, out, shard_size=10, log=lambda m: None)
+    with pytest.raises(ShardSetError, match="holds a different set"):
+        pack_set(split, out, shard_size=8, log=lambda m: None)
+    with pytest.raises(ShardSetError, match="a rendered set, not a labelled one"):
+        pack_set(split, tiny_set, log=lambda m: None)

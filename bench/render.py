@@ -62,9 +62,10 @@ def time_ours(src: Path, k: int, size: int) -> float:
         # load and pyramid once, as a render does per process, then time the shard path alone
         from pipeline import render as r
         from pipeline.render_patch import SourcePyramid
+        from pipeline.shardset import install_worker_state
 
         s = load_source(src)
-        r._init_worker(r._WorkerState(cfg, [SourcePyramid(s.rgb)], [(s.width, s.height)], out))
+        install_worker_state(r._WorkerState(cfg, [SourcePyramid(s.rgb)], [(s.width, s.height)], out))
         t = time.perf_counter()
         r.render_shard(0)
         return (time.perf_counter() - t) / k * 1e3

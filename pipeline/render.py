@@ -21,15 +21,12 @@ from pipeline.shardset import (
     SetSummary,
     check_part,
     config_differences,
-    install_worker_state,
     open_set,
     worker_state,
     write_indexed_shard,
     write_part,
 )
 from pipeline.sources import SourceImage, default_pool, discover_sources, select_sources
-
-RenderSummary = SetSummary  # the name callers know
 
 
 def default_workers() -> int:
@@ -43,7 +40,7 @@ def default_min_side(size: int) -> int:
 
 def render_set(out_dir: str | Path, config: RenderConfig, sources: list[str | Path] | None = None, n_src: int = 1,
                workers: int = 1, part: tuple[int, int] = (0, 1), force: bool = False, progress: bool = False,
-               min_src_side: int | None = None, skip_bad: bool = False, log=print) -> RenderSummary:
+               min_src_side: int | None = None, skip_bad: bool = False, log=print) -> SetSummary:
     """Render (or resume) part `part` = (I, N) of the set into `out_dir`."""
     check_part(part)
     candidates = default_pool() if sources is None else discover_sources(sources)
@@ -85,9 +82,6 @@ class _WorkerState:
     pyramids: list[SourcePyramid]
     sizes: list[tuple[int, int]]
     folder: Path
-
-
-_init_worker = install_worker_state  # bench/render.py renders a shard in-process through these
 
 
 def render_shard(shard: int) -> dict:

@@ -40,7 +40,14 @@ def measured_from(path: Path, against: str | None = None) -> Measured:
     else:
         values = {"top1": results["scores"]["top1"]}
     key = against or _default_key(encoder)
-    return Measured(Path(path), f"{encoder['source']} on {data['kind']}", dataset, task, values, key)
+    return Measured(Path(path), f"{_short_source(str(encoder['source']))} on {data['kind']}", dataset, task, values,
+                    key)
+
+
+def _short_source(source: str) -> str:
+    """A run's name for tables and legends: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` as is."""
+    path = Path(source)
+    return path.parent.name if path.name == "encoder.pt" and path.parent.name else source
 
 
 def _default_key(encoder: dict) -> str | None:
@@ -138,7 +145,7 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
     import matplotlib.pyplot as plt
 
     panels = max(len(groups), 1)
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5.6), squeeze=False)
     for ax, (part, shown) in zip(axes[0], groups, strict=False):
         x = list(range(len(part.columns)))
         compared = {m.key and part.find(m.key) for m in shown}
@@ -157,10 +164,11 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)})", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        # below the axes: with a dozen lines, any place inside covers data
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out

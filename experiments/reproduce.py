@@ -98,10 +98,7 @@ def cifar10_stages(work: Path, preset: dict, src: Path, data: str, device: str) 
         paper_row = {"monogan": "MonoGAN", "rotnet": "RotNet", "deepcluster": None}[method]
         reports.append((work / "probes" / method / "results.json", paper_row))
     stages += baselines(work, preset, data, device)
-    reports = [(work / "probes" / "supervised" / "results.json", "Fully supervised"),
-               (work / "probes" / "random" / "results.json", "Random"),
-               (work / "probes" / "random-leaky" / "results.json", "Random"), *reports]
-    return stages, reports
+    return stages, [*baseline_reports(work, "Fully supervised", "Random"), *reports]
 
 
 def ablation_stages(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
@@ -113,10 +110,14 @@ def ablation_stages(work: Path, preset: dict, src: Path, data: str, device: str)
         stages += train_and_probe(work, "monogan", shards, preset, data, device, run_name=run)
         reports.append((work / "probes" / run / "results.json", label))
     stages += baselines(work, preset, data, device)
-    reports = [(work / "probes" / "supervised" / "results.json", "(a) Fully sup."),
-               (work / "probes" / "random" / "results.json", "(b) Random feat."),
-               (work / "probes" / "random-leaky" / "results.json", "(b) Random feat."), *reports]
-    return stages, reports
+    return stages, [*baseline_reports(work, "(a) Fully sup.", "(b) Random feat."), *reports]
+
+
+def baseline_reports(work: Path, supervised_row: str, random_row: str) -> list[tuple[Path, str]]:
+    """The baselines' results with the paper rows they are compared to (both random variants against Random)."""
+    return [(work / "probes" / "supervised" / "results.json", supervised_row),
+            (work / "probes" / "random" / "results.json", random_row),
+            (work / "probes" / "random-leaky" / "results.json", random_row)]
 
 
 def render_stage(shards: Path, src: Path, n: int, scale: bool, rotate: bool, jitter: bool) -> Stage:

@@ -132,7 +132,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     from probe.datasets import open_data
     from probe.encoders import open_encoder
     from probe.linear import ProbeProtocol, linear_results, run_linear
-    from probe.results import layers_markdown, write_json
+    from probe.results import layers_markdown
     from probe.transforms import Normalization
 
     device = _device(device)
@@ -146,11 +146,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     run = run_linear(net, data, protocol, layers=_layers(layers), normalization=norm, device=device,
                      workers=workers, limit_train=limit_train, limit_test=limit_test, progress=progress)
     results = linear_results(net, run, device, _command_line())
-    write_json(out_dir / "results.json", results)
-    table = layers_markdown(results)
-    (out_dir / "results.md").write_text(table)
-    click.echo(table)
-    click.echo(f"wrote {out_dir / 'results.json'} and {out_dir / 'results.md'}")
+    _write_results(out_dir, results, layers_markdown(results))
 
 
 @main.command()
@@ -200,7 +196,7 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
     from probe.datasets import open_data
     from probe.encoders import open_encoder
     from probe.finetune import FinetuneProtocol, run_finetune
-    from probe.results import finetune_markdown, new_results, write_json
+    from probe.results import finetune_markdown, new_results
     from probe.transforms import Normalization
     from train.encoder_io import save_encoder
 
@@ -221,11 +217,7 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
     config = {"probe_finetune": {"from": net.identity, "protocol": fields["protocol"], "data": described},
               "normalize": {"mean": list(norm.mean), "std": list(norm.std)}}
     save_encoder(out_dir / "encoder.pt", model.encoder.cpu(), net.arch, config)
-    write_json(out_dir / "results.json", results)
-    table = finetune_markdown(results)
-    (out_dir / "results.md").write_text(table)
-    click.echo(table)
-    click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'} and {out_dir / 'encoder.pt'}")
+    _write_results(out_dir, results, finetune_markdown(results), also=out_dir / "encoder.pt")
 
 
 @main.command()
@@ -278,5 +270,17 @@ def report(results, out, against):
         click.echo(f"wrote {out} (no results matched a paper table, so no plot)")
 
 
+def _write_results(out_dir: Path, results: dict, table: str, also: Path | None = None) -> None:
+    """results.json and its Markdown table beside it; the table is also printed."""
+    from probe.results import write_json
+
+    write_json(out_dir / "results.json", results)
+    (out_dir / "results.md").write_text(table)
+    click.echo(table)
+    extra = f" and {also}" if also else ""
+    click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}{extra}")
+
+
 if __name__ == "__main__":
     main()
+

@@ -23,6 +23,7 @@ from probe.datasets import LabelledData, data_loader, start_epoch, subset, trans
 from probe.encoders import Encoder, require_input_size, require_layers
 from probe.errors import ProbeError
 from probe.features import input_channels
+from probe.linear import StepSchedule
 from probe.scoring import Tally, average_crops
 from probe.transforms import (
     Normalization,
@@ -36,7 +37,7 @@ ALEXNET_HIDDEN = 4096
 
 
 @dataclass(frozen=True)
-class FinetuneProtocol:
+class FinetuneProtocol(StepSchedule):
     freeze: str = "conv2"  # the last frozen layer, or "none"
     keep: str = "conv2"  # the last layer taken from the encoder ("all": every layer)
     epochs: int = 90
@@ -50,9 +51,6 @@ class FinetuneProtocol:
     crop: int = 224
     ten_crop: bool = True
     seed: int = 0
-
-    def lr_at(self, epoch: int) -> float:
-        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
 
 
 class Classifier(nn.Module):

@@ -30,8 +30,20 @@ from probe.transforms import Normalization, cifar_transform, imagenet_test_trans
 Batches = Iterable[tuple[dict[str, Tensor], Tensor]]
 
 
+class StepSchedule:
+    """A learning rate divided by `lr_divisor` at each of `milestones` (epochs); mixed into the protocols."""
+
+    lr: float
+    lr_divisor: float
+    milestones: tuple[int, ...]
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of (0-based) `epoch`."""
+        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
+
+
 @dataclass(frozen=True)
-class ProbeProtocol:
+class ProbeProtocol(StepSchedule):
     epochs: int = 36
     lr: float = 0.01
     milestones: tuple[int, ...] = (5, 15, 25)
@@ -43,10 +55,6 @@ class ProbeProtocol:
     crop: int = 224
     ten_crop: bool = True
     seed: int = 0
-
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of (0-based) `epoch`."""
-        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
 
 
 @dataclass

@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--set", default=None, help="a rendered set to read (default: render a temporary one)")
     ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    ap.add_argument("--cluster-n", type=int, default=50_000)
+    ap.add_argument("--cluster-n", type=int, default=50_000, help="0: skip the clustering benchmark")
     ap.add_argument("--cluster-dim", type=int, default=0, help="feature width (0: 4096)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-amp", action="store_true")
@@ -150,6 +150,8 @@ def main() -> None:
         limit = "the reader limits" if reader < ips else "training limits"
         print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
 
+    if args.cluster_n <= 0:
+        return
     dim = args.cluster_dim or 4096
     k = clustering.default_k(args.cluster_n)
     backend = "torch" if device.type == "cuda" else "faiss"

@@ -15,7 +15,8 @@ DATA_HELP = (
     "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
     "train.tar.gz + test.tar.gz, extracted once into the cache), imagefolder (PATH/train and PATH/val "
     "class folders), shards (PATH/train and PATH/val packed by `pipeline pack`, PATH a folder or an http(s) "
-    "URL, streamed)."
+    "URL, streamed; or each split on its own: 'shards:train=SPLIT;val=SPLIT', SPLIT a folder, URL, or URL "
+    "pattern with ';train-manifest=M' / ';val-manifest=M')."
 )
 THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 can be "
                 "several times faster: the probes' small operations gain little from a second thread, and "

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from probe.archive import default_cache_dir, extracted
 from probe.errors import DataError
 from probe.image_folder import FileImages, check_same_classes, scan_image_folder
-from probe.shard_data import ShardImages, is_url, open_shard_splits
+from probe.shard_data import ShardImages, is_split_list, is_url, open_shard_splits
 from train.cifar_pickle import IMAGE_SIDE, read_cifar
 from train.errors import DataError as TrainDataError
 
@@ -30,8 +30,9 @@ KINDS = {
     "cifar10-jpg": "CIFAR-10 as JPEG class folders: PATH holds train.tar.gz and test.tar.gz "
     "(extracted once into the cache folder) or train/ and test/",
     "imagefolder": "ImageNet-style class folders: PATH holds train/<class>/ and val/<class>/ (or test/)",
-    "shards": "ImageNet-style splits packed by `pipeline pack`: PATH (a folder or an http(s) URL) holds train/ "
-    "and val/ (or test/) sets, streamed",
+    "shards": "ImageNet-style splits packed by `pipeline pack`, streamed: PATH (a folder or an http(s) URL) holds "
+    "train/ and val/ (or test/) sets, or PATH is 'train=SPLIT;val=SPLIT', each SPLIT a folder, an http(s) URL or a "
+    "webdataset URL pattern (brace range, pipe: command) followed by ';train-manifest=M' / ';val-manifest=M'",
 }
 CIFAR_STYLE_KINDS = frozenset({"cifar10", "cifar100", "cifar10-jpg"})
 _TEST_FOLDERS = ("val", "test")
@@ -40,7 +41,7 @@ _TEST_FOLDERS = ("val", "test")
 @dataclass(frozen=True)
 class DataSpec:
     kind: str
-    path: Path | str  # a str for an http(s) URL, which a Path would mangle
+    path: Path | str  # a str for an http(s) URL or a shards split list, which a Path would mangle
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
@@ -49,7 +50,7 @@ class DataSpec:
             raise DataError(f"{text}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
         if kind not in KINDS:
             raise DataError(f"{text}: unknown data set kind {kind!r}; choose one of {', '.join(KINDS)}")
-        return cls(kind, path if is_url(path) else Path(path).expanduser())
+        return cls(kind, path if is_url(path) or is_split_list(path) else Path(path).expanduser())
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.path}"

@@ -1,4 +1,5 @@
-"""`--data shards:LOCATION`: packed labelled splits streamed from a folder or over http, probed ImageNet-style.
+"""`--data shards:LOCATION`: packed labelled splits streamed from a folder or over http, probed ImageNet-style;
+or each split named on its own (`train=...;val=...`), as a folder or as a URL pattern with its manifest.
 
 The encoder is random:alexnet-small: ImageNet-style probing evaluates at 224 px, which the 32 px CIFAR encoder
 refuses; conv1 alone keeps it fast.
@@ -7,7 +8,9 @@ refuses; conv1 alone keeps it fast.
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -95,3 +98,64 @@ def test_training_reads_several_shards_at_once(tmp_path, writers):
     labels = [label for _, label in train]
     assert sorted(labels) == [0] * 6 + [1] * 5 + [2] * 5
     assert {0, 2} <= set(labels[:4])
+
+
+def _samples(split) -> list[tuple[bytes, int]]:
+    return [(np.asarray(image).tobytes(), label) for image, label in split]
+
+
+def _same_samples_as_the_folder_form(spec, location):
+    """The split list streams what the packed pair does: in order for testing, each sample once when shuffled."""
+    folder, named = open_data(f"shards:{location}"), open_data(f"shards:{spec}")
+    assert named.classes == folder.classes
+    assert _samples(named.train) == _samples(folder.train) and _samples(named.test) == _samples(folder.test)
+    shuffled = _samples(named.train.shuffled(seed=0, buffer=1))  # the interleaved training streams
+    assert sorted(shuffled) == sorted(_samples(folder.train)) and shuffled != _samples(folder.train)
+
+
+def test_probe_splits_given_as_url_patterns_with_manifests(tmp_path, writers):
+    location = _pack(tmp_path, writers)
+    with LoopbackServer(location) as server:
+        spec = (f"train={server.url}/train/patches-{{000000..000003}}.tar;"
+                f"train-manifest={server.url}/train/manifest.json;"
+                f"val={server.url}/val/patches-{{000000..000001}}.tar;val-manifest={server.url}/val/")
+        result = _probe(spec, tmp_path / "out", "--workers", "2")
+        assert result.exit_code == 0, result.output
+        results = _check_results(tmp_path / "out", spec)
+        assert results["data"]["train_location"] == f"{server.url}/train/patches-{{000000..000003}}.tar"
+        _same_samples_as_the_folder_form(spec, location)
+
+
+def test_probe_splits_given_as_pipe_commands_and_folders(tmp_path, writers):
+    location = _pack(tmp_path, writers)
+    spec = (f"train=pipe:cat {location}/train/patches-{{000000..000003}}.tar; "
+            f"train-manifest={location}/train/manifest.json; val={location}/val")
+    result = _probe(spec, tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    _check_results(tmp_path / "out", spec)
+    _same_samples_as_the_folder_form(spec, location)
+
+
+def test_split_lists_refuse_what_they_cannot_read_in_one_line(tmp_path, writers):
+    location = _pack(tmp_path, writers)
+    pattern = f"pipe:cat {location}/train/patches-{{000000..000003}}.tar"
+    manifest, val = f"{location}/train/manifest.json", f"val={location}/val"
+    short = pattern.replace("000003", "000002")
+    cases = {
+        f"train={pattern};{val}": f"{pattern}: a URL pattern needs train-manifest= (the split's manifest.json",
+        f"train={short};train-manifest={manifest};{val}":
+            f"{short}: the URL pattern does not match the manifest's 4 shards: misses 1 (patches-000003.tar) "
+            f"({manifest})",
+        f"train={pattern};train-manifest={location}/nowhere/manifest.json;{val}": f"{location}/nowhere: no such folder",
+        f"train={location}/train": f"train={location}/train: missing val=SPLIT",
+        f"train={location}/train;{val};val-manifest={manifest}":
+            f"{location}/val: val-manifest= goes with a URL pattern",
+        f"train=pipe:cat a; cat b;{val}": "'cat b' is not NAME=VALUE with NAME one of train, train-manifest, val",
+        f"train={location}/train;{val};{val}": "val= given twice",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(DataError, match=re.escape(message)):
+            open_data(f"shards:{spec}")
+    result = _probe(f"train={pattern};{val}", tmp_path / "out")
+    assert result.exit_code == 1
+    assert f"Error: {pattern}: a URL pattern needs train-manifest=" in result.output

@@ -144,6 +144,8 @@ def main(verbose: bool) -> None:
       torchrun --nproc-per-node 8 -m train.cli deepcluster shards/kilo --out runs/dc-kilo
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not verbose:  # faiss narrates its CPU-feature probing at INFO (six lines per run)
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 for _m in sorted(METHODS.values(), key=lambda c: c.name):

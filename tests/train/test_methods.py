@@ -151,3 +151,21 @@ def test_monogan_critic_batchnorm_never_uses_batch_statistics():
     alone = m.critic(x[:1])
     together = m.critic(x)[:1]
     assert torch.allclose(alone, together, atol=1e-5)  # no cross-sample dependence
+
+
+def test_monogan_batch_statistics_critic_is_opt_in():
+    """--critic-bn batch gives the plain AlexNet-BN critic (for comparison runs); anything else is refused."""
+    import pytest
+    import torch
+
+    from train.methods.monogan import MonoGAN, MonoGANOptions
+
+    m = MonoGAN(MonoGANOptions(critic_bn="batch"), "cifar", 100)
+    m.configure()
+    m.train()
+    m.critic_step(torch.rand(8, 3, 32, 32) * 2 - 1, torch.Generator().manual_seed(0))
+    bns = [b for b in m.critic.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert all(b.training for b in bns)
+    assert any(not torch.equal(b.running_mean, torch.zeros_like(b.running_mean)) for b in bns)
+    with pytest.raises(ValueError, match="critic-bn"):
+        MonoGAN(MonoGANOptions(critic_bn="layer"), "cifar", 100)

@@ -98,6 +98,9 @@ def _device(value: str) -> str:
 @click.option("--lr-divisor", default=5.0, show_default=True)
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=1e-5, show_default=True, help="As the released linear-probes code.")
+@click.option("--cifar-flip/--no-cifar-flip", default=False, show_default=True,
+              help="CIFAR data: cache the mirrored training images too and train each epoch on a random one of "
+                   "(image, mirror) per sample (2x feature memory).")
 @click.option("--ten-crop/--center-crop", default=True, show_default=True,
               help="ImageNet-style testing: average 10 crops, or the centre crop only.")
 @click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
@@ -113,7 +116,7 @@ def _device(value: str) -> str:
 @click.option("--threads", type=int, help=THREADS_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, milestones, lr_divisor, momentum,
-           weight_decay, ten_crop, normalize, seed, limit_train, limit_test, device, workers, cache_dir,
+           weight_decay, cifar_flip, ten_crop, normalize, seed, limit_train, limit_test, device, workers, cache_dir,
            threads, progress):
     """Train a linear classifier on the frozen features of every conv layer, all in one pass.
 
@@ -140,7 +143,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     _set_threads(threads)
     protocol = ProbeProtocol(epochs=epochs, lr=lr, milestones=_milestones(milestones), lr_divisor=lr_divisor,
                              momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                             ten_crop=ten_crop, seed=seed)
+                             ten_crop=ten_crop, cifar_flip=cifar_flip, seed=seed)
     net = open_encoder(encoder, seed=seed)
     data = open_data(data_spec, cache_dir)
     norm = Normalization.choose(normalize, net.identity.get("config", {}))

@@ -70,6 +70,28 @@ class FeatureCache:
             features = {name: f[rows].to(device, torch.float32) for name, f in self.features.items()}
             yield features, self.labels[rows].to(device)
 
+    @staticmethod
+    def batches_of_views(views: list[FeatureCache], batch_size: int, generator: torch.Generator,
+                         drop_last: bool = False, device: torch.device | str = "cpu",
+                         ) -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+        """Shuffled mini-batches drawing, per sample, one of several caches of the same images (augmented
+        views, e.g. the image and its mirror), chosen afresh on every call."""
+        n = len(views[0])
+        order = torch.randperm(n, generator=generator)
+        pick = torch.randint(0, len(views), (n,), generator=generator)
+        end = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, end, batch_size):
+            rows = order[start:start + batch_size]
+            view = pick[rows]
+            features = {}
+            for name, f in views[0].features.items():
+                x = f[rows].to(device, torch.float32)
+                for v in range(1, len(views)):
+                    chosen = (view == v).to(device)[:, None]
+                    x = torch.where(chosen, views[v].features[name][rows].to(device, torch.float32), x)
+                features[name] = x
+            yield features, views[0].labels[rows].to(device)
+
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         if drop_last and len(self) >= batch_size:
             return len(self) // batch_size

@@ -54,6 +54,7 @@ class ProbeProtocol(StepSchedule):
     resize: int = 256
     crop: int = 224
     ten_crop: bool = True
+    cifar_flip: bool = False  # CIFAR: train on a random one of (image, its mirror) per sample and epoch
     seed: int = 0
 
 
@@ -119,21 +120,29 @@ def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
 
 def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
                   normalization: Normalization, device: str, workers: int, progress: bool) -> _Feeds:
-    """CIFAR: no augmentation, so each image's features never change; compute them once, then reuse."""
+    """CIFAR: no random crops, so each image's features never change; compute them once, then reuse. With
+    `cifar_flip` the mirrored training images are cached too, and every epoch draws one view per sample."""
     to_tensor = cifar_transform(normalization)
-    train_cache, test_cache = (
-        FeatureCache.compute(extractor, _loader(transformed(ds, to_tensor), protocol, workers), device,
-                             progress, desc=f"{split} features")
-        for split, ds in (("train", train_set), ("test", test_set))
-    )
+
+    def cache(dataset, transform, desc: str) -> FeatureCache:
+        return FeatureCache.compute(extractor, _loader(transformed(dataset, transform), protocol, workers), device,
+                                    progress, desc=desc)
+
+    train_views = [cache(train_set, to_tensor, "train features")]
+    if protocol.cifar_flip:
+        train_views.append(cache(train_set, cifar_transform(normalization, mirror=True), "mirrored train features"))
+    test_cache = cache(test_set, to_tensor, "test features")
     shuffle = torch.Generator().manual_seed(protocol.seed)
 
     def train_batches(epoch: int) -> Batches:
-        return train_cache.batches(protocol.batch_size, shuffle, drop_last=True, device=device)
+        if len(train_views) == 1:
+            return train_views[0].batches(protocol.batch_size, shuffle, drop_last=True, device=device)
+        return FeatureCache.batches_of_views(train_views, protocol.batch_size, shuffle, drop_last=True,
+                                             device=device)
 
-    return _Feeds(train_batches, train_cache.num_batches(protocol.batch_size, drop_last=True),
+    return _Feeds(train_batches, train_views[0].num_batches(protocol.batch_size, drop_last=True),
                   test_cache.batches(protocol.batch_size, device=device),
-                  cache_bytes=train_cache.nbytes + test_cache.nbytes)
+                  cache_bytes=sum(c.nbytes for c in train_views) + test_cache.nbytes)
 
 
 def _streamed_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
@@ -165,6 +174,7 @@ def _protocol_record(protocol: ProbeProtocol, cifar_style: bool, input_size: int
         "ten_crop": protocol.ten_crop and not cifar_style,
         "crop_averaging": "mean of softmax" if protocol.ten_crop and not cifar_style else None,
         "feature_cache": cifar_style,
+        "cifar_flip": protocol.cifar_flip and cifar_style,
         "normalization": asdict(normalization),
         "layers": layers,
     }

@@ -50,9 +50,10 @@ class Normalization:
         return T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
 
 
-def cifar_transform(norm: Normalization) -> T.Compose:
-    """CIFAR style: the native 32x32 image, no augmentation (so features can be computed once)."""
-    return norm.to_tensor()
+def cifar_transform(norm: Normalization, mirror: bool = False) -> T.Compose:
+    """CIFAR style: the native 32x32 image (or its mirror image), no random augmentation (so features can be
+    computed once)."""
+    return T.Compose([T.RandomHorizontalFlip(1.0), norm.to_tensor()]) if mirror else norm.to_tensor()
 
 
 def cifar_test_transform(norm: Normalization) -> T.Compose:

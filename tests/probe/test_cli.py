@@ -52,6 +52,22 @@ def test_linear_on_cifar_pickles_writes_results(tmp_path, writers):
     assert results["protocol"]["milestones"] == [5, 15, 25] and results["protocol"]["feature_cache"]
     assert len(results["history"]) == 2
     assert "| conv4 | 3456 |" in (out / "results.md").read_text()
+    assert results["protocol"]["cifar_flip"] is False
+
+
+def test_linear_cifar_flip_caches_the_mirrored_training_images(tmp_path, writers):
+    writers.cifar10(tmp_path / "data", per_batch=6, test=10)
+    common = ["linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--layers", "conv1",
+              "--epochs", "1", "--batch-size", "8", "--workers", "0", "--no-progress", "--device", "cpu"]
+    sizes = {}
+    for flag in ("--no-cifar-flip", "--cifar-flip"):
+        out = tmp_path / flag
+        assert _run(*common, flag, "--out", out).exit_code == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["protocol"]["cifar_flip"] is (flag == "--cifar-flip")
+        sizes[flag] = results["feature_cache_bytes"]
+    # train (30) + test (10) rows without, plus 30 mirrored training rows with, at 9,600 float16 each
+    assert sizes["--no-cifar-flip"] == 40 * 9600 * 2 and sizes["--cifar-flip"] == 70 * 9600 * 2
 
 
 def test_random_baseline_is_seeded():

@@ -139,3 +139,31 @@ def test_default_input_range_is_the_one_train_feeds_its_encoders():
     theirs = to_unit_range(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))[0]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     assert Normalization.choose("auto", {"normalize": "imagenet"}) == Normalization.named("imagenet")
+
+
+def test_flip_views_draw_one_view_per_sample_and_cover_both():
+    """--cifar-flip: each training row comes whole from one cached view, and both views are used."""
+    n = 64
+    labels = torch.arange(n) % 10
+    plain = FeatureCache({"conv1": torch.zeros(n, 3, dtype=torch.float16)}, labels)
+    mirror = FeatureCache({"conv1": torch.ones(n, 3, dtype=torch.float16)}, labels)
+    rows = []
+    for features, _ in FeatureCache.batches_of_views([plain, mirror], 16, torch.Generator().manual_seed(0)):
+        x = features["conv1"]
+        assert x.dtype == torch.float32 and bool(((x == 0) | (x == 1)).all())
+        assert bool((x.min(1).values == x.max(1).values).all())  # never a mix within a row
+        rows.append(x[:, 0])
+    picked = torch.cat(rows)
+    assert picked.numel() == n and 0 < picked.sum() < n
+
+
+def test_mirror_transform_is_the_flipped_image():
+    from PIL import Image
+
+    from probe.transforms import Normalization, cifar_transform
+
+    pixels = (torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()
+    norm = Normalization.choose("auto", {})
+    plain = cifar_transform(norm)(Image.fromarray(pixels))
+    mirrored = cifar_transform(norm, mirror=True)(Image.fromarray(pixels))
+    assert torch.equal(mirrored, plain.flip(-1))

@@ -34,10 +34,10 @@ BIN = Path(sys.executable).parent
 
 # What each preset changes; everything else is the tools' defaults (the papers' settings).
 PRESETS: dict[str, dict] = {
-    # One 2-core CPU, under an hour for `cifar10` on a quiet machine: 10,000 patches instead of 50,000 (so DeepCluster can re-cluster
-    # every epoch), step budgets of about a quarter of an hour per method instead of the full schedules, and fully
-    # connected heads of 1024 instead of 4096 for RotNet, DeepCluster and supervised (on the CPU the 4096-wide
-    # heads cost as much as the encoder; the probes read the encoder only).
+    # One 2-core CPU, under an hour for `cifar10` on a quiet machine: 10,000 patches instead of 50,000 (so
+    # DeepCluster can re-cluster every epoch), step budgets of about a quarter of an hour per method instead of
+    # the full schedules, and fully connected heads of 1024 instead of 4096 for RotNet, DeepCluster and
+    # supervised (on the CPU the 4096-wide heads cost as much as the encoder; the probes read the encoder only).
     "quick": {
         "n_patches": 10_000,
         "train": {
@@ -252,8 +252,8 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
 
 PRESET_NOTES = {
     "quick": "CPU: 10,000 patches instead of 50,000; MonoGAN 2,400 critic steps (480 generator steps), RotNet 800 "
-             "steps, DeepCluster 8 epochs of 10,000, supervised 8 epochs of CIFAR-10, all at batch 64, with 1024-wide heads "
-             "instead of 4096; probes use the full 36-epoch protocol",
+             "steps, DeepCluster 8 epochs of 10,000, supervised 8 epochs of CIFAR-10, all at batch 64, with 1024-wide "
+             "heads instead of 4096; probes use the full 36-epoch protocol",
     "full": "one GPU: 50,000 patches; MonoGAN 100 epochs, RotNet 30, DeepCluster 100, supervised 90; 36-epoch probes",
     "smoke": "test-suite toy run: 256 patches, 3 steps per method, 1-epoch probes; its numbers mean nothing",
 }

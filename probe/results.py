@@ -94,7 +94,8 @@ def layers_markdown(results: dict[str, Any]) -> str:
         "",
         f"Protocol: {proto['epochs']} epochs, batch {proto['batch_size']}, SGD lr {proto['lr']} "
         f"/{proto['lr_divisor']:g} at epochs {', '.join(map(str, proto['milestones'])) or 'none'}, momentum "
-        f"{proto['momentum']}, weight decay {proto['weight_decay']}; {proto['pooling']}; "
+        f"{proto['momentum']}, weight decay {proto['weight_decay']}; {proto['pooling']}"
+        f"{', training on image or mirror' if proto.get('cifar_flip') else ''}; "
         f"{'10-crop' if proto['ten_crop'] else 'single-crop'} testing. "
         f"Wall time {results['timings']['total_s'] / 60:.1f} min on {results['environment']['processor']} "
         f"({results['environment']['torch_threads']} threads, {results['environment']['device']}).",

@@ -66,6 +66,7 @@ def test_linear_cifar_flip_caches_the_mirrored_training_images(tmp_path, writers
         results = json.loads((out / "results.json").read_text())
         assert results["protocol"]["cifar_flip"] is (flag == "--cifar-flip")
         sizes[flag] = results["feature_cache_bytes"]
+        assert ("image or mirror" in (out / "results.md").read_text()) is (flag == "--cifar-flip")
     # train (30) + test (10) rows without, plus 30 mirrored training rows with, at 9,600 float16 each
     assert sizes["--no-cifar-flip"] == 40 * 9600 * 2 and sizes["--cifar-flip"] == 70 * 9600 * 2
 

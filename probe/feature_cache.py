@@ -78,16 +78,16 @@ class FeatureCache:
         views, e.g. the image and its mirror), chosen afresh on every call."""
         n = len(views[0])
         order = torch.randperm(n, generator=generator)
-        pick = torch.randint(0, len(views), (n,), generator=generator)
+        # one view draws nothing more: the same batches as `batches` with this generator
+        pick = torch.randint(0, len(views), (n,), generator=generator) if len(views) > 1 else None
         end = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, end, batch_size):
             rows = order[start:start + batch_size]
-            view = pick[rows]
             features = {}
             for name, f in views[0].features.items():
                 x = f[rows].to(device, torch.float32)
                 for v in range(1, len(views)):
-                    chosen = (view == v).to(device)[:, None]
+                    chosen = (pick[rows] == v).to(device)[:, None]
                     x = torch.where(chosen, views[v].features[name][rows].to(device, torch.float32), x)
                 features[name] = x
             yield features, views[0].labels[rows].to(device)

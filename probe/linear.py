@@ -135,8 +135,6 @@ def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: Prob
     shuffle = torch.Generator().manual_seed(protocol.seed)
 
     def train_batches(epoch: int) -> Batches:
-        if len(train_views) == 1:
-            return train_views[0].batches(protocol.batch_size, shuffle, drop_last=True, device=device)
         return FeatureCache.batches_of_views(train_views, protocol.batch_size, shuffle, drop_last=True,
                                              device=device)
 

@@ -155,6 +155,11 @@ def test_flip_views_draw_one_view_per_sample_and_cover_both():
         rows.append(x[:, 0])
     picked = torch.cat(rows)
     assert picked.numel() == n and 0 < picked.sum() < n
+    # a single view gives exactly the plain shuffled batches (so --no-cifar-flip results did not change)
+    one = FeatureCache.batches_of_views([mirror], 16, torch.Generator().manual_seed(3))
+    plain_batches = mirror.batches(16, torch.Generator().manual_seed(3))
+    for (a, la), (b, lb) in zip(one, plain_batches, strict=True):
+        assert torch.equal(a["conv1"], b["conv1"]) and torch.equal(la, lb)
 
 
 def test_mirror_transform_is_the_flipped_image():

@@ -50,3 +50,47 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert again.stdout.count("skipped") == 11  # 1 render, 4 trainings, 6 probes
+
+
+def load_reproduce():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path):
+    reproduce = load_reproduce()
+    records, run = tmp_path / "stages", tmp_path / "run"
+    out = run / "encoder.pt"
+
+    def stage(steps: int):
+        write = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(exist_ok=True); "
+                 "p.write_text(' '.join(sys.argv[2:]))")
+        return reproduce.Stage("train-x", [sys.executable, "-c", write, str(out), "--steps", str(steps)], [out],
+                               run_dir=run)
+
+    reproduce.run_stage(stage(1), records, None)
+    assert out.read_text() == "--steps 1"
+    assert reproduce.run_stage(stage(1), records, None)["command"][-1] == "1"  # same command: skipped
+    assert out.read_text() == "--steps 1"
+    (run / "checkpoint.pt").write_text("a checkpoint of the 1-step run")
+    done = reproduce.run_stage(stage(2), records, None)
+    assert out.read_text() == "--steps 2"  # the preset changed: rerun, not resumed from the old checkpoint
+    assert "--resume" not in done["command"] and not (run / "checkpoint.pt").exists()
+    assert json.loads((records / "train-x.json").read_text())["command"][-1] == "2"
+
+
+def test_stages_selects_a_subset_and_refuses_a_pattern_matching_nothing(tmp_path):
+    base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar10", "--preset", "smoke",
+            "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]), "--device", "cpu"]
+    none = subprocess.run([*base, "--stages", "train-nothing"], capture_output=True, text=True, timeout=120)
+    assert none.returncode != 0 and "--stages train-nothing: matches none" in none.stderr
+    only = subprocess.run([*base, "--stages", "render-*"], capture_output=True, text=True, timeout=300)
+    assert only.returncode == 0, only.stderr[-2000:]
+    assert (tmp_path / "work" / "shards" / "cifar-B-all" / "manifest.json").exists()
+    assert sorted(p.name for p in (tmp_path / "work" / "stages").iterdir()) == ["render-cifar-B-all.json"]
+    assert not (tmp_path / "work" / "report-cifar10.md").exists()

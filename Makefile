@@ -30,7 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/render.py
 
 # The paper's CIFAR-10 results end to end (Table 3 rows; Table 1 ablation), resumable: re-run to continue.
-# PRESET=quick (CPU, under 1 h for cifar10) or PRESET=full (one GPU); see experiments/reproduce.py.
+# PRESET=quick (CPU: about 2 h for cifar10 on 2 cores, 6 h for the ablation) or PRESET=full (one GPU);
+# see experiments/reproduce.py.
 reproduce-cifar10: $(STAMP)
 	$(BIN)/python experiments/reproduce.py cifar10 --preset $(PRESET)
 

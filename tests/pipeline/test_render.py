@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,16 +62,30 @@ def test_different_set_is_refused_unless_forced(tmp_path, photo):
     assert replaced.complete and replaced.manifest["config"]["size"] == 48
 
 
+def wait_until_stopped(pid: int) -> None:
+    """SIGSTOP takes effect asynchronously; state T in /proc means any syscall in flight (a rename) has finished."""
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(2000):
+        if stat.read_text().rsplit(")", 1)[1].split()[0] in "Tt":
+            return
+        time.sleep(0.001)
+
+
 def test_resume_after_sigkill_mid_shard(tmp_path, photo):
     args = ["--src", str(photo), "--n-patches", "1200", "--size", "64", "--shard-size", "200", "--workers", "1"]
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "render", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until one shard is complete and the next is half-written
-        if list(out.glob("patches-*.tar")) and list(out.glob("*.tmp-*")):
-            break
-        time.sleep(0.002)
+    # Freeze the render before looking, so the half-written shard cannot be renamed between the look and the kill
+    # (a plain poll-then-kill raced on a loaded machine).
+    caught, deadline = False, time.time() + 120
+    while not caught and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_until_stopped(proc.pid)
+        caught = bool(list(out.glob("patches-*.tar")) and list(out.glob("*.tmp-*")))
+        if not caught:
+            os.kill(proc.pid, signal.SIGCONT)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list(out.glob("*.tmp-*")), "the render was not caught mid-shard"

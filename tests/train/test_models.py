@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from train.models import ENCODERS, build_encoder
+from train.models.gan import DCGANGenerator, upsample_block
 
 SIZES = {"alexnet": 224, "alexnet-small": 224, "cifar": 32}
 CHANNELS = {
@@ -99,3 +100,20 @@ def test_bn_can_be_folded_into_conv():
     bias = (b.conv.bias - b.bn.running_mean) * scale + b.bn.bias
     folded = torch.relu(nn.functional.conv2d(x, w, bias, b.conv.stride, b.conv.padding))
     torch.testing.assert_close(folded, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_resize_upsampling_cannot_paint_a_checkerboard_on_a_flat_map():
+    """A transposed 4x4/2 convolution turns a flat map into a period-2 pattern (the artefact a critic learns to
+    detect); nearest resize + 3x3 convolution keeps it flat away from the border."""
+    torch.manual_seed(0)
+    flat = torch.ones(1, 16, 8, 8)
+    interior = slice(2, -2)
+    for mode, periodic in (("transposed", True), ("resize", False)):
+        out = nn.Sequential(*upsample_block(16, 4, mode, bias=True))(flat).detach()
+        core = out[..., interior, interior]
+        spread = (core - core.mean(dim=(-2, -1), keepdim=True)).abs().amax().item()
+        assert (spread > 1e-3) is periodic, mode
+    g = DCGANGenerator(z_dim=8, size=32, width=8, upsampling="resize")
+    assert g(torch.randn(3, 8)).shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="resize"):
+        DCGANGenerator(z_dim=8, size=32, width=8, upsampling="bilinear")

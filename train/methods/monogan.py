@@ -19,7 +19,7 @@ from train import augment
 from train.data import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, linear_decay_schedule, opt
-from train.models.gan import DCGANGenerator
+from train.models.gan import GENERATOR_UPSAMPLING, DCGANGenerator
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
@@ -85,6 +85,8 @@ class MonoGANOptions(MethodOptions):
     gp_lambda: float = opt(10.0, "gradient-penalty weight")
     z_dim: int = opt(128, "latent dimensions")
     g_width: int = opt(128, "generator width (WGAN-GP's DIM)")
+    g_upsampling: str = opt("transposed", "generator upsampling: transposed (4x4/2 transposed convolutions, "
+                                          "WGAN-GP's) | resize (nearest resize + 3x3 convolution, no checkerboard)")
     gan_size: int = opt(0, "generator output size (0: the encoder's input size if a power of two, else 64)")
     flip: bool = opt(True, "random horizontal flips")
     decay: bool = opt(True, "decay the learning rate linearly to 0 over the epochs")
@@ -107,9 +109,12 @@ class MonoGAN(Method):
         self.gan_size = opts.gan_size or (size if size & (size - 1) == 0 else 64)
         if opts.critic_bn not in ("fixed", "batch"):
             raise ValueError(f"monogan: --critic-bn must be fixed or batch, not {opts.critic_bn!r}")
+        if opts.g_upsampling not in GENERATOR_UPSAMPLING:
+            raise ValueError(f"monogan: --g-upsampling must be one of {', '.join(GENERATOR_UPSAMPLING)}, "
+                             f"not {opts.g_upsampling!r}")
         self.critic = Critic(self.encoder, math.prod(self.encoder.output_shape()),
                              batch_stats=opts.critic_bn == "batch")
-        self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width)
+        self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width, opts.g_upsampling)
         self.steps_done = 0
 
     def configure(self) -> None:

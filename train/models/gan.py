@@ -15,13 +15,27 @@ def _check_size(size: int) -> int:
     return n
 
 
-class DCGANGenerator(nn.Module):
-    """z -> 4x4 map -> transposed convs doubling the size -> ``size`` x ``size`` RGB in (-1, 1) (tanh).
+GENERATOR_UPSAMPLING = ("transposed", "resize")
 
-    At 32 px with ``width=128`` this is the WGAN-GP paper's CIFAR generator (Linear to 4x4x4W, then 2W, W, 3).
+
+def upsample_block(in_ch: int, out_ch: int, mode: str, bias: bool) -> list[nn.Module]:
+    """Double the resolution: a 4x4/2 transposed convolution (DCGAN), or a nearest-neighbour resize then a 3x3
+    convolution (Odena et al., 2016), which cannot paint the period-2 checkerboard a transposed convolution can."""
+    if mode == "transposed":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=bias)]
+    if mode == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias)]
+    raise ValueError(f"generator upsampling must be one of {', '.join(GENERATOR_UPSAMPLING)}, not {mode!r}")
+
+
+class DCGANGenerator(nn.Module):
+    """z -> 4x4 map -> upsampling blocks doubling the size -> ``size`` x ``size`` RGB in (-1, 1) (tanh).
+
+    At 32 px with ``width=128`` and transposed convolutions this is the WGAN-GP paper's CIFAR generator (Linear to
+    4x4x4W, then 2W, W, 3).
     """
 
-    def __init__(self, z_dim: int = 128, size: int = 32, width: int = 128) -> None:
+    def __init__(self, z_dim: int = 128, size: int = 32, width: int = 128, upsampling: str = "transposed") -> None:
         super().__init__()
         n_up = _check_size(size) - 2  # 4 -> size
         ch = width * 2 ** (n_up - 1)
@@ -33,7 +47,7 @@ class DCGANGenerator(nn.Module):
         for i in range(n_up):
             last = i == n_up - 1
             out = 3 if last else ch // 2
-            ups.append(nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=last))
+            ups += upsample_block(ch, out, upsampling, bias=last)
             if not last:
                 ups += [nn.BatchNorm2d(out), nn.ReLU(True)]
             ch = out

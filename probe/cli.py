@@ -253,7 +253,8 @@ def filters(encoder, out, columns, scale, seed):
               help="Markdown file to write; the plot goes beside it as the same name with .png.")
 @click.option("--against", multiple=True,
               help="Paper row to compare with (a part of its label, e.g. 'Random' or '(p)'): once for all "
-                   "RESULTS or once per file. Default: Random for random:ARCH encoders, else the method.")
+                   "RESULTS or once per file; 'none' compares with no row. Default: Random for random:ARCH encoders, "
+                   "else the method.")
 def report(results, out, against):
     """Set RESULTS (results.json files) beside the paper's Tables 1-5, with differences and a plot.
 

@@ -25,7 +25,10 @@ class Measured:
     dataset: str
     task: str
     values: dict[str, float]
-    key: str | None  # what picks the paper row to compare with: a row's match key, or a part of its label
+    key: str | None  # what picks the paper row to compare with: a row's match key, a part of its label, or None
+
+
+NO_PAPER_ROW = "none"  # --against none: show a result without comparing it with any paper row
 
 
 def measured_from(path: Path, against: str | None = None) -> Measured:
@@ -39,7 +42,7 @@ def measured_from(path: Path, against: str | None = None) -> Measured:
             task = "linear-after-finetune"
     else:
         values = {"top1": results["scores"]["top1"]}
-    key = against or _default_key(encoder)
+    key = None if against == NO_PAPER_ROW else against or _default_key(encoder)
     return Measured(Path(path), f"{_short_source(str(encoder['source']))} on {data['kind']}", dataset, task, values,
                     key)
 
@@ -106,7 +109,8 @@ def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
         lines.append(f"| **measured: {m.name}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
         row = part.find(m.key) if m.key else None
         if row is None:
-            notes.append(f"`{m.path}`: no paper row chosen to compare with (use --against LABEL)")
+            notes.append(f"`{m.path}`: not compared with a paper row" if m.key is None else
+                         f"`{m.path}`: no paper row matches {m.key!r} (use --against LABEL)")
             continue
         diffs = _differences(values, row)
         lines.append(f"| difference to {row.label} | " + " | ".join(_diff_cell(d) for d in diffs) + " |")

@@ -71,8 +71,20 @@ def test_report_sets_measurements_beside_the_paper(tmp_path):
 def test_report_without_a_row_to_compare_says_so(tmp_path):
     path = _fake_linear_results(tmp_path / "x.json", "runs/x/encoder.pt", "cifar10", [60.0, 61.0, 62.0, 63.0])
     markdown, _ = build_report([path])
-    assert "no paper row chosen to compare with" in markdown
+    assert "x.json`: not compared with a paper row" in markdown and "difference to" not in markdown
+    assert "no paper row matches 'SimCLR'" in build_report([path], against=["SimCLR"])[0]
     assert json.loads(path.read_text())["task"] == "linear"
+
+
+def test_against_none_keeps_a_method_away_from_its_namesake_row(tmp_path):
+    """A RotNet trained on one image is not the paper's RotNet-on-CIFAR-10 row: --against none shows it alone."""
+    path = _fake_linear_results(tmp_path / "rot.json", "runs/rot/encoder.pt", "cifar10", [60.5, 61.5, 58.6, 55.8])
+    payload = json.loads(path.read_text())
+    payload["encoder"]["config"] = {"method": "rotnet"}
+    write_json(path, payload)
+    assert "| difference to RotNet | -3.9 |" in build_report([path])[0]
+    markdown, _ = build_report([path], against=["none"])
+    assert "**measured: rot on cifar10** | **60.5**" in markdown and "difference to" not in markdown
 
 
 def test_finetune_and_linear_after_finetune_go_to_tables_4_and_5(tmp_path):

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probe.errors import ProbeError
 from probe.report import NO_PAPER_ROW
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,7 +328,10 @@ def main() -> None:
         raise SystemExit(f"{args.src}: source image not found (pass --src)")
     preset = PRESETS[args.preset]
     build = cifar10_stages if args.target == "cifar10" else ablation_stages
-    stages, reports = build(args.work, preset, args.src, args.data, args.device)
+    try:
+        stages, reports = build(args.work, preset, args.src, args.data, args.device)
+    except ProbeError as e:  # the CIFAR-10 data is located (and a JPEG archive unpacked) before any stage runs
+        raise SystemExit(f"--data {args.data}: {e}") from None
     stages = list({s.name: s for s in stages}.values())  # shared stages once
     if args.stages:
         patterns = args.stages.split(",")

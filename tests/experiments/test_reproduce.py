@@ -91,6 +91,11 @@ def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path)
 def test_stages_selects_a_subset_and_refuses_a_pattern_matching_nothing(tmp_path):
     base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar10", "--preset", "smoke",
             "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]), "--device", "cpu"]
+    missing = subprocess.run([*base, "--data", f"cifar10-jpg:{tmp_path / 'nowhere'}"], capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().startswith(f"--data cifar10-jpg:{tmp_path / 'nowhere'}: ")
+    base += ["--data", f"cifar10:{write_cifar10(tmp_path)}"]
     none = subprocess.run([*base, "--stages", "train-nothing"], capture_output=True, text=True, timeout=120)
     assert none.returncode != 0 and "--stages train-nothing: matches none" in none.stderr
     only = subprocess.run([*base, "--stages", "render-*"], capture_output=True, text=True, timeout=300)

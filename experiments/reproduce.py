@@ -98,6 +98,9 @@ class Stage:
     outputs: list[Path]
     run_dir: Path | None = None  # a training run: resumed from its checkpoint, cleared if it never wrote one
     meta: dict = field(default_factory=dict)
+    # files an earlier stage makes (shards, an encoder): one newer than this stage's record makes it run again,
+    # as make does, so a retrained encoder is probed again even though the probe's command is the same
+    inputs: list[Path] = field(default_factory=list)
 
 
 def cifar10_stages(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
@@ -145,7 +148,7 @@ def train_and_probe(work: Path, method: str, shards: Path, preset: dict, data: s
     run = work / "runs" / (run_name or method)
     train = Stage(f"train-{run.name}", [str(BIN / "train"), method, str(shards), "--arch", "cifar", "--out", str(run),
                                         "--device", device, "--workers", "2", *preset["train"][method]],
-                  [run / "encoder.pt"], run_dir=run)
+                  [run / "encoder.pt"], run_dir=run, inputs=[shards / "manifest.json"])
     return [train, probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device)]
 
 
@@ -164,8 +167,9 @@ def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
 
 def probe_stage(work: Path, name: str, encoder: str, preset: dict, data: str, device: str) -> Stage:
     out = work / "probes" / name
+    inputs = [] if encoder.startswith("random:") else [Path(encoder)]
     return Stage(f"probe-{name}", [str(BIN / "probe"), "linear", encoder, "--data", data, "--out", str(out),
-                                   "--device", device, *preset["probe"]], [out / "results.json"])
+                                   "--device", device, *preset["probe"]], [out / "results.json"], inputs=inputs)
 
 
 def cifar_imagefolder(path: Path) -> Path:
@@ -185,11 +189,14 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
     record = records / f"{stage.name}.json"
     if record.exists() and all(p.exists() for p in stage.outputs):
         done = json.loads(record.read_text())
-        if [a for a in done["command"] if a != "--resume"] == stage.command:
+        newer = [p for p in stage.inputs if p.exists() and p.stat().st_mtime > record.stat().st_mtime]
+        same = [a for a in done["command"] if a != "--resume"] == stage.command
+        if same and not newer:
             print(f"[{stage.name}] done before ({done['wall_s']:.0f} s), skipped", flush=True)
             return done
-        # a changed preset must not be answered with outputs of the old one, nor resume the old run's checkpoint
-        print(f"[{stage.name}] done before with a different command; running it again", flush=True)
+        # a changed preset or input must not be answered with old outputs, nor resume the old run's checkpoint
+        why = "with a different command" if not same else f"from an older {newer[0]}"
+        print(f"[{stage.name}] done before {why}; running it again", flush=True)
         record.unlink()
         if stage.run_dir is not None:
             shutil.rmtree(stage.run_dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The end-to-end reproduction runs render -> train -> probe -> report, and resumes by skipping finished stages."""
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -86,6 +87,25 @@ def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path)
     assert out.read_text() == "--steps 2"  # the preset changed: rerun, not resumed from the old checkpoint
     assert "--resume" not in done["command"] and not (run / "checkpoint.pt").exists()
     assert json.loads((records / "train-x.json").read_text())["command"][-1] == "2"
+
+
+def test_a_stage_runs_again_when_an_input_is_newer_than_its_record(tmp_path):
+    """A retrained encoder must be probed again although the probe's command has not changed."""
+    reproduce = load_reproduce()
+    records, encoder, result = tmp_path / "stages", tmp_path / "encoder.pt", tmp_path / "probe" / "results.json"
+    encoder.write_text("encoder, first training")
+    copy = ("import pathlib, sys; out = pathlib.Path(sys.argv[2]); out.parent.mkdir(exist_ok=True); "
+            "out.write_text(pathlib.Path(sys.argv[1]).read_text())")
+    probe = reproduce.Stage("probe-x", [sys.executable, "-c", copy, str(encoder), str(result)], [result],
+                            inputs=[encoder])
+    reproduce.run_stage(probe, records, None)
+    reproduce.run_stage(probe, records, None)  # nothing changed: skipped
+    assert result.read_text() == "encoder, first training"
+    encoder.write_text("encoder, second training")
+    record_time = (records / "probe-x.json").stat().st_mtime
+    os.utime(encoder, (record_time + 5, record_time + 5))  # coarse file-system clocks: make "later" unambiguous
+    reproduce.run_stage(probe, records, None)
+    assert result.read_text() == "encoder, second training"
 
 
 def test_stages_selects_a_subset_and_refuses_a_pattern_matching_nothing(tmp_path):

@@ -11,7 +11,8 @@ with `cifar10` when both use the same --work folder.
 Every stage records its command, wall time and the commit in WORK/stages/NAME.json when it succeeds; a stage whose
 record and outputs exist is skipped, so the same command resumes after an interruption (training resumes from its
 last checkpoint). `--time-limit` stops cleanly after that many seconds (exit status 3: run the command again), so a
-preset can be run as a series of bounded batch commands.
+preset can be run as a series of bounded batch commands. `--stages` runs a subset of the stages, and
+`--report-only` writes the report from the stages finished so far.
 """
 
 from __future__ import annotations
@@ -185,10 +186,17 @@ class TimeLimit(Exception):
     pass
 
 
-def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
+def finished_record(stage: Stage, records: Path) -> dict | None:
+    """The stage's record if it has finished and its outputs are all there, else None."""
     record = records / f"{stage.name}.json"
     if record.exists() and all(p.exists() for p in stage.outputs):
-        done = json.loads(record.read_text())
+        return json.loads(record.read_text())
+    return None
+
+
+def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
+    record = records / f"{stage.name}.json"
+    if (done := finished_record(stage, records)) is not None:
         newer = [p for p in stage.inputs if p.exists() and p.stat().st_mtime > record.stat().st_mtime]
         same = [a for a in done["command"] if a != "--resume"] == stage.command
         if same and not newer:
@@ -252,7 +260,8 @@ def device_name(device: str) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
-def write_report(work: Path, target: str, preset_name: str, reports: list, stages: list[dict], device: str) -> Path:
+def write_report(work: Path, target: str, preset_name: str, reports: list, stages: list[dict], device: str,
+                 missing: list[str] = ()) -> Path:
     results = [(p, row) for p, row in reports if p.exists()]
     body = work / f"report-{target}-probe.md"
     cmd = [str(BIN / "probe"), "report", *[str(p) for p, _ in results], "--out", str(body)]
@@ -263,7 +272,9 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     lines = [f"# Reproduction of the paper's CIFAR-10 {'Table 3 rows' if target == 'cifar10' else 'Table 1'}", "",
              f"- preset: **{preset_name}** ({PRESET_NOTES[preset_name]})",
              f"- device: {device_name(device)}; commit {git_commit()}; {time.strftime('%Y-%m-%d')}",
-             f"- wall time: {total / 60:.1f} min over {len(stages)} stages", "",
+             f"- wall time: {total / 60:.1f} min over {len(stages)} stages",
+             *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
+                f"the finished ones only"] if missing else []), "",
              "| stage | wall (s) | commit |", "| --- | ---: | --- |"]
     lines += [f"| {s['stage']} | {s['wall_s']:.0f} | {s['commit']} |" for s in stages]
     lines += ["", "The CIFAR-10 copy in `shared/data/cifar10-jpg` was re-encoded as JPEG (quality 75); the fully "
@@ -330,6 +341,8 @@ def main() -> None:
     ap.add_argument("--stages", default=None,
                     help="comma-separated glob patterns (e.g. 'train-monogan,probe-monogan'): run only the matching "
                          "stages, e.g. to spread a preset over machines sharing --work; the report is then skipped")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the report from the stages finished so far, listing those not yet run")
     args = ap.parse_args()
     if not args.src.is_file():
         raise SystemExit(f"{args.src}: source image not found (pass --src)")
@@ -345,8 +358,17 @@ def main() -> None:
         stages = [s for s in stages if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
         if not stages:
             raise SystemExit(f"--stages {args.stages}: matches none of this target's stages")
-    deadline = time.time() + args.time_limit if args.time_limit else None
     records = args.work / "stages"
+    if args.report_only:
+        finished = {s.name: record for s in stages if (record := finished_record(s, records)) is not None}
+        missing = [s.name for s in stages if s.name not in finished]
+        if not any(p.exists() for p, _ in reports):
+            raise SystemExit(f"{args.work}: no probe has finished yet; nothing to report")
+        report = write_report(args.work, args.target, args.preset, reports, list(finished.values()), args.device,
+                              missing)
+        print(f"report: {report} ({len(finished)} stages done, {len(missing)} not yet run)")
+        return
+    deadline = time.time() + args.time_limit if args.time_limit else None
     done = []
     try:
         for stage in stages:

@@ -123,3 +123,23 @@ def test_stages_selects_a_subset_and_refuses_a_pattern_matching_nothing(tmp_path
     assert (tmp_path / "work" / "shards" / "cifar-B-all" / "manifest.json").exists()
     assert sorted(p.name for p in (tmp_path / "work" / "stages").iterdir()) == ["render-cifar-B-all.json"]
     assert not (tmp_path / "work" / "report-cifar10.md").exists()
+    early = subprocess.run([*base, "--report-only"], capture_output=True, text=True, timeout=120)
+    assert early.returncode != 0 and "no probe has finished yet" in early.stderr
+
+
+@pytest.mark.slow
+def test_report_only_reports_the_finished_stages_and_lists_the_rest(tmp_path):
+    work = tmp_path / "work"
+    base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "ablation", "--preset", "smoke",
+            "--work", str(work), "--src", str(default_pool()[1]), "--device", "cpu",
+            "--data", f"cifar10:{write_cifar10(tmp_path)}"]
+    part = subprocess.run([*base, "--stages", "probe-random*"], capture_output=True, text=True, timeout=600)
+    assert part.returncode == 0, part.stderr[-2000:]
+    done = subprocess.run([*base, "--report-only"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "train-monogan-scale" not in done.stdout + done.stderr  # nothing was run
+    report = (work / "report-ablation.md").read_text()
+    assert "| probe-random | " in report and "| probe-random-leaky | " in report
+    incomplete = next(line for line in report.splitlines() if line.startswith("- **incomplete**"))
+    assert "render-cifar-B-none" in incomplete and "probe-monogan-scale" in incomplete
+    assert "probe-random," not in incomplete and "(b) Random feat." in report

@@ -64,6 +64,14 @@ def parts_for(measured: Measured, parts: list[PaperPart]) -> list[PaperPart]:
     return [p for p in parts if p.dataset == measured.dataset and p.task == measured.task]
 
 
+def tables_showing(measured: Measured, parts: list[PaperPart]) -> list[PaperPart]:
+    """The paper table parts a measurement appears in: those with its row when any has it (an ablation row is
+    not repeated under Table 3), else every part of its dataset and task (each saying that no row matches)."""
+    candidates = parts_for(measured, parts)
+    with_row = [p for p in candidates if measured.key and p.find(measured.key) is not None]
+    return with_row or candidates
+
+
 def build_report(paths: list[Path], against: list[str] | None = None,
                  plot_name: str | None = None) -> tuple[str, list[tuple[PaperPart, list[Measured]]]]:
     """The Markdown report and, per paper table part, the measurements shown in it."""
@@ -76,7 +84,7 @@ def build_report(paths: list[Path], against: list[str] | None = None,
     parts = paper_parts()
     groups = []
     for part in parts:
-        shown = [m for m in measured if part in parts_for(m, parts)]
+        shown = [m for m in measured if part in tables_showing(m, parts)]
         if shown:
             groups.append((part, shown))
     unmatched = [m for m in measured if not parts_for(m, parts)]

@@ -68,6 +68,16 @@ def test_report_sets_measurements_beside_the_paper(tmp_path):
     assert np.asarray(Image.open(png)).std() > 0
 
 
+def test_a_measurement_appears_only_in_the_tables_holding_its_row(tmp_path):
+    scale = _fake_linear_results(tmp_path / "s.json", "runs/monogan-scale/encoder.pt", "cifar10", [62, 65, 63, 62])
+    markdown, groups = build_report([scale], against=["(f) Scale"])
+    assert [p.table_id for p, _ in groups] == ["table1"]  # not repeated under Table 3, which has no such row
+    assert "| difference to (f) Scale | **-5.9** |" in markdown and "no paper row matches" not in markdown
+    unknown, groups = build_report([scale], against=["SimCLR"])
+    assert [p.table_id for p, _ in groups] == ["table1", "table3"]  # no row anywhere: shown, and said so, in both
+    assert unknown.count("no paper row matches 'SimCLR'") == 2
+
+
 def test_report_without_a_row_to_compare_says_so(tmp_path):
     path = _fake_linear_results(tmp_path / "x.json", "runs/x/encoder.pt", "cifar10", [60.0, 61.0, 62.0, 63.0])
     markdown, _ = build_report([path])

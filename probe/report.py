@@ -82,9 +82,10 @@ def build_report(paths: list[Path], against: list[str] | None = None,
     keys = against * len(paths) if len(against) == 1 else against or [None] * len(paths)
     measured = [measured_from(p, k) for p, k in zip(paths, keys, strict=True)]
     parts = paper_parts()
+    showing = [(m, tables_showing(m, parts)) for m in measured]
     groups = []
     for part in parts:
-        shown = [m for m in measured if part in tables_showing(m, parts)]
+        shown = [m for m, tables in showing if part in tables]
         if shown:
             groups.append((part, shown))
     unmatched = [m for m in measured if not parts_for(m, parts)]

@@ -4,8 +4,8 @@ Critic = the encoder (four convolutions, kernels 7, 5, 3, 3, strides 3, 2, 2, 1;
 layer; generator = a DCGAN-style 32x32 network (transposed convolutions; ``--g-upsampling resize`` swaps them for
 nearest resize + 3x3 convolution, whose fakes carry no checkerboard for the critic's conv1 to specialise on).
 The critic is updated every step, the generator every ``n_critic`` (5) steps, so each critic update sees a fresh
-real batch as in WGAN-GP's algorithm. Adam lr 1e-4,
-betas (0.5, 0.9), penalty weight lambda 10, batch 64, learning rate decayed linearly to 0 over the run.
+real batch as in WGAN-GP's algorithm. Adam lr 1e-4, betas (0.5, 0.9), penalty weight lambda 10, batch 64,
+learning rate decayed linearly to 0 over the run.
 Native augmentation: horizontal flips only (the rendered patches already carry the paper's augmentation).
 """
 

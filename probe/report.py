@@ -14,6 +14,7 @@ from probe.results import read_results
 DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",
                    "imagefolder": "imagenet"}
 AGREEMENT_POINTS = 5.0  # differences beyond this many points are flagged for investigation
+MEASURED_MARKERS = ("o", "s", "^", "D")  # told apart when several measurements share a paper row's colour
 
 
 @dataclass
@@ -150,8 +151,35 @@ def _dataset_name(dataset: str) -> str:
     return {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}.get(dataset, dataset)
 
 
+def line_styles(part: PaperPart, shown: list[Measured]) -> tuple[dict[PaperRow, dict], list[dict]]:
+    """Matplotlib styles for one panel: each measurement drawn in the colour of the paper row it is compared with,
+    so a pair reads as one colour; several measurements against one row (two random baselines) differ by marker;
+    a measurement with no row takes a colour no row uses."""
+    palette = [c for name in ("tab10", "Dark2", "Set1") for c in _palette(name)]
+    rows = [row for row in part.rows if any(m.key and part.find(m.key) is row for m in shown)]
+    row_styles = {row: dict(lw=1.6, ls="--", marker="o", ms=3, color=palette[i % len(palette)])
+                  for i, row in enumerate(rows)}
+    spare = iter(palette[len(rows):] or palette)
+    measured_styles, used = [], {}
+    for m in shown:
+        row = m.key and part.find(m.key)
+        colour = row_styles[row]["color"] if row in row_styles else next(spare, "black")
+        marker = MEASURED_MARKERS[used.get(colour, 0) % len(MEASURED_MARKERS)]
+        used[colour] = used.get(colour, 0) + 1
+        measured_styles.append(dict(lw=2.2, marker=marker, color=colour))
+    return row_styles, measured_styles
+
+
+
+def _palette(name: str) -> list[tuple[float, ...]]:
+    from matplotlib import colormaps
+
+    return list(colormaps[name].colors)
+
+
 def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Path:
-    """One panel per paper table part: the paper's rows as thin lines, the compared row dashed, ours bold."""
+    """One panel per paper table part: the paper's rows as thin lines, the compared ones dashed in the colour of
+    the measurement set against them, ours bold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,18 +189,17 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5.6), squeeze=False)
     for ax, (part, shown) in zip(axes[0], groups, strict=False):
         x = list(range(len(part.columns)))
-        compared = {m.key and part.find(m.key) for m in shown}
+        row_styles, measured_styles = line_styles(part, shown)
         for row in part.rows:
             points = [(i, v) for i, v in zip(x, row.values, strict=True) if v is not None]
             if not points:
                 continue
-            style = dict(lw=1.6, ls="--", marker="o", ms=3) if row in compared else \
-                dict(lw=0.8, color="0.7", marker=".", ms=3)
-            ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}" if row in compared else None,
+            style = row_styles.get(row, dict(lw=0.8, color="0.7", marker=".", ms=3))
+            ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}" if row in row_styles else None,
                     **style)
-        for m in shown:
+        for m, style in zip(shown, measured_styles, strict=True):
             points = [(i, m.values[c]) for i, c in zip(x, part.columns, strict=True) if c in m.values]
-            ax.plot(*zip(*points, strict=True), lw=2.2, marker="o", label=f"measured: {m.name}")
+            ax.plot(*zip(*points, strict=True), label=f"measured: {m.name}", **style)
         ax.set_xticks(x, part.columns)
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)})", fontsize=10)

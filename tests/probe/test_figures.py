@@ -10,7 +10,7 @@ from PIL import Image
 
 from probe.filters import filter_grid, normalized_filters, save_filter_grid
 from probe.paper import paper_parts, paper_source
-from probe.report import build_report, plot_layers
+from probe.report import build_report, line_styles, plot_layers
 from probe.results import new_results, write_json
 from train.models import build_encoder
 
@@ -76,6 +76,25 @@ def test_a_measurement_appears_only_in_the_tables_holding_its_row(tmp_path):
     unknown, groups = build_report([scale], against=["SimCLR"])
     assert [p.table_id for p, _ in groups] == ["table1", "table3"]  # no row anywhere: shown, and said so, in both
     assert unknown.count("no paper row matches 'SimCLR'") == 2
+
+
+def test_each_measurement_is_drawn_in_the_colour_of_its_paper_row(tmp_path):
+    """With ten paper rows and as many runs on one panel, a run must be findable beside the row it is set against."""
+    runs = {"random-a": "random", "random-b": "random", "monogan-scale": "(f) Scale", "monogan": "(j) All",
+            "simclr": "none"}
+    paths = [_fake_linear_results(tmp_path / f"{name}.json", f"runs/{name}/encoder.pt", "cifar10", [60, 61, 62, 63])
+             for name in runs]
+    _, groups = build_report(paths, against=list(runs.values()))
+    part, shown = next((p, s) for p, s in groups if p.table_id == "table1")
+    row_styles, styles = line_styles(part, shown)
+    colour_of = {row.label: style["color"] for row, style in row_styles.items()}
+    assert set(colour_of) == {"(b) Random feat.", "(f) Scale", "(j) All"}  # uncompared rows stay grey
+    assert len(set(colour_of.values())) == 3
+    random_a, random_b, scale, mono, simclr = styles
+    assert random_a["color"] == random_b["color"] == colour_of["(b) Random feat."]
+    assert random_a["marker"] != random_b["marker"]
+    assert scale["color"] == colour_of["(f) Scale"] and mono["color"] == colour_of["(j) All"]
+    assert simclr["color"] not in colour_of.values()
 
 
 def test_report_without_a_row_to_compare_says_so(tmp_path):

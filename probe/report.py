@@ -170,7 +170,6 @@ def line_styles(part: PaperPart, shown: list[Measured]) -> tuple[dict[PaperRow, 
     return row_styles, measured_styles
 
 
-
 def _palette(name: str) -> list[tuple[float, ...]]:
     from matplotlib import colormaps
 

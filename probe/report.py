@@ -3,6 +3,7 @@ and a per-layer plot."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,17 +157,17 @@ def line_styles(part: PaperPart, shown: list[Measured]) -> tuple[dict[PaperRow, 
     so a pair reads as one colour; several measurements against one row (two random baselines) differ by marker;
     a measurement with no row takes a colour no row uses."""
     palette = [c for name in ("tab10", "Dark2", "Set1") for c in _palette(name)]
-    rows = [row for row in part.rows if any(m.key and part.find(m.key) is row for m in shown)]
+    matched = [part.find(m.key) if m.key else None for m in shown]
+    rows = [row for row in part.rows if row in matched]
     row_styles = {row: dict(lw=1.6, ls="--", marker="o", ms=3, color=palette[i % len(palette)])
                   for i, row in enumerate(rows)}
     spare = iter(palette[len(rows):] or palette)
-    measured_styles, used = [], {}
-    for m in shown:
-        row = m.key and part.find(m.key)
+    measured_styles, drawn = [], Counter()
+    for row in matched:
         colour = row_styles[row]["color"] if row in row_styles else next(spare, "black")
-        marker = MEASURED_MARKERS[used.get(colour, 0) % len(MEASURED_MARKERS)]
-        used[colour] = used.get(colour, 0) + 1
-        measured_styles.append(dict(lw=2.2, marker=marker, color=colour))
+        measured_styles.append(dict(lw=2.2, color=colour,
+                                    marker=MEASURED_MARKERS[drawn[colour] % len(MEASURED_MARKERS)]))
+        drawn[colour] += 1
     return row_styles, measured_styles
 
 

@@ -51,6 +51,10 @@ def main() -> None:
 @click.option("--no-rotate", is_flag=True, help="No rotation.")
 @click.option("--no-jitter", is_flag=True, help="No colour jitter.")
 @click.option("--no-flip", is_flag=True, help="No horizontal flip.")
+@click.option("--max-angle", type=float, default=35.0, show_default=True,
+              help="Paper recipe: rotation uniform in (-A, A) degrees.")
+@click.option("--min-area", type=float, default=1e-3, show_default=True,
+              help="Paper recipe: smallest crop, as a fraction beta of the source's area.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default=None,
               help="Image format [default: png at S <= 64, else jpg].")
 @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
@@ -63,8 +67,8 @@ def main() -> None:
               help="Reject sources whose short side is below this [default: max(8, S/4)].")
 @click.option("--skip-bad", is_flag=True, help="Replace unusable sources with the next ones of the seeded order.")
 @click.option("--force", is_flag=True, help="Replace a different set already in --out.")
-def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rotate, no_jitter, no_flip, fmt,
-           quality, shard_size, workers, part, min_src_side, skip_bad, force):
+def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rotate, no_jitter, no_flip, max_angle,
+           min_area, fmt, quality, shard_size, workers, part, min_src_side, skip_bad, force):
     """Render N source images into d augmented patches, as tar shards plus manifest.json.
 
     Re-running the same command resumes an interrupted render, and is a no-op on a complete set.
@@ -76,10 +80,12 @@ def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rota
     """
     from pipeline.render import default_workers, render_set
 
+    if recipe == "released" and (max_angle, min_area) != (35.0, 1e-3):
+        raise click.UsageError("--max-angle and --min-area set the paper recipe; --recipe released has its own")
     try:
         config = RenderConfig(n_patches=n_patches, size=size, seed=seed, recipe=recipe, scale=not no_scale,
-                              rotate=not no_rotate, jitter=not no_jitter, flip=not no_flip, format=fmt,
-                              quality=quality, shard_size=shard_size)
+                              rotate=not no_rotate, jitter=not no_jitter, flip=not no_flip, max_angle=max_angle,
+                              min_area=min_area, format=fmt, quality=quality, shard_size=shard_size)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     summary = render_set(out, config, sources=list(sources) or None, n_src=n_src,

@@ -48,6 +48,8 @@ class RenderConfig:
             raise ValueError("quality must be in 1..100")
         if not 0 < self.min_area <= 1:
             raise ValueError("min_area must be in (0, 1]")
+        if not 0 <= self.max_angle <= 90:
+            raise ValueError("max_angle must be in [0, 90] degrees")
         object.__setattr__(self, "aspect", tuple(float(a) for a in self.aspect))
         object.__setattr__(self, "jitter_range", tuple(float(a) for a in self.jitter_range))
 

@@ -1,5 +1,6 @@
 """Rendered sets: byte-identical whatever the workers, parts or interruptions; verified; read exactly once."""
 
+import json
 import os
 import signal
 import subprocess
@@ -162,3 +163,21 @@ def test_cli_help_info_and_preview(tiny_set, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "p.png").size == (3 * 34 + 2, 2 * 34 + 2)
+
+
+def test_cli_sets_rotation_range_and_smallest_crop(tmp_path, photo):
+    out = tmp_path / "narrow"
+    run_cli("render", "--src", str(photo), "--out", str(out), "--n-patches", "60", "--size", "32", "--workers", "1",
+            "--no-jitter", "--max-angle", "5", "--min-area", "0.25", check=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["config"]["max_angle"], manifest["config"]["min_area"]) == (5.0, 0.25)
+    width, height = manifest["sources"][0]["width"], manifest["sources"][0]["height"]
+    meta = [s["meta"] for s in open_shards(out)]
+    angles = [m["angle"] for m in meta]
+    assert max(abs(a) for a in angles) <= 5 and len(set(angles)) == 60
+    assert min(m["box"][2] * m["box"][3] for m in meta) >= 0.25 * width * height * 0.99
+    for bad, message in ((["--max-angle", "120"], "max_angle must be in [0, 90]"),
+                         (["--recipe", "released", "--max-angle", "10"], "set the paper recipe")):
+        proc = run_cli("render", "--src", str(photo), "--out", str(tmp_path / "bad"), *bad)
+        assert proc.returncode == 2 and message in proc.stderr
+        assert not (tmp_path / "bad").exists()

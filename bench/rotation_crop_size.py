@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import pipeline.render  # noqa: E402
 from pipeline.augment import PaperParams, sample_paper_params, sample_rng  # noqa: E402
 from pipeline.config import RenderConfig  # noqa: E402
+from pipeline.shardio import MANIFEST, atomic_write_bytes, dump_manifest, read_manifest  # noqa: E402
 from pipeline.sources import load_source  # noqa: E402
 
 EXPERIMENT = "crop boxes, flips and jitter drawn as for this config (with rotation); every angle then set to 0"
@@ -80,12 +80,9 @@ def render_control(src: Path, out: Path, which: str, n_patches: int, size: int, 
         summary = pipeline.render.render_set(out, config, sources=[src], workers=workers, progress=True)
     finally:
         pipeline.render.sample_params = draw
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(out)
     manifest["experiment"] = EXPERIMENT
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(manifest_path)
+    atomic_write_bytes(out / MANIFEST, dump_manifest(manifest))
     print(summary)
 
 

@@ -51,9 +51,9 @@ def main() -> None:
 @click.option("--no-rotate", is_flag=True, help="No rotation.")
 @click.option("--no-jitter", is_flag=True, help="No colour jitter.")
 @click.option("--no-flip", is_flag=True, help="No horizontal flip.")
-@click.option("--max-angle", type=float, default=35.0, show_default=True,
+@click.option("--max-angle", type=float, default=RenderConfig.max_angle, show_default=True,
               help="Paper recipe: rotation uniform in (-A, A) degrees.")
-@click.option("--min-area", type=float, default=1e-3, show_default=True,
+@click.option("--min-area", type=float, default=RenderConfig.min_area, show_default=True,
               help="Paper recipe: smallest crop, as a fraction beta of the source's area.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default=None,
               help="Image format [default: png at S <= 64, else jpg].")
@@ -80,8 +80,6 @@ def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rota
     """
     from pipeline.render import default_workers, render_set
 
-    if recipe == "released" and (max_angle, min_area) != (35.0, 1e-3):
-        raise click.UsageError("--max-angle and --min-area set the paper recipe; --recipe released has its own")
     try:
         config = RenderConfig(n_patches=n_patches, size=size, seed=seed, recipe=recipe, scale=not no_scale,
                               rotate=not no_rotate, jitter=not no_jitter, flip=not no_flip, max_angle=max_angle,

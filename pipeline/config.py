@@ -52,6 +52,10 @@ class RenderConfig:
             raise ValueError("max_angle must be in [0, 90] degrees")
         object.__setattr__(self, "aspect", tuple(float(a) for a in self.aspect))
         object.__setattr__(self, "jitter_range", tuple(float(a) for a in self.jitter_range))
+        if self.recipe == "released":
+            changed = [name for name in PAPER_RECIPE_FIELDS if getattr(self, name) != _DEFAULTS[name]]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} set the paper recipe; the released recipe has its own")
 
     @property
     def n_shards(self) -> int:
@@ -75,3 +79,8 @@ class RenderConfig:
             if k in kw:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+
+# Parameters that only the paper recipe reads; a released-recipe config must leave them at their defaults.
+PAPER_RECIPE_FIELDS = ("min_area", "aspect", "max_angle", "jitter_range", "hue_range")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RenderConfig)}

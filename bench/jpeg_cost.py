@@ -83,14 +83,22 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def squared_error(before: np.ndarray, after: np.ndarray) -> float:
+    return float(np.sum((before.astype(np.float64) - after.astype(np.float64)) ** 2))
+
+
+def psnr(total_squared_error: float, values: int) -> float:
+    mse = total_squared_error / values
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
 def set_psnr(pairs: Iterator[tuple[np.ndarray, np.ndarray]]) -> float:
     """PSNR (dB) of the mean squared error over every pixel of every pair."""
     total, count = 0.0, 0
     for before, after in pairs:
-        total += float(np.sum((before.astype(np.float64) - after.astype(np.float64)) ** 2))
+        total += squared_error(before, after)
         count += before.size
-    mse = total / count
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return psnr(total, count)
 
 
 def clean_photos(imagenet_tar: Path, limit: int) -> list[np.ndarray]:
@@ -153,14 +161,13 @@ def reencode(args: argparse.Namespace) -> None:
             for path in tqdm(files, desc=split, unit="img"):
                 before = read_rgb(path)
                 after = encode_decode_shifted(before, args.quality, args.subsampling, args.offset)
-                total += float(np.sum((before.astype(np.float64) - after.astype(np.float64)) ** 2))
+                total += squared_error(before, after)
                 count += before.size
                 # PNG, so the decoded second generation is stored exactly (a third JPEG pass would not be)
                 target = scratch / split / path.parent.name / f"{path.stem}.png"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(after).save(target)
-            print(f"{split}: {len(files)} images, PSNR against the shared copy "
-                  f"{10 * np.log10(255.0**2 / (total / count)):.2f} dB")
+            print(f"{split}: {len(files)} images, PSNR against the shared copy {psnr(total, count):.2f} dB")
         os.replace(scratch, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -260,8 +260,15 @@ def device_name(device: str) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
+JPEG_NOTE = ("The CIFAR-10 copy in `shared/data/cifar10-jpg` was re-encoded as JPEG (quality 75, 4:2:0 chroma); the "
+             "fully supervised row measures what that, together with the preset's schedule, costs against the "
+             "paper's 66.5 / 70.1 / 72.4 / 75.9. The copy's own cost is measured apart by `bench/jpeg_cost.py` "
+             "(`bench/results/jpeg-cost.md`: a second JPEG generation of the same size costs the supervised row "
+             "0.6-1.6 points and the single-image and random rows nothing measurable, on the CPU quick preset).")
+
+
 def write_report(work: Path, target: str, preset_name: str, reports: list, stages: list[dict], device: str,
-                 missing: list[str] = ()) -> Path:
+                 data: str, missing: list[str] = ()) -> Path:
     results = [(p, row) for p, row in reports if p.exists()]
     body = work / f"report-{target}-probe.md"
     cmd = [str(BIN / "probe"), "report", *[str(p) for p, _ in results], "--out", str(body)]
@@ -272,14 +279,15 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     lines = [f"# Reproduction of the paper's CIFAR-10 {'Table 3 rows' if target == 'cifar10' else 'Table 1'}", "",
              f"- preset: **{preset_name}** ({PRESET_NOTES[preset_name]})",
              f"- device: {device_name(device)}; commit {git_commit()}; {time.strftime('%Y-%m-%d')}",
+             f"- probe and supervised data: `{data}`",
              f"- wall time: {total / 60:.1f} min over {len(stages)} stages",
              *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
                 f"the finished ones only"] if missing else []), "",
              "| stage | wall (s) | commit |", "| --- | ---: | --- |"]
     lines += [f"| {s['stage']} | {s['wall_s']:.0f} | {s['commit']} |" for s in stages]
-    lines += ["", "The CIFAR-10 copy in `shared/data/cifar10-jpg` was re-encoded as JPEG (quality 75); the fully "
-              "supervised row measures what that, together with the preset's schedule, costs against the paper's "
-              "66.5 / 70.1 / 72.4 / 75.9.", "", *gains_section(work, [p for p, _ in results]), "---", "",
+    if data.startswith("cifar10-jpg:"):
+        lines += ["", JPEG_NOTE]
+    lines += ["", *gains_section(work, [p for p, _ in results]), "---", "",
               body.read_text()]
     out = work / f"report-{target}.md"
     out.write_text("\n".join(lines) + "\n")
@@ -365,7 +373,7 @@ def main() -> None:
         if not any(p.exists() for p, _ in reports):
             raise SystemExit(f"{args.work}: no probe has finished yet; nothing to report")
         report = write_report(args.work, args.target, args.preset, reports, list(finished.values()), args.device,
-                              missing)
+                              args.data, missing)
         print(f"report: {report} ({len(finished)} stages done, {len(missing)} not yet run)")
         return
     deadline = time.time() + args.time_limit if args.time_limit else None
@@ -379,7 +387,7 @@ def main() -> None:
     if args.stages:
         print(f"{len(done)} selected stages done; run without --stages to finish the rest and write the report")
         return
-    report = write_report(args.work, args.target, args.preset, reports, done, args.device)
+    report = write_report(args.work, args.target, args.preset, reports, done, args.device, args.data)
     print(f"report: {report}")
 
 

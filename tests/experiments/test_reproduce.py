@@ -44,6 +44,8 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = (work / "report-cifar10.md").read_text()
     assert "preset: **smoke**" in report and "| train-monogan |" in report and "MonoGAN" in report
+    # the report names the data it probed, and speaks of the JPEG copy only when that copy was used
+    assert f"data: `cifar10:{data}`" in report and "JPEG" not in report
     assert (work / "report-cifar10-probe.png").exists()
     gains = [line for line in report.splitlines() if line.startswith(("| monogan |", "| rotnet |", "| deepcluster |"))]
     assert [g.split(" | ")[1] for g in gains] == ["random-leaky", "random", "random"]  # like-for-like baselines

@@ -99,23 +99,39 @@ def load_source(path: str | Path, min_side: int = 1) -> SourceImage:
         data = path.read_bytes()
     except OSError as e:
         raise SourceImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not data:
-        raise SourceImageError(f"{path}: empty file")
-    try:
-        rgb, mode = _decode_rgb(data)
-    except Image.DecompressionBombError:
-        raise SourceImageError(f"{path}: image too large, a possible decompression bomb "
-                               f"(limit {MAX_SOURCE_PIXELS:,} pixels)") from None
-    except UnidentifiedImageError:
-        raise SourceImageError(f"{path}: not an image file, or a format Pillow cannot read") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise SourceImageError(f"{path}: corrupt or truncated image ({e})") from None
+    rgb, mode = decode_rgb(data, path)
     h, w = rgb.shape[:2]
     if min(h, w) < min_side:
         raise SourceImageError(f"{path}: {w}x{h} is smaller than the minimum source side of {min_side} px "
                                f"(see --min-src-side)")
     return SourceImage(path=str(path), sha256=hashlib.sha256(data).hexdigest(), width=w, height=h,
                        mode=mode, rgb=np.ascontiguousarray(rgb))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as H x W x 3 uint8 RGB, decoded as render decodes sources (EXIF orientation applied, 16-bit
+    scaled, bombs refused), so a labelled image reaches a trainer or probe as it would reach the renderer."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SourceImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_rgb(data, path)[0]
+
+
+def decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
+    """Encoded image bytes -> (H x W x 3 uint8 RGB, the file's own mode); a SourceImageError naming `name`."""
+    if not data:
+        raise SourceImageError(f"{name}: empty file")
+    try:
+        return _decode_rgb(data)
+    except Image.DecompressionBombError:
+        raise SourceImageError(f"{name}: image too large, a possible decompression bomb "
+                               f"(limit {MAX_SOURCE_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise SourceImageError(f"{name}: not an image file, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SourceImageError(f"{name}: corrupt or truncated image ({e})") from None
 
 
 def _decode_rgb(data: bytes) -> tuple[np.ndarray, str]:

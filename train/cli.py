@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from train.loop import TrainConfig, train
+from train.loop import DEVICE_HELP, DEVICE_NAME, TrainConfig, train
 from train.methods import METHODS, Method
 from train.models import list_encoders
 
@@ -38,6 +38,17 @@ class _IntList(click.ParamType):
             return [int(v) for v in str(value).split(",") if v.strip()]
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+
+class _DeviceName(click.ParamType):
+    """Checked when the command line is parsed, so a typo is a usage error rather than a torch traceback."""
+
+    name = "DEVICE"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        if not DEVICE_NAME.fullmatch(str(value)):
+            self.fail(f"{value!r} is not a device this trainer runs on ({DEVICE_HELP})", param, ctx)
+        return str(value)
 
 
 def _option_for(f: dataclasses.Field, owner: type) -> click.Option:
@@ -81,7 +92,7 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
         click.Option(["--shuffle-buffer"], type=click.IntRange(0), default=2000, show_default=True,
                      help="samples in the streaming shuffle buffer"),
         click.Option(["--resume"], is_flag=True, help="continue the run in --out exactly where it stopped"),
-        click.Option(["--device"], default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+        click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
         click.Option(["--amp/--no-amp"], default=True, show_default=True, help="bf16 autocast (CUDA only)"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
     ]

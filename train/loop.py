@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -56,8 +57,15 @@ class TrainConfig:
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
 
+# What --device accepts; anything else would reach torch.device and end in a traceback.
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_HELP = "auto | cpu | cuda | cuda:N"
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA (this process's local rank under torchrun) when present, else CPU."""
+    if not DEVICE_NAME.fullmatch(name):
+        raise TrainError(f"--device {name!r}: not a device this trainer runs on ({DEVICE_HELP})")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from train.cli import main
 from train.data import ShardSource
 from train.encoder_io import load_encoder
-from train.errors import CheckpointError, NonFiniteLossError
+from train.errors import CheckpointError, NonFiniteLossError, TrainError
 from train.loop import TrainConfig, train
 from train.methods import get_method
 
@@ -221,3 +221,12 @@ def test_supervised_on_an_image_folder(tmp_path):
     assert recs[-1]["acc"] > 0.5
     _, info = load_encoder(out / "encoder.pt")
     assert "ImageFolder" in info["config"]["data_description"]
+
+
+def test_unknown_device_is_a_usage_error(tiny_set, tmp_path):
+    out = tmp_path / "tpu"
+    r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--device", "tpu"])
+    assert r.exit_code == 2 and "'tpu' is not a device" in r.output and "cuda:N" in r.output, r.output
+    assert "Traceback" not in r.output and not out.exists()
+    with pytest.raises(TrainError, match="'tpu'"):  # the Python API refuses it the same way
+        train(cfg("rotnet", tiny_set, out, device="tpu"))

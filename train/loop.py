@@ -140,6 +140,24 @@ class _Metrics:
             f.write(json.dumps(rec) + "\n")
 
 
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse to start over a run that produced weights: a fresh start would replace its encoder.pt.
+
+    A folder holding only config.json / metrics.jsonl is a run stopped before its first checkpoint: it has
+    nothing to resume or lose, so a fresh start is allowed there (and starts a new metrics.jsonl).
+    """
+    ckpt_path = out / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
+        return
+    if ckpt_path.exists():
+        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume or choose another --out")
+    if (out / "encoder.pt").exists():
+        raise CheckpointError(f"{out} already holds a run (encoder.pt, without a checkpoint to resume from); "
+                              f"choose another --out or remove it")
+
+
 def make_source(cfg: TrainConfig, method_cls: type[Method], input_size: int) -> Source:
     if cfg.data is None:
         raise DataError("no data set given")
@@ -182,11 +200,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     out = Path(cfg.out)
     ckpt_path, enc_path, metrics_path = out / "checkpoint.pt", out / "encoder.pt", out / "metrics.jsonl"
-    if cfg.resume and not ckpt_path.exists():
-        raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
-    if not cfg.resume and ckpt_path.exists():
-        raise CheckpointError(
-            f"{out} already holds a run (checkpoint.pt); pass --resume or choose another --out")
+    check_run_folder(out, cfg.resume)
     ckpt = load_checkpoint(ckpt_path) if cfg.resume else None
     if ckpt is not None:
         if ckpt["method"] != cfg.method:
@@ -260,6 +274,10 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         tmp = out / ".config.json.tmp"
         tmp.write_text(json.dumps(plain(run_config), indent=2) + "\n")
         os.replace(tmp, out / "config.json")
+        if ckpt is None and metrics_path.exists():
+            # left by a run stopped before its first checkpoint (check_run_folder): its lines describe no weights
+            log.info("%s: replacing the metrics of a run that stopped before its first checkpoint", metrics_path)
+            metrics_path.unlink()
         metrics.write(event="start" if ckpt is None else "resume", step=step, epoch=epoch,
                       method=cfg.method, arch=arch, world_size=world, device=str(device))
 

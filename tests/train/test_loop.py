@@ -230,3 +230,26 @@ def test_unknown_device_is_a_usage_error(tiny_set, tmp_path):
     assert "Traceback" not in r.output and not out.exists()
     with pytest.raises(TrainError, match="'tpu'"):  # the Python API refuses it the same way
         train(cfg("rotnet", tiny_set, out, device="tpu"))
+
+
+def test_fresh_start_never_replaces_an_encoder(tiny_set, tmp_path):
+    out = tmp_path / "run"
+    train(cfg("rotnet", tiny_set, out, max_steps=2))
+    (out / "checkpoint.pt").unlink()  # e.g. deleted to save space: encoder.pt is all that is left
+    before = (out / "encoder.pt").read_bytes()
+    r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--max-steps", "2",
+                                  "--workers", "0", "--no-progress", "--head-dim", "64"])
+    assert r.exit_code == 1 and "already holds a run (encoder.pt" in r.output, r.output
+    assert (out / "encoder.pt").read_bytes() == before
+
+
+def test_fresh_start_over_a_run_stopped_before_its_first_checkpoint(tiny_set, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}\n")
+    (out / "metrics.jsonl").write_text('{"event": "start", "step": 0}\n{"step": 4, "loss": 1.0}\n')
+    train(cfg("rotnet", tiny_set, out, max_steps=2, log_every=1))
+    recs = read_metrics(out)
+    assert [r.get("event") for r in recs].count("start") == 1  # the old run's lines are gone
+    assert [r["step"] for r in recs if "loss" in r and "event" not in r] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 2

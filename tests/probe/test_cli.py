@@ -111,7 +111,7 @@ def test_corrupt_image_read_by_a_worker_process_is_one_line(tmp_path, writers):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10-jpg:{tmp_path}", "--out",
                             tmp_path / "o", "--epochs", "1", "--workers", "1", "--no-progress"))
-    assert line.startswith(f"Error: {broken}: cannot decode image")
+    assert line == f"Error: {broken}: not an image file, or a format Pillow cannot read"
 
 
 def test_finetune_keeps_frozen_layers_and_writes_a_probeable_encoder(tmp_path, writers):

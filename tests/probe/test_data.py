@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
+from pipeline.sources import read_rgb
 from probe.datasets import DataSpec, open_data
 from probe.errors import DataError
 from train.cifar_pickle import read_cifar
@@ -75,8 +76,50 @@ def test_corrupt_image_names_the_file(tmp_path, writers):
     broken = tmp_path / "train" / "dog" / "0000.png"
     broken.write_bytes(broken.read_bytes()[:40])
     data = open_data(f"imagefolder:{tmp_path}")
-    with pytest.raises(DataError, match=r"train/dog/0000.png: cannot decode image"):
+    with pytest.raises(DataError, match=r"train/dog/0000.png: not an image file"):
         data.train[1]
+
+
+def _imagefolder_holding(root, name: str, image: Image.Image, **save) -> tuple:
+    """An imagefolder set whose train/a/ holds `image` saved as `name`, beside one ordinary image per split."""
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(root / split / label / "plain.png")
+    image.save(root / "train" / "a" / name, **save)
+    data = open_data(f"imagefolder:{root}")
+    index = [p.name for p, _ in data.train.samples].index(name)
+    return data.train[index][0], root / "train" / "a" / name
+
+
+def test_sixteen_bit_images_are_scaled_as_the_pipeline_scales_them(tmp_path):
+    """A 16-bit greyscale PNG must reach the probe as packed shards deliver it, not clipped to white."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    image, path = _imagefolder_holding(tmp_path, "deep.png", Image.fromarray(ramp))
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and np.array_equal(pixels, read_rgb(path))
+    assert 120 < pixels.mean() < 135  # a ramp over the full range: mid-grey on average, not 254.6
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    wide = Image.new("RGB", (40, 20), (200, 30, 30))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored landscape, shown portrait (rotated 90 degrees)
+    image, path = _imagefolder_holding(tmp_path, "turned.jpg", wide, exif=exif.tobytes())
+    assert image.size == (20, 40)
+    assert np.array_equal(np.asarray(image), read_rgb(path))
+
+
+def test_plain_jpegs_decode_to_the_pipeline_pixels(tmp_path):
+    """The fast path for 8-bit RGB JPEGs without rotation must not change a pixel."""
+    noise = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    image, path = _imagefolder_holding(tmp_path, "plain.jpg", Image.fromarray(noise), quality=75)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), read_rgb(path))
+    path.write_bytes(path.read_bytes()[:200])  # truncated: reported by the pipeline's decoder
+    data = open_data(f"imagefolder:{tmp_path}")
+    index = [p.name for p, _ in data.train.samples].index("plain.jpg")
+    with pytest.raises(DataError, match=r"train/a/plain.jpg: corrupt or truncated image"):
+        data.train[index]
 
 
 def test_empty_class_folder_is_refused(tmp_path, writers):

@@ -71,7 +71,44 @@ def read_results(path: Path) -> dict[str, Any]:
         raise ProbeError(f"{path}: not a readable results file ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
         raise ProbeError(f"{path}: not a probe results file (expected format {RESULTS_FORMAT!r})")
+    problem = _results_problem(payload)
+    if problem:
+        raise ProbeError(f"{path}: not a probe results file ({problem})")
     return payload
+
+
+def _results_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with a results file's fields that readers rely on, or None: checked once, where files are
+    read, so a hand-edited or truncated file is one line naming it rather than a KeyError deep in a report."""
+    task = payload.get("task")
+    if task not in ("linear", "finetune"):
+        return "missing 'task'" if task is None else f"unknown task {task!r}"
+    for section, key in (("encoder", "source"), ("data", "kind")):
+        if section not in payload:
+            return f"missing {section!r}"
+        if not isinstance(payload[section], dict) or key not in payload[section]:
+            return f"{section!r} has no {key!r}"
+    if task == "finetune":
+        return _scores_problem(payload, "scores", "scores")
+    if "layers" not in payload:
+        return "missing 'layers'"
+    layers = payload["layers"]
+    if not isinstance(layers, dict) or not layers:
+        return "'layers' is not a mapping of layer names to scores"
+    return next(filter(None, (_scores_problem(layers, name, f"layer {name!r}") for name in layers)), None)
+
+
+def _scores_problem(parent: dict, key: str, what: str) -> str | None:
+    if key not in parent:
+        return f"missing {key!r}"
+    row = parent[key]
+    if not isinstance(row, dict) or not _is_percentage(row.get("top1")):
+        return f"{what} has no top-1 percentage"
+    return None
+
+
+def _is_percentage(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
 
 
 def layers_markdown(results: dict[str, Any]) -> str:

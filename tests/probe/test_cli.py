@@ -150,3 +150,31 @@ def test_finetune_without_freezing_trains_the_kept_layers(tmp_path, writers, fre
     from probe.encoders import open_encoder
 
     assert not torch.equal(tuned["conv1.conv.weight"], open_encoder("random:cifar").module.conv1.conv.weight)
+
+
+def _linear_results_file(path):
+    from probe.results import new_results, write_json
+
+    results = new_results("linear", {"source": "random:cifar", "arch": "cifar", "config": {}},
+                          {"kind": "cifar10", "path": "/data"}, {}, "cpu", None)
+    results["layers"] = {"conv1": {"top1": 50.0, "top5": 90.0, "dims": 9600}}
+    write_json(path, results)
+    return results
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda r: r.pop("layers"), "missing 'layers'"),
+    (lambda r: r.update(layers="x"), "'layers' is not a mapping of layer names to scores"),
+    (lambda r: r["layers"].update(conv1={"top5": 1.0}), "layer 'conv1' has no top-1 percentage"),
+    (lambda r: r.pop("encoder"), "missing 'encoder'"),
+    (lambda r: r.update(data=[]), "'data' has no 'kind'"),
+    (lambda r: r.update(task="finetune"), "missing 'scores'"),
+])
+def test_report_refuses_a_damaged_results_file_in_one_line(tmp_path, edit, problem):
+    path = tmp_path / "results.json"
+    results = _linear_results_file(path)
+    edit(results)
+    path.write_text(json.dumps(results))
+    line = _error_line(_run("report", path, "--out", tmp_path / "report.md"))
+    assert line == f"Error: {path}: not a probe results file ({problem})"
+    assert not (tmp_path / "report.md").exists()

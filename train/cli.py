@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from train.loop import DEVICE_HELP, DEVICE_NAME, TrainConfig, train
 from train.methods import METHODS, Method
@@ -102,17 +103,26 @@ COMMON = {"data", "out", "arch", "epochs", "max_steps", "batch_size", "workers",
           "log_every", "shuffle_buffer", "resume", "device", "amp", "progress"}
 
 
+def _given_on_command_line(kw: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the user set. Those left at their defaults reach TrainConfig as None (or are left out of the
+    options), which means the method's default on a fresh run and the checkpointed run's value on --resume."""
+    ctx = click.get_current_context()
+    return {name: value for name, value in kw.items()
+            if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+
+
 def _make_command(method: type[Method]) -> click.Command:
     opt_fields = dataclasses.fields(method.Options)
 
     def callback(**kw: Any) -> None:
-        options = {f.name: kw[f.name] for f in opt_fields}
+        given = _given_on_command_line(kw)
+        options = {f.name: given[f.name] for f in opt_fields if f.name in given}
         cfg = TrainConfig(
-            method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}", arch=kw["arch"],
-            epochs=kw["epochs"], max_steps=kw["max_steps"], batch_size=kw["batch_size"],
+            method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}", arch=given.get("arch"),
+            epochs=given.get("epochs"), max_steps=given.get("max_steps"), batch_size=given.get("batch_size"),
             workers=kw["workers"],
-            seed=kw["seed"], ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
-            shuffle_buffer=kw["shuffle_buffer"], manifest=kw.get("manifest"), resume=kw["resume"],
+            seed=given.get("seed"), ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
+            shuffle_buffer=given.get("shuffle_buffer"), manifest=kw.get("manifest"), resume=kw["resume"],
             device=kw["device"], amp=kw["amp"],
             progress=kw["progress"], options=options,
         )

@@ -120,6 +120,9 @@ class ShardSource:
         self.render_config = cfg
         self.shuffle_buffer = shuffle_buffer
         self.description = f"{self.location} ({self.num_samples} patches, {self.image_size} px)"
+        # what the set is wherever it lies: a resumed run must be fed the same samples (train.loop)
+        self.identity = {"num_samples": self.num_samples, "render_config": cfg,
+                         "sources": [s.get("sha256") for s in manifest.get("sources", [])]}
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
@@ -145,6 +148,7 @@ class TensorSource:
         self.image_size = images.shape[-1]
         self.num_classes = None if labels is None else int(labels.max()) + 1
         self.description = description
+        self.identity = {"num_samples": self.num_samples, "image_size": self.image_size}
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
@@ -209,6 +213,7 @@ class LabelledSource:
         self.num_classes = len(base.classes)
         self.image_size = load_size
         self.description = f"{root} ({kind}, {self.num_samples} images, {self.num_classes} classes)"
+        self.identity = {"kind": kind, "num_samples": self.num_samples, "classes": list(base.classes)}
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:

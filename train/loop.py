@@ -34,20 +34,27 @@ CHECKPOINT_FORMAT = "single-image-ssl/checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+DEFAULT_SEED = 0
+DEFAULT_SHUFFLE_BUFFER = 2000
+
+
 @dataclass
 class TrainConfig:
+    """A run's settings. ``None`` (and an option left out of ``options``) means: on ``resume`` the value the
+    checkpointed run recorded, else the method's default, so ``--resume`` alone continues the run as it was."""
+
     method: str
     data: str | None
     out: str
-    arch: str | None = None  # None: the method's default
+    arch: str | None = None
     epochs: int | None = None
-    max_steps: int | None = None
+    max_steps: int | None = None  # None: no limit (on resume: the checkpointed run's)
     batch_size: int | None = None
     workers: int = 4
-    seed: int = 0
+    seed: int | None = None  # None: DEFAULT_SEED
     ckpt_every: int = 1000
     log_every: int = 20
-    shuffle_buffer: int = 2000
+    shuffle_buffer: int | None = None  # None: DEFAULT_SHUFFLE_BUFFER
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
     device: str = "auto"
@@ -76,6 +83,67 @@ def pick_device(name: str = "auto") -> torch.device:
             dev = torch.device("cuda", D.env_world()[1])
         torch.cuda.set_device(dev)
     return dev
+
+
+def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The settings the run will use: those given, else those ``recorded`` by the checkpointed run, else defaults.
+
+    ``options`` comes back as the method's override dict (known fields only: a checkpoint written before an
+    option existed simply lacks it).
+    """
+    defaults = {"arch": method_cls.default_arch, "epochs": method_cls.default_epochs, "max_steps": None,
+                "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
+                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER}
+    settings = {name: getattr(cfg, name) if getattr(cfg, name) is not None else recorded.get(name, default)
+                for name, default in defaults.items()}
+    known = {f.name for f in fields(method_cls.Options)}
+    inherited = {k: v for k, v in recorded.get("options", {}).items() if k in known}
+    settings["options"] = {**inherited, **cfg.options}
+    return settings
+
+
+# What a resumed run must share with the run it continues: the checkpoint's weights, optimiser state, schedules,
+# RNG streams and position in the epoch only mean something with the same data, batches and hyper-parameters.
+# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change.
+MUST_MATCH_ON_RESUME = ("batch_size", "seed", "shuffle_buffer", "options", "data_identity")
+
+
+def _data_identity(source: Source) -> dict[str, Any]:
+    """What the data is, not where it is: a moved set must still resume."""
+    return plain(getattr(source, "identity", {"num_samples": source.num_samples}))
+
+
+_UNSET = object()
+
+
+def _brief(value: Any) -> str:
+    text = "(not set)" if value is _UNSET else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def setting_differences(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """'name OLD -> NEW' for each key of ``recorded`` whose value differs in ``current`` (dicts compared key by
+    key; keys only ``current`` has are settings the recorded run predates, and are not compared)."""
+    diffs = []
+    for key, old in recorded.items():
+        new = current.get(key, _UNSET)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += setting_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            diffs.append(f"{prefix}{key} {_brief(old)} -> {_brief(new)}")
+    return diffs
+
+
+def check_resume_matches(ckpt_path: Path, recorded: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse, in one line naming every difference, a resume whose data or hyper-parameters differ."""
+    if "data_identity" not in recorded:  # written before data_identity was recorded
+        recorded = {**recorded, "data_identity": {k: recorded[k] for k in ("num_samples", "render_config")
+                                                  if k in recorded}}
+    diffs = setting_differences({k: recorded[k] for k in MUST_MATCH_ON_RESUME if k in recorded},
+                                plain({k: current[k] for k in MUST_MATCH_ON_RESUME}))
+    if diffs:
+        raise CheckpointError(f"{ckpt_path}: the run was trained with other data or settings ({'; '.join(diffs)}); "
+                              f"resume with the recorded ones or choose another --out")
 
 
 def build_options(method_cls: type[Method], overrides: dict[str, Any]):
@@ -158,13 +226,14 @@ def check_run_folder(out: Path, resume: bool) -> None:
                               f"choose another --out or remove it")
 
 
-def make_source(cfg: TrainConfig, method_cls: type[Method], input_size: int) -> Source:
+def make_source(cfg: TrainConfig, method_cls: type[Method], input_size: int,
+                shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER) -> Source:
     if cfg.data is None:
         raise DataError("no data set given")
     if method_cls.needs_labels:
         from train.methods.supervised import Supervised
         return LabelledSource(cfg.data, Supervised.load_size(input_size))
-    return ShardSource(cfg.data, shuffle_buffer=cfg.shuffle_buffer, manifest=cfg.manifest)
+    return ShardSource(cfg.data, shuffle_buffer=shuffle_buffer, manifest=cfg.manifest)
 
 
 def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
@@ -186,10 +255,6 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dict[str, Any]:
     method_cls = get_method(cfg.method)
-    arch = cfg.arch or method_cls.default_arch
-    epochs = cfg.epochs or method_cls.default_epochs
-    batch_size = cfg.batch_size or method_cls.default_batch_size
-    opts = build_options(method_cls, cfg.options)
     main = D.is_main()
     world = D.world_size()
     cuda = device.type == "cuda"
@@ -202,25 +267,31 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     ckpt_path, enc_path, metrics_path = out / "checkpoint.pt", out / "encoder.pt", out / "metrics.jsonl"
     check_run_folder(out, cfg.resume)
     ckpt = load_checkpoint(ckpt_path) if cfg.resume else None
-    if ckpt is not None:
-        if ckpt["method"] != cfg.method:
-            raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")
-        if cfg.arch is None:
-            arch = ckpt["arch"]
-        elif ckpt["arch"] != arch:
-            raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
+    if ckpt is not None and ckpt["method"] != cfg.method:
+        raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")
+    recorded = {**ckpt.get("config", {}), "arch": ckpt["arch"]} if ckpt is not None else {}
+    settings = resolve_settings(cfg, method_cls, recorded)
+    arch, epochs, batch_size = settings["arch"], settings["epochs"], settings["batch_size"]
+    seed, max_steps = settings["seed"], settings["max_steps"]
+    if ckpt is not None and ckpt["arch"] != arch:
+        raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
+    opts = build_options(method_cls, settings["options"])
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     if cuda:
-        torch.cuda.manual_seed_all(cfg.seed)
+        torch.cuda.manual_seed_all(seed)
     # Built before the data so the input size is known (the supervised loader resizes to it).
     probe_model = None
     if source is None:
         from train.models import build_encoder
         probe_model = build_encoder(arch)
-        source = make_source(cfg, method_cls, int(probe_model.input_size))
+        source = make_source(cfg, method_cls, int(probe_model.input_size), settings["shuffle_buffer"])
         del probe_model
-    torch.manual_seed(cfg.seed)
+    data_identity = _data_identity(source)
+    if ckpt is not None:
+        check_resume_matches(ckpt_path, recorded, {**settings, "options": asdict(opts),
+                                                   "data_identity": data_identity})
+    torch.manual_seed(seed)
     try:
         method = method_cls(opts, arch, source.num_samples, source.num_classes, device)
     except ValueError as e:
@@ -232,7 +303,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         method.channels_last = True
     method.configure()
     D.broadcast_module(method)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + D.rank() + 1)
+    gen = torch.Generator().manual_seed(seed * 7919 + D.rank() + 1)
 
     epoch, step, batch_in_epoch = 0, 0, 0
     if ckpt is not None:
@@ -260,13 +331,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             _truncate_metrics(metrics_path, step)
 
     spe = steps_per_epoch(source.num_samples, batch_size, world)
-    total = epochs * spe if cfg.max_steps is None else min(epochs * spe, cfg.max_steps)
+    total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
+    # Only values this process applies: on resume, those checked above equal the recorded ones.
     run_config = {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
-        "arch": arch, "epochs": epochs, "batch_size": batch_size, "world_size": world,
+        **{k: v for k, v in settings.items() if k != "options"}, "world_size": world,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": spe,
-        "render_config": getattr(source, "render_config", None),
+        "render_config": getattr(source, "render_config", None), "data_identity": data_identity,
     }
     metrics = _Metrics(metrics_path, main)
     if main:
@@ -345,7 +417,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     method.train()
     try:
         while step < total:
-            ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=cfg.seed,
+            ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
                                workers=cfg.workers, pin_memory=cuda, autocast=autocast)
             try:
                 stats = method.on_epoch_start(ctx)
@@ -353,7 +425,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 raise TrainError(str(e)) from None
             if stats:
                 metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
-            batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=cfg.seed,
+            batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=seed,
                                     workers=cfg.workers, pin_memory=cuda)
             for batch in batches:
                 batch = batch.to(device)

@@ -253,3 +253,57 @@ def test_fresh_start_over_a_run_stopped_before_its_first_checkpoint(tiny_set, tm
     assert [r.get("event") for r in recs].count("start") == 1  # the old run's lines are gone
     assert [r["step"] for r in recs if "loss" in r and "event" not in r] == [1, 2]
     assert json.loads((out / "config.json").read_text())["max_steps"] == 2
+
+
+def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):
+    from pipeline.config import RenderConfig
+    from pipeline.render import render_set
+
+    out = tmp_path / "run"
+    train(cfg("rotnet", tiny_set, out, max_steps=2))
+    config_before = (out / "config.json").read_text()
+    other = tmp_path / "other"
+    render_set(other, RenderConfig(n_patches=20, size=32, shard_size=20), log=lambda *a, **k: None)
+    with pytest.raises(CheckpointError, match=r"other data or settings \(data_identity.num_samples 256 -> 20"):
+        train(cfg("rotnet", other, out, max_steps=4, resume=True))
+    with pytest.raises(CheckpointError, match=r"batch_size 16 -> 8; .*options.lr 0.1 -> 0.5\)"):
+        train(cfg("rotnet", tiny_set, out, max_steps=4, resume=True, batch_size=8,
+                  options={**SMALL["rotnet"], "lr": 0.5}))
+    with pytest.raises(CheckpointError, match=r"seed 0 -> 1\)"):
+        train(cfg("rotnet", tiny_set, out, max_steps=4, resume=True, seed=1))
+    assert (out / "config.json").read_text() == config_before  # nothing rewritten by a refused resume
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    train(cfg("rotnet", tiny_set, out, max_steps=2))
+    moved = shutil.copytree(tiny_set, tmp_path / "moved")
+    summary = train(cfg("rotnet", moved, out, max_steps=20, epochs=200, resume=True, workers=1, log_every=2,
+                        ckpt_every=0))
+    assert summary["step"] == 20
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == str(moved) and config["max_steps"] == 20 and config["epochs"] == 200
+    assert config["workers"] == 1 and config["batch_size"] == 16
+
+
+def test_cli_resume_alone_continues_with_the_recorded_settings(tiny_set, tmp_path):
+    out = tmp_path / "run"
+    first = ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--batch-size", "32", "--lr", "0.05",
+             "--head-dim", "64", "--shuffle-buffer", "64", "--max-steps", "2", "--workers", "0", "--no-progress"]
+    r = CliRunner().invoke(main, first)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--max-steps", "4",
+                                  "--workers", "0", "--no-progress", "--log-every", "1"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["arch"], config["batch_size"], config["shuffle_buffer"]) == ("cifar", 32, 64)
+    assert config["options"]["lr"] == 0.05 and config["options"]["head_dim"] == 64
+    assert [x["lr"] for x in read_metrics(out) if "loss" in x and "event" not in x][-1] == 0.05
+    r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--batch-size", "16",
+                                  "--lr", "0.5", "--no-progress"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "batch_size 32 -> 16" in r.output and "options.lr 0.05 -> 0.5" in r.output
+    assert json.loads((out / "config.json").read_text()) == config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -38,13 +39,16 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--n-src", type=int, default=1, show_default=True, help="Number of source images N to expand.")
+@click.option("--n-src", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of source images N to expand.")
 @click.option("--src", "sources", multiple=True, type=click.Path(),
               help="Source image files or folders (searched recursively); repeatable. Default: embedded photos.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder of the set.")
-@click.option("--n-patches", type=int, default=IMAGENET_SIZE, show_default=True, help="Samples d in the set.")
-@click.option("--size", type=int, default=256, show_default=True, help="Patch side S in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the choice of sources and every patch.")
+@click.option("--n-patches", type=click.IntRange(min=1), default=IMAGENET_SIZE, show_default=True,
+              help="Samples d in the set.")
+@click.option("--size", type=click.IntRange(min=8), default=256, show_default=True, help="Patch side S in pixels.")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
+              help="Seeds the choice of sources and every patch.")
 @click.option("--recipe", type=click.Choice(["paper", "released"]), default="paper", show_default=True,
               help="paper: section 3.1 of the paper; released: the authors' released generator.")
 @click.option("--no-scale", is_flag=True, help="No random crop/rescale (paper Table 1 ablation).")
@@ -58,12 +62,12 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default=None,
               help="Image format [default: png at S <= 64, else jpg].")
 @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
-@click.option("--shard-size", type=int, default=10_000, show_default=True, help="Samples per shard.")
-@click.option("--workers", type=int, default=None, help="Render processes [default: all cores].")
+@click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Samples per shard.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Render processes [default: all cores].")
 @click.option("--part", type=_Part(), default="0/1", show_default=True,
               help="Render only shards s with s mod N == I (0-based, so $JOB_COMPLETION_INDEX or "
                    "$SLURM_ARRAY_TASK_ID can be passed as I). Parts may run at once on one folder.")
-@click.option("--min-src-side", type=int, default=None,
+@click.option("--min-src-side", type=click.IntRange(min=1), default=None,
               help="Reject sources whose short side is below this [default: max(8, S/4)].")
 @click.option("--skip-bad", is_flag=True, help="Replace unusable sources with the next ones of the seeded order.")
 @click.option("--force", is_flag=True, help="Replace a different set already in --out.")
@@ -99,7 +103,7 @@ def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rota
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder of the set.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Samples per shard.")
-@click.option("--workers", type=int, default=None, help="Packing processes [default: all cores].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Packing processes [default: all cores].")
 @click.option("--part", type=_Part(), default="0/1", show_default=True,
               help="Pack only shards s with s mod N == I (0-based). Parts may run at once on one folder.")
 @click.option("--force", is_flag=True, help="Replace a different set already in --out.")
@@ -156,14 +160,23 @@ def info(folder):
     click.echo(describe_set(folder))
 
 
+def _sheet_path(ctx, param, value: str) -> str:
+    from pipeline.preview import SHEET_FORMATS
+
+    if Path(value).suffix.lower() not in SHEET_FORMATS:
+        raise click.BadParameter(f"{value!r} must end in {', '.join(SHEET_FORMATS)} (the sheet's format)")
+    return value
+
+
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG file to write.")
-@click.option("--rows", type=int, default=8, show_default=True)
-@click.option("--cols", type=int, default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, callback=_sheet_path,
+              help="Image file to write: .png, .jpg or .jpeg.")
+@click.option("--rows", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--cols", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds which samples are shown.")
 def preview(folder, out, rows, cols, seed):
-    """Draw a contact sheet of random samples of a set.
+    """Draw a contact sheet of random samples of a set (rendered, or packed: each image fitted to a tile).
 
     Example: pipeline preview shards/mono-A --out mono-A.png
     """

@@ -34,6 +34,8 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if not 0 <= self.seed < 2**64:  # the per-sample Philox key is (seed << 64) | index, below 2**128
+            raise ValueError("seed must be in 0..2**64-1")
         if self.n_patches < 1:
             raise ValueError("n_patches must be at least 1")
         if self.size < 8:

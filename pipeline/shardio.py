@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -109,11 +110,60 @@ def read_manifest(folder: Path) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ShardSetError(f"{path}: unreadable manifest ({e})") from None
+    return check_manifest(manifest, path)
+
+
+# What every reader of a manifest relies on, by kind of set; checked once here so that no reader meets a KeyError.
+_FIELDS = {"config": dict, "n_samples": int, "n_shards": int, "shards": list}
+_KIND_FIELDS = {"rendered": {"sources": list}, "labelled": {"classes": list}}
+_CONFIG_FIELDS = {"rendered": {"format": str, "size": int, "shard_size": int}, "labelled": {"format": str}}
+_SOURCE_FIELDS = {"path": str, "sha256": str, "width": int, "height": int, "mode": str}
+_SHARD_FIELDS = {"name": str, "first": int, "count": int, "bytes": int, "sha256": str}
+_SHARD_NAME = re.compile(r"patches-\d{6}\.tar")
+
+
+def check_manifest(manifest: object, where: str | Path) -> dict:
+    """`manifest` (parsed JSON) if it is a manifest this tool reads; else a one-line ShardSetError naming `where`."""
     if not isinstance(manifest, dict) or manifest.get("format") != "single-image-ssl/shards":
-        raise ShardSetError(f"{path}: not a manifest of a rendered set")
+        raise ShardSetError(f"{where}: not a manifest of a rendered set")
     if manifest.get("version") != FORMAT_VERSION:
-        raise ShardSetError(f"{path}: format version {manifest.get('version')}, this tool reads {FORMAT_VERSION}")
+        raise ShardSetError(f"{where}: format version {manifest.get('version')}, this tool reads {FORMAT_VERSION}")
+    kind = manifest.get("kind", "rendered")
+    if kind not in _KIND_FIELDS:
+        raise ShardSetError(f"{where}: malformed manifest (unknown kind {kind!r})")
+    problem = (_field_problem(manifest, {**_FIELDS, **_KIND_FIELDS[kind]})
+               or _field_problem(manifest["config"], _CONFIG_FIELDS[kind], "config.")
+               or _entries_problem(manifest, "shards", _SHARD_FIELDS)
+               or (kind == "rendered" and _entries_problem(manifest, "sources", _SOURCE_FIELDS)))
+    if problem:
+        raise ShardSetError(f"{where}: malformed manifest ({problem})")
     return manifest
+
+
+def _field_problem(record: dict, fields: dict[str, type], prefix: str = "") -> str | None:
+    for name, kind in fields.items():
+        if name not in record:
+            return f"missing {prefix}{name!r}"
+        value = record[name]
+        # bool is an int to Python, never to a manifest; a negative count or size is no count or size
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            expected = {dict: "an object", list: "a list", int: "a non-negative integer", str: "a string"}[kind]
+            return f"{prefix}{name!r} is not {expected}"
+    return None
+
+
+def _entries_problem(manifest: dict, key: str, fields: dict[str, type]) -> str | None:
+    for n, entry in enumerate(manifest[key]):
+        where = f"{key}[{n}]"
+        if not isinstance(entry, dict):
+            return f"{where} is not an object"
+        problem = _field_problem(entry, fields, f"{where}.")
+        if problem:
+            return problem
+        if key == "shards" and not _SHARD_NAME.fullmatch(entry["name"]):
+            # a name is joined to the set's folder: only the writer's own names, never a path elsewhere
+            return f"{where}.name {entry['name']!r} is not patches-NNNNNN.tar"
+    return None
 
 
 def dump_manifest(manifest: dict) -> bytes:

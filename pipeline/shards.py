@@ -21,7 +21,7 @@ import webdataset as wds
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.errors import ShardSetError
-from pipeline.shardio import MANIFEST, read_manifest
+from pipeline.shardio import MANIFEST, check_manifest, read_manifest
 
 IMAGE_EXTENSIONS = ("jpg", "png")
 _SHARD_NAME = re.compile(r"patches-\d{6}\.tar")
@@ -47,9 +47,7 @@ def load_manifest(location: str | Path) -> dict:
                 manifest = json.loads(r.read())
         except (OSError, ValueError) as e:
             raise ShardSetError(f"{url}: cannot read the manifest ({e})") from None
-        if manifest.get("format") != "single-image-ssl/shards":
-            raise ShardSetError(f"{url}: not a manifest of a rendered set")
-        return manifest
+        return check_manifest(manifest, url)
     path = Path(loc)
     folder = path.parent if path.name == MANIFEST else path
     if not folder.is_dir():

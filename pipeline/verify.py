@@ -44,12 +44,20 @@ def sample_formats(manifest: dict) -> frozenset[str]:
     return frozenset({fmt})
 
 
-def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool) -> list[str]:
+def shard_file_problem(path: Path, entry: dict) -> str | None:
+    """The cheap checks of a listed shard (it exists, with its listed size): a problem line, or None."""
     if not path.is_file():
-        return [f"{path}: missing"]
+        return f"{path}: missing"
     size = path.stat().st_size
     if size != entry["bytes"]:
-        return [f"{path}: {size} bytes, the manifest lists {entry['bytes']} (truncated or altered)"]
+        return f"{path}: {size} bytes, the manifest lists {entry['bytes']} (truncated or altered)"
+    return None
+
+
+def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool) -> list[str]:
+    problem = shard_file_problem(path, entry)
+    if problem:
+        return [problem]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

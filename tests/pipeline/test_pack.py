@@ -93,3 +93,18 @@ def test_refusals(split, tmp_path, tiny_set):
         pack_set(split, out, shard_size=8, log=lambda m: None)
     with pytest.raises(ShardSetError, match="a rendered set, not a labelled one"):
         pack_set(split, tiny_set, log=lambda m: None)
+
+
+def test_preview_of_a_packed_set_fits_each_image_to_a_tile(split, tmp_path):
+    from pipeline.preview import LABELLED_TILE, contact_sheet
+
+    out = tmp_path / "set"
+    pack_set(split, out, shard_size=10, log=lambda m: None)
+    sheet = contact_sheet(out, tmp_path / "sheet.png", rows=2, cols=3)
+    assert Image.open(sheet).size == (3 * (LABELLED_TILE + 2) + 2, 2 * (LABELLED_TILE + 2) + 2)
+    # the 16 px images are scaled up into their tiles: no tile is left blank
+    pixels = np.asarray(Image.open(sheet))
+    for r in range(2):
+        for c in range(3):
+            y, x = 2 + r * (LABELLED_TILE + 2), 2 + c * (LABELLED_TILE + 2)
+            assert pixels[y:y + LABELLED_TILE, x:x + LABELLED_TILE].std() > 10

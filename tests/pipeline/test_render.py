@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,3 +182,66 @@ def test_cli_sets_rotation_range_and_smallest_crop(tmp_path, photo):
         proc = run_cli("render", "--src", str(photo), "--out", str(tmp_path / "bad"), *bad)
         assert proc.returncode == 2 and message in proc.stderr
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("option", [["--workers", "-3"], ["--workers", "0"], ["--n-src", "0"], ["--seed", "-1"],
+                                    ["--n-patches", "0"], ["--size", "4"], ["--shard-size", "0"],
+                                    ["--min-src-side", "-1"]])
+def test_render_refuses_out_of_range_numbers_as_usage_errors(tmp_path, photo, option):
+    out = tmp_path / "set"
+    proc = run_cli("render", "--src", str(photo), "--n-patches", "10", "--size", "32", "--out", str(out), *option)
+    assert proc.returncode == 2 and f"Invalid value for '{option[0]}'" in proc.stderr
+    assert not out.exists()
+
+
+def test_a_manifest_lacking_fields_is_one_line_for_every_reader(tmp_path, photo, tiny_set):
+    from pipeline.shards import verify_quick
+
+    out = tmp_path / "set"
+    shutil.copytree(tiny_set, out)
+    manifest = out / "manifest.json"
+    good = json.loads(manifest.read_text())
+    broken = {"no shards": ({k: v for k, v in good.items() if k != "shards"}, "missing 'shards'"),
+              "no config": ({"format": good["format"], "version": good["version"]}, "missing 'config'"),
+              "bad count": ({**good, "shards": [{**good["shards"][0], "count": "50"}]},
+                            "shards[0].'count' is not a non-negative integer"),
+              "escaping name": ({**good, "shards": [{**good["shards"][0], "name": "../x.tar"}]},
+                                "shards[0].name '../x.tar' is not patches-NNNNNN.tar")}
+    commands = (["verify", str(out)], ["info", str(out)], ["preview", str(out), "--out", str(tmp_path / "p.png")],
+                ["render", "--src", str(photo), "--n-patches", "240", "--size", "32", "--out", str(out)])
+    for n, (m, problem) in enumerate(broken.values()):
+        manifest.write_text(json.dumps(m))
+        expected = f"Error: {manifest}: malformed manifest ({problem})"
+        for args in commands if n == 0 else commands[:1]:  # one validation serves every reader
+            proc = run_cli(*args)
+            assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == expected, (args, proc.stderr)
+        with pytest.raises(ShardSetError, match="malformed manifest"):
+            verify_quick(out)  # what train and probe call before a long job
+
+
+def test_preview_of_a_damaged_set_is_one_line_naming_the_shard(tmp_path, tiny_set):
+    from pipeline.preview import contact_sheet
+
+    damage = {"cut": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+              "removed": lambda p: p.unlink(),
+              "overwritten": lambda p: p.write_bytes(os.urandom(p.stat().st_size))}
+    for name, damage_shard in damage.items():
+        out = tmp_path / name
+        shutil.copytree(tiny_set, out)
+        damage_shard(out / "patches-000000.tar")
+        sheet = tmp_path / f"{name}.png"
+        with pytest.raises(ShardSetError) as e:
+            contact_sheet(out, sheet, rows=8, cols=8)
+        assert str(e.value).startswith(f"{out / 'patches-000000.tar'}: ") and "\n" not in str(e.value), name
+        assert not sheet.exists()
+    proc = run_cli("preview", str(tmp_path / "cut"), "--out", str(tmp_path / "p.png"))
+    assert proc.returncode == 1 and proc.stderr.startswith(f"Error: {tmp_path / 'cut' / 'patches-000000.tar'}: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", [["--out", "x.txt"], ["--out", "noext"], ["--rows", "-1"], ["--rows", "0"],
+                                    ["--cols", "0"], ["--seed", "-1"]])
+def test_preview_refuses_bad_options_as_usage_errors(tiny_set, tmp_path, option):
+    proc = run_cli("preview", str(tiny_set), "--out", str(tmp_path / "p.png"), *option)
+    assert proc.returncode == 2 and f"Invalid value for '{option[0]}'" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -70,7 +70,10 @@ def collate_samples(samples: list[dict[str, Any]]) -> Batch:
     return Batch(torch.stack(images), index)
 
 
-def _collate_labelled(items: list[tuple[Tensor, int, int]]) -> Batch:
+def _collate_labelled(items: list[tuple[Tensor, int, int] | _Unreadable]) -> Batch | _Unreadable:
+    unreadable = [x for x in items if isinstance(x, _Unreadable)]
+    if unreadable:
+        return unreadable[0]
     imgs, labels, idx = zip(*items, strict=True)
     index = torch.tensor(idx, dtype=torch.int64)
     return Batch(torch.stack(imgs), index, torch.tensor(labels, dtype=torch.int64))
@@ -164,6 +167,25 @@ class TensorSource:
             yield Batch(self.images[idx], idx.clone(), None if self.labels is None else self.labels[idx])
 
 
+def _read_image_file(path: str):
+    """ImageFolder's loader: the renderer's decoder (EXIF orientation, 16-bit scaled rather than clipped, bombs
+    refused, a one-line SourceImageError naming the file), as a PIL image for the transforms."""
+    from PIL import Image
+
+    from pipeline.sources import read_rgb
+
+    return Image.fromarray(read_rgb(path))
+
+
+@dataclass
+class _Unreadable:
+    """Stands in for a sample (and then its batch) whose image could not be decoded. A DataLoader worker re-raises
+    an exception as a multi-line traceback dump, so the worker passes the message back as data and the main
+    process raises it as the one-line DataError."""
+
+    message: str
+
+
 class _LabelledDataset(Dataset):
     def __init__(self, base: Dataset, transform) -> None:
         self.base, self.transform = base, transform
@@ -171,8 +193,13 @@ class _LabelledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
-        img, label = self.base[i]
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int] | _Unreadable:
+        from pipeline.errors import SourceImageError
+
+        try:
+            img, label = self.base[i]
+        except SourceImageError as e:
+            return _Unreadable(str(e))
         return self.transform(img), int(label), i
 
 
@@ -202,7 +229,7 @@ class LabelledSource:
         else:
             folder = root / split if (root / split).is_dir() else root
             try:
-                base = datasets.ImageFolder(folder)
+                base = datasets.ImageFolder(folder, loader=_read_image_file)
             except (FileNotFoundError, RuntimeError) as e:
                 raise DataError(f"{folder}: not an ImageFolder or CIFAR layout ({e})") from None
             kind = "ImageFolder"
@@ -220,9 +247,17 @@ class LabelledSource:
         sampler = DistributedSampler(self.dataset, num_replicas=D.world_size(), rank=D.rank(),
                                      shuffle=shuffle, seed=seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
-        return DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_labelled,
-                          drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory,
-                          generator=_loader_generator(seed, epoch))
+        batches = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_labelled,
+                             drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory,
+                             generator=_loader_generator(seed, epoch))
+        return _raise_unreadable(batches)
+
+
+def _raise_unreadable(batches: Iterable[Batch | _Unreadable]) -> Iterator[Batch]:
+    for batch in batches:
+        if isinstance(batch, _Unreadable):
+            raise DataError(batch.message)
+        yield batch
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, world: int) -> int:

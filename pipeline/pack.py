@@ -9,25 +9,26 @@ byte-identical whatever the workers, parts and resumes; shards are written throu
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from tqdm import tqdm
 
 from pipeline import FORMAT_VERSION
 from pipeline.errors import ShardSetError, SourceImageError
-from pipeline.shardio import sample_key
+from pipeline.shardio import read_manifest, sample_key, shard_name
 from pipeline.shardset import (
     SetSummary,
     check_part,
     config_differences,
+    map_shards,
     open_set,
     worker_state,
     write_indexed_shard,
     write_part,
 )
+from pipeline.sources import decode_rgb
 
 # Only formats every reader decodes are copied as they are; anything else would need re-encoding.
 EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}
@@ -94,14 +95,72 @@ def _extension(path: Path) -> str:
 
 def pack_set(src: str | Path, out_dir: str | Path, shard_size: int = 10_000, workers: int = 1,
              part: tuple[int, int] = (0, 1), force: bool = False, progress: bool = False, log=print) -> SetSummary:
-    """Pack (or resume) part `part` = (I, N) of the split `src` into `out_dir`."""
+    """Pack (or resume) part `part` = (I, N) of the split `src` into `out_dir`.
+
+    Every image still to pack is decode-checked before the folder is touched, so a bad file leaves no set behind
+    (and, the listing being unchanged, a fixed file resumes nothing stale); all bad files are reported at once.
+    """
     check_part(part)
     plan = scan_split(src, shard_size)
     folder = Path(out_dir)
+    digests = check_images(plan, _unpacked_shards(folder, plan, part), workers, progress, log)
     manifest = open_set(folder, _fresh_manifest(plan), _differences, force, log)
     return write_part(folder, manifest, part, lambda s: len(plan.shard_range(s)),
-                      prepare=lambda: _PackState(plan, folder), write_shard=pack_shard, workers=workers,
+                      prepare=lambda: _PackState(plan, folder, digests), write_shard=pack_shard, workers=workers,
                       progress=progress, unit="image", log=log)
+
+
+def _unpacked_shards(folder: Path, plan: PackPlan, part: tuple[int, int]) -> list[int]:
+    """The shards of `part` that a pack into `folder` would write: those not listed by a manifest of this set."""
+    mine = [s for s in range(plan.n_shards) if s % part[1] == part[0]]
+    try:
+        existing = read_manifest(folder) if folder.is_dir() else None
+    except ShardSetError:
+        existing = None  # open_set reports it, after the check
+    if existing is None or _differences(existing, _fresh_manifest(plan)):
+        return mine
+    listed = {s["name"] for s in existing["shards"]}
+    return [s for s in mine if shard_name(s) not in listed]
+
+
+def check_images(plan: PackPlan, shards: list[int], workers: int = 1, progress: bool = False,
+                 log=print) -> dict[int, bytes]:
+    """Decode-check every image of `shards` (in `workers` processes); the sha256 of each file, by sample index.
+
+    Raises one SourceImageError naming the first bad file in sample order; any others are logged first, so one
+    run lists every file to fix.
+    """
+    digests: dict[int, bytes] = {}
+    problems: list[tuple[int, str]] = []
+    bar = tqdm(total=sum(len(plan.shard_range(s)) for s in shards), unit="image", desc="check",
+               disable=not progress or not shards, smoothing=0.05)
+    try:
+        for shard_digests, shard_problems in map_shards(check_shard, _PackState(plan, None, {}), shards,
+                                                        max(1, min(workers, len(shards)))):
+            digests.update(shard_digests)
+            problems.extend(shard_problems)
+            bar.update(len(shard_digests) + len(shard_problems))
+    finally:
+        bar.close()
+    if problems:
+        problems.sort()
+        for _, message in problems[1:]:
+            log(f"also unusable: {message}")
+        more = f" (and {len(problems) - 1} more unusable images, listed above)" if len(problems) > 1 else ""
+        raise SourceImageError(f"{problems[0][1]}{more}; nothing was packed")
+    return digests
+
+
+def check_shard(shard: int) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
+    """In a worker: the digests of shard `shard`'s good images, and (index, message) for each bad one."""
+    plan: PackPlan = worker_state().plan
+    digests, problems = {}, []
+    for i in plan.shard_range(shard):
+        try:
+            digests[i] = hashlib.sha256(read_checked(plan.source / plan.files[i].path)).digest()
+        except SourceImageError as e:
+            problems.append((i, e.message))
+    return digests, problems
 
 
 def _fresh_manifest(plan: PackPlan) -> dict:
@@ -128,7 +187,8 @@ def _differences(old: dict, new: dict) -> list[str]:
 @dataclass
 class _PackState:
     plan: PackPlan
-    folder: Path
+    folder: Path | None
+    digests: dict[int, bytes]  # sha256 of each file when it was decode-checked, by sample index
 
 
 def pack_shard(shard: int) -> dict:
@@ -138,7 +198,7 @@ def pack_shard(shard: int) -> dict:
 
     def sample(i: int) -> tuple[str, list[tuple[str, bytes]]]:
         f = plan.files[i]
-        data = read_checked(plan.source / f.path)
+        data = read_checked(plan.source / f.path, st.digests.get(i))
         meta = json.dumps({"index": i, "label": f.label, "class": plan.classes[f.label], "path": f.path},
                           separators=(",", ":"), sort_keys=True)
         return sample_key(i), [(f.ext, data), ("json", meta.encode())]
@@ -146,12 +206,16 @@ def pack_shard(shard: int) -> dict:
     return write_indexed_shard(st.folder, shard, plan.shard_range(shard), sample)
 
 
-def read_checked(path: Path) -> bytes:
-    """The file's bytes, once they are known to decode completely (a truncated file fails here, not in a probe)."""
+def read_checked(path: Path, digest: bytes | None = None) -> bytes:
+    """The file's bytes, once they are known to decode completely (a truncated file fails here, not in a probe).
+
+    Bytes whose sha256 is `digest` were decode-checked already (by `check_images`) and are not decoded again;
+    failures are one-line SourceImageErrors naming the file, from render's strict decoder.
+    """
     try:
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except Exception as e:  # PIL raises several types for truncated, corrupt or foreign files
-        raise SourceImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise SourceImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if digest is None or hashlib.sha256(data).digest() != digest:  # unchecked, or changed since the check
+        decode_rgb(data, path)
     return data

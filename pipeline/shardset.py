@@ -102,7 +102,7 @@ def write_part(folder: Path, manifest: dict, part: tuple[int, int], shard_count:
     bar = tqdm(total=sum(shard_count(s) for s in todo), unit=unit, desc=f"{folder.name}", disable=not progress,
                smoothing=0.05)
     try:
-        for entry in _run(write_shard, state, todo, max(1, min(workers, len(todo)))):
+        for entry in map_shards(write_shard, state, todo, max(1, min(workers, len(todo)))):
             manifest = add_shard(folder, entry)
             bar.update(entry["count"])
     except KeyboardInterrupt:
@@ -159,12 +159,14 @@ def worker_state() -> Any:
     return _WORKER_STATE
 
 
-def _run(write_shard: Callable[[int], dict], state: Any, todo: list[int], workers: int) -> Iterator[dict]:
+def map_shards(work: Callable[[int], Any], state: Any, todo: list[int], workers: int) -> Iterator[Any]:
+    """`work(s)` for each shard s of `todo` in `workers` processes (reading `state` from `worker_state()`), as
+    each completes."""
     init = install_worker_state
     if workers == 1:
         init(state)
         for s in todo:
-            yield write_shard(s)
+            yield work(s)
         return
     # fork shares the state copy-on-write (installed here, before the pool forks); under spawn it is pickled
     # once per worker
@@ -173,7 +175,7 @@ def _run(write_shard: Callable[[int], dict], state: Any, todo: list[int], worker
     with mp.get_context(method).Pool(workers, initializer=init,
                                      initargs=(None if method == "fork" else state,)) as pool:
         try:
-            yield from pool.imap_unordered(write_shard, todo)
+            yield from pool.imap_unordered(work, todo)
         except BaseException:
             pool.terminate()
             raise

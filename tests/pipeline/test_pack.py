@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.errors import SourceImageError
 from pipeline.pack import pack_set
 from pipeline.shards import open_shards
 from pipeline.verify import verify_set
@@ -70,18 +73,57 @@ def test_workers_parts_and_resume_make_the_same_bytes(split, tmp_path):
     assert _set_bytes(one) == _set_bytes(two) == _set_bytes(parts)
 
 
-def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path):
+def _bomb_png(path: Path) -> None:
+    """A PNG header claiming 20,000 x 20,000 pixels (beyond the bomb limit), without the pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "corrupt or truncated image"),
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (lambda p: p.write_text("not a picture"), "not an image file"),
+    (_bomb_png, "image too large, a possible decompression bomb")])
+def test_a_bad_image_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, damage, message):
     src = write_split(tmp_path / "src", {"a": 3, "b": 4})
     bad = src / "b" / "img02.jpg"
-    bad.write_bytes(bad.read_bytes()[:60])  # truncated
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "pack", str(src), "--out", str(tmp_path / "set"),
-                           "--shard-size", "2", "--workers", "2"], capture_output=True, text=True)
+    good = bad.read_bytes()
+    damage(bad)
+    out = tmp_path / "out" / "set"
+    args = ["pack", str(src), "--out", str(out), "--shard-size", "2", "--workers", "2"]
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {bad}: cannot decode image")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {bad}: {message}")
+    assert not out.exists()  # checked before anything is written: no half-made set to refuse the fixed re-run
+    bad.unlink()  # fixed by removing the file: a different listing, which must not need --force
+    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, capture_output=True)
+    assert verify_set(out) == []
+    bad.write_bytes(good)  # fixed by restoring it: the same command packs the new listing (with --force)
+    assert pack_set(src, out, shard_size=2, force=True, log=lambda m: None).complete
+
+
+def test_every_bad_image_is_reported_in_one_run(tmp_path):
+    src = write_split(tmp_path / "src", {"a": 3, "b": 4})
+    for bad in (src / "a" / "img01.png", src / "b" / "img03.png"):
+        bad.write_bytes(b"")
+    lines = []
+    with pytest.raises(SourceImageError, match=r"a/img01\.png: empty file \(and 1 more unusable images"):
+        pack_set(src, tmp_path / "set", shard_size=2, workers=2, log=lines.append)
+    assert lines == [f"also unusable: {src / 'b' / 'img03.png'}: empty file"]
+    assert not (tmp_path / "set").exists()
+
+
+def test_pack_refuses_a_bad_worker_count_as_a_usage_error(split, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "pack", str(split), "--out", str(tmp_path / "s"),
+                           "--workers", "-3"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Invalid value for '--workers'" in proc.stderr
 
 
 def test_refusals(split, tmp_path, tiny_set):
-    from pipeline.errors import ShardSetError, SourceImageError
+    from pipeline.errors import ShardSetError
 
     src = write_split(tmp_path / "src", {"a": 2})
     (src / "a" / "notes.gif").write_bytes(b"GIF89a")

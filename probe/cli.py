@@ -54,15 +54,23 @@ def main() -> None:
     """
 
 
+def _png_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if value.suffix.lower() != ".png":
+        raise click.BadParameter(f"{value}: expected a .png file name")
+    return value
+
+
 def _layers(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def _milestones(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated epochs, e.g. 5,15,25") from None
+    fields = [v.strip() for v in value.split(",") if v.strip()]
+    # digits only: a negative epoch would divide the learning rate before training starts
+    if not all(v.isdigit() for v in fields):
+        raise click.BadParameter(f"{value!r}: expected comma-separated epochs, e.g. 5,15,25",
+                                 param_hint="'--milestones'")
+    return tuple(int(v) for v in fields)
 
 
 def _command_line() -> str:
@@ -77,11 +85,59 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _device(value: str) -> str:
-    import torch
+    """The device to run on, chosen and checked as `train` does (--device cuda without a GPU is one line)."""
+    from train.loop import pick_device
 
-    if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return value
+    try:
+        return str(pick_device(value))
+    except RuntimeError as exc:  # torch's own complaint about a malformed name or a missing device index
+        raise click.BadParameter(one_line(exc).rstrip("."), param_hint="'--device'") from None
+
+
+def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = None) -> None:
+    """Refuse, before any work, an --out that would lose something: the encoder being fine-tuned (always), an
+    encoder.pt a fine-tuning would replace, or a results.json of another kind. Rerunning the same kind of
+    evaluation into its own folder replaces its results, as a rerun should; --force allows the rest."""
+    new_encoder = out_dir / "encoder.pt"
+    if encoder is not None:
+        if _same_file(Path(encoder), new_encoder):
+            raise ProbeError(f"{new_encoder}: is ENCODER itself; fine-tuning would overwrite its own input, "
+                             "so give another --out")
+        if new_encoder.exists() and not force:
+            raise ProbeError(f"{new_encoder}: already exists; give another --out, or --force to replace it")
+    results = out_dir / "results.json"
+    if results.exists() and not force:
+        previous = _results_task(results)
+        if previous != task:
+            held = f"{previous} results" if previous else "a file that is not probe results"
+            raise ProbeError(f"{results}: holds {held}, which `probe {task}` would replace; give another --out, "
+                             "or --force to replace it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # either is missing (or random:ARCH): not the same file
+        return False
+
+
+def _results_task(path: Path) -> str | None:
+    """The task a results.json records, or None when it is no readable results file."""
+    import json
+
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return payload.get("task") if isinstance(payload, dict) else None
+
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE_FLOAT = click.FloatRange(min=0)
+FORCE_HELP = ("Replace what --out holds from another kind of run (and, for finetune, an existing encoder.pt). "
+              "ENCODER itself is never replaced.")
 
 
 @main.command()
@@ -90,14 +146,16 @@ def _device(value: str) -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for results.json and results.md.")
 @click.option("--layers", help="Comma-separated layers to probe (default: all of them).")
-@click.option("--epochs", default=36, show_default=True, help="Training epochs.")
-@click.option("--batch-size", default=192, show_default=True, help="Images per SGD step.")
-@click.option("--lr", default=0.01, show_default=True, help="Initial learning rate.")
+@click.option("--epochs", type=POSITIVE, default=36, show_default=True, help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=192, show_default=True,
+              help="Images per SGD step (at least 2: the probes' BatchNorm needs two samples).")
+@click.option("--lr", type=POSITIVE_FLOAT, default=0.01, show_default=True, help="Initial learning rate.")
 @click.option("--milestones", default="5,15,25", show_default=True,
               help="Epochs at which the learning rate is divided by --lr-divisor.")
-@click.option("--lr-divisor", default=5.0, show_default=True)
-@click.option("--momentum", default=0.9, show_default=True)
-@click.option("--weight-decay", default=1e-5, show_default=True, help="As the released linear-probes code.")
+@click.option("--lr-divisor", type=POSITIVE_FLOAT, default=5.0, show_default=True)
+@click.option("--momentum", type=NON_NEGATIVE_FLOAT, default=0.9, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=1e-5, show_default=True,
+              help="As the released linear-probes code.")
 @click.option("--cifar-flip/--no-cifar-flip", default=False, show_default=True,
               help="CIFAR data: cache the mirrored training images too and train each epoch on a random one of "
                    "(image, mirror) per sample (2x feature memory).")
@@ -107,17 +165,20 @@ def _device(value: str) -> str:
               show_default=True,
               help="Input normalisation; auto: what the encoder's config records, else train's (-1, 1) range.")
 @click.option("--seed", default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
-@click.option("--limit-train", type=int, help="Use a seeded random subset of this many training images.")
-@click.option("--limit-test", type=int, help="Use a seeded random subset of this many test images.")
+@click.option("--limit-train", type=click.IntRange(min=2),
+              help="Use a seeded random subset of this many training images (at least 2).")
+@click.option("--limit-test", type=POSITIVE, help="Use a seeded random subset of this many test images.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
-@click.option("--workers", default=2, show_default=True, help="Data loading processes (0: in this process).")
+@click.option("--workers", type=NON_NEGATIVE, default=2, show_default=True,
+              help="Data loading processes (0: in this process).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where archives are extracted (default: ~/.cache/single-image-ssl/probe).")
-@click.option("--threads", type=int, help=THREADS_HELP)
+@click.option("--threads", type=POSITIVE, help=THREADS_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, milestones, lr_divisor, momentum,
            weight_decay, cifar_flip, ten_crop, normalize, seed, limit_train, limit_test, device, workers, cache_dir,
-           threads, progress):
+           threads, progress, force):
     """Train a linear classifier on the frozen features of every conv layer, all in one pass.
 
     ENCODER is an encoder.pt written by `train`, or random:ARCH (random:cifar, random:alexnet) for the
@@ -139,6 +200,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     from probe.results import layers_markdown
     from probe.transforms import Normalization
 
+    _check_out_dir(out_dir, "linear", force)
     device = _device(device)
     _set_threads(threads)
     protocol = ProbeProtocol(epochs=epochs, lr=lr, milestones=_milestones(milestones), lr_divisor=lr_divisor,
@@ -162,28 +224,29 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
               help="Last layer kept frozen (conv2: Table 4), or none (train everything: Table 5).")
 @click.option("--keep", default="conv2", show_default=True,
               help="Last layer taken from ENCODER; deeper ones start from a fresh seeded init (all: all).")
-@click.option("--epochs", default=90, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--lr", default=0.01, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=90, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
+@click.option("--lr", type=POSITIVE_FLOAT, default=0.01, show_default=True)
 @click.option("--milestones", default="30,60,80", show_default=True,
               help="Epochs at which the learning rate is divided by --lr-divisor.")
-@click.option("--lr-divisor", default=10.0, show_default=True)
-@click.option("--momentum", default=0.9, show_default=True)
-@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--lr-divisor", type=POSITIVE_FLOAT, default=10.0, show_default=True)
+@click.option("--momentum", type=NON_NEGATIVE_FLOAT, default=0.9, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=5e-4, show_default=True)
 @click.option("--ten-crop/--center-crop", default=True, show_default=True)
 @click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
               show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--limit-train", type=int, help="Use a seeded random subset of this many training images.")
-@click.option("--limit-test", type=int, help="Use a seeded random subset of this many test images.")
+@click.option("--limit-train", type=POSITIVE, help="Use a seeded random subset of this many training images.")
+@click.option("--limit-test", type=POSITIVE, help="Use a seeded random subset of this many test images.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--workers", default=2, show_default=True)
+@click.option("--workers", type=NON_NEGATIVE, default=2, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--threads", type=int, help=THREADS_HELP)
+@click.option("--threads", type=POSITIVE, help=THREADS_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, milestones, lr_divisor,
              momentum, weight_decay, ten_crop, normalize, seed, limit_train, limit_test, device, workers,
-             cache_dir, threads, progress):
+             cache_dir, threads, progress, force):
     """Retrain a classifier on labels starting from ENCODER's conv1-conv2 (Tables 4 and 5).
 
     ENCODER is an encoder.pt or random:ARCH. Layers after --keep are freshly initialised, a new classifier
@@ -204,6 +267,7 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
     from probe.transforms import Normalization
     from train.encoder_io import save_encoder
 
+    _check_out_dir(out_dir, "finetune", force, encoder=encoder)
     device = _device(device)
     _set_threads(threads)
     protocol = FinetuneProtocol(freeze=freeze, keep=keep, epochs=epochs, lr=lr,
@@ -226,10 +290,11 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
 
 @main.command()
 @click.argument("encoder")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_png_path,
               help="PNG file to write.")
-@click.option("--columns", type=int, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
-@click.option("--scale", default=4, show_default=True, help="Pixels per filter weight.")
+@click.option("--columns", type=POSITIVE, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
+@click.option("--scale", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Pixels per filter weight.")
 @click.option("--seed", default=0, show_default=True, help="Seed of random:ARCH weights.")
 def filters(encoder, out, columns, scale, seed):
     """Save ENCODER's first-layer filters as a grid picture (the paper's Figure 2).

@@ -169,13 +169,16 @@ def transformed(dataset: Dataset, transform) -> Dataset:
 
 def data_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, workers: int = 0, seed: int = 0,
                 drop_last: bool | None = None) -> DataLoader:
-    """Batches of `dataset`, shuffled each epoch when asked (drop_last defaults to `shuffle`: training loaders).
+    """Batches of `dataset`, shuffled each epoch when asked (drop_last defaults to `shuffle`: training loaders,
+    unless the whole set is smaller than one batch).
 
     A streamed split cannot be shuffled by index: it shuffles its shard order and a sample buffer, re-seeded by
     `start_epoch`, and its workers are not kept across epochs so that the new epoch reaches them.
     """
     drop_last = shuffle if drop_last is None else drop_last
     streamed = isinstance(dataset, ShardImages)
+    if not streamed and len(dataset) < batch_size:
+        drop_last = False  # else a set smaller than one batch trains nothing; the feature cache does the same
     if streamed and shuffle:
         dataset = dataset.shuffled(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, absorb_batchnorm, require_input_size, require_layers
+from probe.errors import DataError
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
 from probe.heads import LinearProbes
@@ -99,6 +100,8 @@ def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
     probes = LinearProbes({p.name: p.dims for p in plans}, len(data.classes)).to(device)
     train_set = subset(data.train, limit_train, protocol.seed)
     test_set = subset(data.test, limit_test, protocol.seed + 1)
+    if not isinstance(train_set, IterableDataset) and len(train_set) < 2:
+        raise DataError(f"{data.spec}: {len(train_set)} training image(s); the probes' BatchNorm needs at least 2")
 
     timings = {}
     tick = time.perf_counter()

@@ -178,3 +178,75 @@ def test_report_refuses_a_damaged_results_file_in_one_line(tmp_path, edit, probl
     line = _error_line(_run("report", path, "--out", tmp_path / "report.md"))
     assert line == f"Error: {path}: not a probe results file ({problem})"
     assert not (tmp_path / "report.md").exists()
+
+
+def test_finetune_never_overwrites_its_input_and_replaces_an_encoder_only_with_force(tmp_path, writers):
+    writers.cifar10(tmp_path / "data", per_batch=4, test=4)
+    run = tmp_path / "run"
+    save_encoder(run / "encoder.pt", build_encoder("cifar"), "cifar", {"method": "test"})
+    trained = (run / "encoder.pt").read_bytes()
+    common = ["--data", f"cifar10:{tmp_path / 'data'}", "--epochs", "1", "--batch-size", "5", "--workers", "0",
+              "--no-progress", "--device", "cpu"]
+    for force in ([], ["--force"]):  # its own input: refused even with --force
+        line = _error_line(_run("finetune", run / "encoder.pt", *common, "--out", run, *force))
+        assert line.startswith(f"Error: {run / 'encoder.pt'}: is ENCODER itself")
+    line = _error_line(_run("finetune", "random:cifar", *common, "--out", run))
+    assert line == f"Error: {run / 'encoder.pt'}: already exists; give another --out, or --force to replace it"
+    assert (run / "encoder.pt").read_bytes() == trained and not (run / "results.json").exists()
+    assert _run("finetune", "random:cifar", *common, "--out", run, "--force").exit_code == 0
+    assert (run / "encoder.pt").read_bytes() != trained
+
+    # a linear probe may rerun into its own folder, but not replace a fine-tuning's results
+    probe_args = ["linear", "random:cifar", *common, "--layers", "conv1"]
+    line = _error_line(_run(*probe_args, "--out", run))
+    assert f"{run / 'results.json'}: holds finetune results" in line
+    for _ in range(2):
+        assert _run(*probe_args, "--out", tmp_path / "probe").exit_code == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["linear", "--limit-train", "0"], ["linear", "--limit-train", "-5"], ["linear", "--limit-test", "0"],
+    ["linear", "--epochs", "0"], ["finetune", "--epochs", "0"], ["linear", "--batch-size", "0"],
+    ["linear", "--batch-size", "1"], ["finetune", "--batch-size", "0"], ["finetune", "--limit-train", "-1"],
+    ["linear", "--workers", "-1"], ["linear", "--threads", "0"], ["linear", "--lr", "0"],
+    ["finetune", "--lr-divisor", "0"], ["finetune", "--weight-decay", "-1"], ["linear", "--milestones", "5,-1"],
+])
+def test_out_of_range_numbers_are_usage_errors(tmp_path, args):
+    command, option, value = args
+    result = _run(command, "random:cifar", "--data", f"cifar10:{tmp_path}", "--out", tmp_path / "o", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--columns", "-3"), ("--scale", "-2"), ("--scale", "0"),
+                                               ("--out", "f.txt")])
+def test_filters_refuses_bad_sizes_and_file_names(tmp_path, option, value):
+    value = tmp_path / value if option == "--out" else value
+    result = _run("filters", "random:cifar", "--out", tmp_path / "f.png", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(tmp_path, writers):
+    writers.cifar10(tmp_path / "data")
+    line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out",
+                            tmp_path / "o", "--device", "cuda"))
+    assert line == "Error: --device cuda asked for, but no CUDA device is visible"
+
+
+def test_a_training_set_smaller_than_a_batch_is_still_trained_on(tmp_path, writers):
+    writers.cifar10(tmp_path / "data", per_batch=4, test=4)
+    out = tmp_path / "ft"
+    result = _run("finetune", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out", out,
+                  "--epochs", "1", "--batch-size", "64", "--workers", "0", "--no-progress", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "results.json").read_text())["history"][0]["train"]["loss"] > 0
+
+
+def test_a_single_training_image_is_refused_by_the_linear_probe(tmp_path, writers):
+    writers.image_tree(tmp_path / "train", {"cat": 1})
+    writers.image_tree(tmp_path / "test", {"cat": 1})
+    line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10-jpg:{tmp_path}", "--out", tmp_path / "o",
+                            "--workers", "0", "--no-progress", "--device", "cpu"))
+    assert line == f"Error: cifar10-jpg:{tmp_path}: 1 training image(s); the probes' BatchNorm needs at least 2"

@@ -336,6 +336,18 @@ PRESET_NOTES = {
 }
 
 
+def positive_seconds(text: str) -> float:
+    """--time-limit: a positive number of seconds, refused up front (a spent limit would stop the first stage
+    part-way, and 0 would silently mean no limit)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("target", choices=["cifar10", "ablation"])
@@ -345,7 +357,8 @@ def main() -> None:
     ap.add_argument("--data", default=f"cifar10-jpg:{SHARED / 'cifar10-jpg'}",
                     help="probe/supervised data as KIND:PATH (cifar10-jpg:DIR or cifar10:cifar-10-batches-py)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--time-limit", type=float, default=None, help="seconds; stop cleanly (exit 3) when reached")
+    ap.add_argument("--time-limit", type=positive_seconds, default=None,
+                    help="seconds; stop cleanly (exit 3) when reached")
     ap.add_argument("--stages", default=None,
                     help="comma-separated glob patterns (e.g. 'train-monogan,probe-monogan'): run only the matching "
                          "stages, e.g. to spread a preset over machines sharing --work; the report is then skipped")

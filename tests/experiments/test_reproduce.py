@@ -145,3 +145,14 @@ def test_report_only_reports_the_finished_stages_and_lists_the_rest(tmp_path):
     incomplete = next(line for line in report.splitlines() if line.startswith("- **incomplete**"))
     assert "render-cifar-B-none" in incomplete and "probe-monogan-scale" in incomplete
     assert "probe-random," not in incomplete and "(b) Random feat." in report
+
+
+@pytest.mark.parametrize("limit", ["-5", "0", "nan", "soon"])
+def test_a_time_limit_that_is_not_positive_is_refused_before_any_stage(tmp_path, limit):
+    work = tmp_path / "work"
+    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar10", "--preset",
+                             "smoke", "--work", str(work), "--src", str(default_pool()[1]), "--device", "cpu",
+                             f"--time-limit={limit}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --time-limit:" in result.stderr.strip().splitlines()[-1]
+    assert not work.exists()

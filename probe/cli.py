@@ -101,8 +101,8 @@ def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = 
     new_encoder = out_dir / "encoder.pt"
     if encoder is not None:
         if _same_file(Path(encoder), new_encoder):
-            raise ProbeError(f"{new_encoder}: is ENCODER itself; fine-tuning would overwrite its own input, "
-                             "so give another --out")
+            raise ProbeError(f"{new_encoder}: this is the encoder being fine-tuned, which the result would "
+                             "overwrite; give another --out")
         if new_encoder.exists() and not force:
             raise ProbeError(f"{new_encoder}: already exists; give another --out, or --force to replace it")
     results = out_dir / "results.json"

@@ -189,7 +189,7 @@ def test_finetune_never_overwrites_its_input_and_replaces_an_encoder_only_with_f
               "--no-progress", "--device", "cpu"]
     for force in ([], ["--force"]):  # its own input: refused even with --force
         line = _error_line(_run("finetune", run / "encoder.pt", *common, "--out", run, *force))
-        assert line.startswith(f"Error: {run / 'encoder.pt'}: is ENCODER itself")
+        assert line.startswith(f"Error: {run / 'encoder.pt'}: this is the encoder being fine-tuned")
     line = _error_line(_run("finetune", "random:cifar", *common, "--out", run))
     assert line == f"Error: {run / 'encoder.pt'}: already exists; give another --out, or --force to replace it"
     assert (run / "encoder.pt").read_bytes() == trained and not (run / "results.json").exists()

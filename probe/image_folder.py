@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import ExifTags, Image
+from PIL import Image
 from torch.utils.data import Dataset
 
 from pipeline.errors import SourceImageError
-from pipeline.sources import MAX_SOURCE_PIXELS, read_rgb
+from pipeline.sources import open_rgb
 from probe.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
@@ -48,31 +48,10 @@ def load_rgb(path: Path) -> Image.Image:
     """The image at `path` as 8-bit RGB, decoded exactly as `pipeline` decodes (EXIF orientation applied, 16-bit
     scaled rather than clipped, bombs refused), so a file reaches the probe the same way whether it is read from
     a folder or from packed shards; a DataError naming the file when it cannot be used."""
-    plain = _plain_rgb_jpeg(path)
-    if plain is not None:
-        return plain
     try:
-        return Image.fromarray(read_rgb(path))
+        return open_rgb(path)
     except SourceImageError as exc:  # its message already names the file
         raise DataError(exc.message) from None
-
-
-def _plain_rgb_jpeg(path: Path) -> Image.Image | None:
-    """The image when it is an 8-bit RGB JPEG with no EXIF rotation and within the bomb limit, else None.
-
-    For such a file `read_rgb` returns exactly Pillow's decoded pixels, but its copies and checks make a CIFAR-sized
-    JPEG 1.7x slower to read; this path skips them. Anything else, failures included, is left to `read_rgb`, so its
-    pixels and its error messages stay the only ones.
-    """
-    try:
-        with Image.open(path, formats=("JPEG",)) as image:
-            if (image.mode != "RGB" or image.width * image.height > MAX_SOURCE_PIXELS // 2
-                    or image.getexif().get(ExifTags.Base.Orientation, 1) != 1):
-                return None
-            image.load()
-            return image
-    except Exception:  # noqa: BLE001 - any failure is reported by read_rgb's decode, with its message
-        return None
 
 
 class FileImages(Dataset):

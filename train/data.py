@@ -170,11 +170,9 @@ class TensorSource:
 def _read_image_file(path: str):
     """ImageFolder's loader: the renderer's decoder (EXIF orientation, 16-bit scaled rather than clipped, bombs
     refused, a one-line SourceImageError naming the file), as a PIL image for the transforms."""
-    from PIL import Image
+    from pipeline.sources import open_rgb
 
-    from pipeline.sources import read_rgb
-
-    return Image.fromarray(read_rgb(path))
+    return open_rgb(path)
 
 
 @dataclass

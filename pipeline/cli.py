@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import IMAGENET_SIZE, RenderConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import FileErrorGroup, PipelineError
 
 
 class _Part(click.ParamType):
@@ -26,7 +26,7 @@ class _Part(click.ParamType):
         return i, n
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=FileErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """Render the augmented training set of single-image self-supervision (Asano et al., ICLR 2020).
 

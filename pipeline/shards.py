@@ -111,11 +111,12 @@ def decode_sample(sample: dict, decode: str = "torch") -> dict[str, Any]:
     if decode == "raw":
         image: Any = sample[ext]
     elif decode == "pil":
-        import io
-
         from PIL import Image
 
-        image = Image.open(io.BytesIO(sample[ext])).convert("RGB")
+        from pipeline.sources import decode_rgb
+
+        # the sources' decoder: a packed file reaches a probe as it would from its folder (EXIF, 16-bit scaled)
+        image = Image.fromarray(decode_rgb(sample[ext], where)[0])
     else:
         image = decode_image(sample[ext], where)
         if decode == "torch":

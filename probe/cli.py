@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.errors import FileErrorGroup
 from probe.errors import ProbeError, one_line
 from probe.transforms import NORMALIZATIONS
 
@@ -23,7 +24,7 @@ THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a CPU share
                 "threads waiting on a busy core stall every step.")
 
 
-class _ReportingGroup(click.Group):
+class _ReportingGroup(FileErrorGroup):
     """Turns a ProbeError into one 'Error: FILE: problem' line and exit status 1, without a traceback.
 
     A DataLoader worker's ProbeError arrives re-raised as the same type with the worker's traceback in its

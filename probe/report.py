@@ -103,7 +103,7 @@ def build_report(paths: list[Path], against: list[str] | None = None,
     for m in unmatched:
         lines += [f"- `{m.path}` ({m.name}, {m.task} on {m.dataset}) has no counterpart among the paper's "
                   "tables.", ""]
-    if plot_name:
+    if plot_name and groups:  # the plot is drawn only when some result matched a paper table
         lines += [f"![per-layer top-1, measured against the paper]({plot_name})", ""]
     return "\n".join(lines), groups
 

@@ -14,6 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from pipeline.errors import FileErrorGroup
 from train.loop import DEVICE_HELP, DEVICE_NAME, TrainConfig, train
 from train.methods import METHODS, Method
 from train.models import list_encoders
@@ -147,7 +148,7 @@ def _make_command(method: type[Method]) -> click.Command:
                          context_settings={"max_content_width": 110})
 
 
-@click.group(context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
+@click.group(cls=FileErrorGroup, context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def main(verbose: bool) -> None:
     """Train an encoder on a rendered set (streaming its shards), or the supervised baseline on labels.

@@ -115,6 +115,9 @@ class ShardSource:
             if "://" not in self.location and not Path(self.location).exists():
                 raise DataError(f"{self.location}: no such rendered set")
             manifest = shards.verify_quick(self.location)  # one-line ShardSetError: empty, incomplete, truncated
+        if manifest.get("kind") == "labelled":
+            raise DataError(f"{self.location}: a labelled set packed by `pipeline pack` (for `probe --data shards:`), "
+                            f"not a set rendered by `pipeline render`")
         self.num_samples = sum(int(s["count"]) for s in manifest["shards"])
         if self.num_samples <= 0:
             raise DataError(f"{self.location}: the set holds no samples")

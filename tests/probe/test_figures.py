@@ -102,6 +102,14 @@ def test_report_without_a_row_to_compare_says_so(tmp_path):
     markdown, _ = build_report([path])
     assert "x.json`: not compared with a paper row" in markdown and "difference to" not in markdown
     assert "no paper row matches 'SimCLR'" in build_report([path], against=["SimCLR"])[0]
+    # fine-tuned on CIFAR-10: in none of the paper's tables, so no plot is drawn and none may be linked (a stale
+    # plot beside the report would otherwise show)
+    tuned = new_results("finetune", {"source": "random:cifar", "arch": "cifar", "config": {}},
+                        {"kind": "cifar10-jpg", "path": "/cifar"}, {}, "cpu", None)
+    tuned["scores"] = {"top1": 40.0, "top5": 65.0}
+    write_json(tmp_path / "ft.json", tuned)
+    markdown, groups = build_report([tmp_path / "ft.json"], plot_name="report.png")
+    assert not groups and "has no counterpart" in markdown and "report.png" not in markdown
     assert json.loads(path.read_text())["task"] == "linear"
 
 

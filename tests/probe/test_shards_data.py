@@ -159,3 +159,26 @@ def test_split_lists_refuse_what_they_cannot_read_in_one_line(tmp_path, writers)
     result = _probe(f"train={pattern};{val}", tmp_path / "out")
     assert result.exit_code == 1
     assert f"Error: {pattern}: a URL pattern needs train-manifest=" in result.output
+
+
+def test_packed_images_reach_the_probe_as_they_would_from_their_folder(tmp_path):
+    """pack copies files unchanged; the stream must decode them as the folder form does (EXIF, 16-bit scaled)."""
+    from PIL import Image
+
+    from probe.image_folder import load_rgb
+
+    for split in ("train", "val"):
+        folder = tmp_path / "src" / split / "a"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.full((8, 8), 30000, np.uint16)).save(folder / "grey16.png")
+        halves = np.zeros((6, 10, 3), np.uint8)
+        halves[:, 5:] = 255
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+        Image.fromarray(halves).save(folder / "rotated.jpg", exif=exif, quality=95)
+        pack_set(tmp_path / "src" / split, tmp_path / "shards" / split, log=lambda m: None)
+    streamed = [np.asarray(image) for image, _ in open_data(f"shards:{tmp_path / 'shards'}").train]
+    from_files = [np.asarray(load_rgb(tmp_path / "src" / "train" / "a" / n)) for n in ("grey16.png", "rotated.jpg")]
+    assert [a.shape for a in streamed] == [(8, 8, 3), (10, 6, 3)]
+    assert all(np.array_equal(s, f) for s, f in zip(streamed, from_files, strict=True))
+    assert streamed[0].max() == 117  # 30000 / 65535 of full scale, not clipped to 255

@@ -307,3 +307,27 @@ def test_cli_resume_alone_continues_with_the_recorded_settings(tiny_set, tmp_pat
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
     assert "batch_size 32 -> 16" in r.output and "options.lr 0.05 -> 0.5" in r.output
     assert json.loads((out / "config.json").read_text()) == config
+
+
+def test_a_packed_labelled_set_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    from pipeline.pack import pack_set
+
+    for label in ("a", "b"):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (40, 80, 120)).save(tmp_path / "src" / label / "x.png")
+    pack_set(tmp_path / "src", tmp_path / "packed", log=lambda m: None)
+    r = CliRunner().invoke(main, ["rotnet", str(tmp_path / "packed"), "--out", str(tmp_path / "run"),
+                                  "--arch", "cifar", "--device", "cpu"])
+    assert r.exit_code == 1 and "a labelled set packed by `pipeline pack`" in r.output, r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(tiny_set, tmp_path):
+    """A file-system error naming a path (here --out below a regular file) is reported like the tools' errors."""
+    (tmp_path / "file").write_text("not a folder")
+    r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(tmp_path / "file" / "run"),
+                                  "--arch", "cifar", "--device", "cpu", "--max-steps", "1", "--workers", "0"])
+    last_line = r.output.strip().splitlines()[-1]
+    assert r.exit_code == 1 and last_line == f"Error: {tmp_path / 'file' / 'run'}: Not a directory"

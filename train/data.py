@@ -15,6 +15,7 @@ ranks and workers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -241,7 +242,8 @@ class LabelledSource:
         self.num_classes = len(base.classes)
         self.image_size = load_size
         self.description = f"{root} ({kind}, {self.num_samples} images, {self.num_classes} classes)"
-        self.identity = {"kind": kind, "num_samples": self.num_samples, "classes": list(base.classes)}
+        self.identity = {"kind": kind, "num_samples": self.num_samples, "classes": list(base.classes),
+                         "content_sha256": _content_digest(base, folder if variant is None else None)}
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
@@ -252,6 +254,20 @@ class LabelledSource:
                              drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory,
                              generator=_loader_generator(seed, epoch))
         return _raise_unreadable(batches)
+
+
+def _content_digest(base, folder: Path | None) -> str:
+    """What a labelled set holds, wherever it lies, so a resumed run is fed the same data: CIFAR's pixels and labels;
+    for an ImageFolder each file's path inside the set, size and label, in sample order (reading every image of
+    ImageNet would cost more than the check is worth; a file replaced by one of another size is caught)."""
+    digest = hashlib.sha256()
+    if folder is None:
+        digest.update(np.ascontiguousarray(base.images).tobytes())
+        digest.update(np.asarray(base.labels, np.int64).tobytes())
+        return digest.hexdigest()
+    for path, label in base.samples:
+        digest.update(f"{Path(path).relative_to(folder).as_posix()}\t{os.stat(path).st_size}\t{label}\n".encode())
+    return digest.hexdigest()
 
 
 def _raise_unreadable(batches: Iterable[Batch | _Unreadable]) -> Iterator[Batch]:

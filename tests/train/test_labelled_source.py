@@ -73,3 +73,30 @@ def test_loader_raises_data_error_for_a_bad_image(tmp_path):
     source = LabelledSource(root, load_size=8)
     with pytest.raises(DataError, match=r"zero.png: empty file"):
         list(source.loader(0, 5, shuffle=False))
+
+
+def test_a_labelled_set_is_identified_by_content_not_location(tmp_path):
+    """--resume compares this identity: a moved copy is the same set; a file replaced or relabelled is not."""
+    import shutil
+
+    root = _folder(tmp_path / "set")
+    identity = LabelledSource(root, load_size=8).identity
+    moved = shutil.copytree(root, tmp_path / "moved")
+    assert LabelledSource(moved, load_size=8).identity == identity
+    Image.new("RGB", (30, 30), BLUE).save(moved / "class0" / "0.png")  # another picture under the same name
+    assert LabelledSource(moved, load_size=8).identity["content_sha256"] != identity["content_sha256"]
+    relabelled = shutil.copytree(root, tmp_path / "relabelled")
+    shutil.move(relabelled / "class0" / "0.png", relabelled / "class1" / "extra.png")
+    relabelled_identity = LabelledSource(relabelled, load_size=8).identity
+    assert relabelled_identity["num_samples"] == identity["num_samples"]
+    assert relabelled_identity["content_sha256"] != identity["content_sha256"]
+
+
+def test_resume_on_another_labelled_set_is_refused(tmp_path):
+    root = _folder(tmp_path / "set")
+    common = ["--out", str(tmp_path / "run"), "--arch", "cifar", "--device", "cpu", "--workers", "0",
+              "--batch-size", "4", "--head-dim", "0"]
+    assert CliRunner().invoke(main, ["supervised", str(root), *common, "--max-steps", "1"]).exit_code == 0
+    Image.new("RGB", (30, 30), BLUE).save(root / "class0" / "0.png")
+    r = CliRunner().invoke(main, ["supervised", str(root), *common, "--max-steps", "2", "--resume"])
+    assert r.exit_code == 1 and "other data or settings (data_identity.content_sha256" in r.output, r.output

@@ -39,6 +39,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.sources import read_rgb  # noqa: E402
 from probe.datasets import open_data  # noqa: E402
 from probe.errors import DataError  # noqa: E402
 
@@ -76,11 +77,6 @@ def image_files(root: Path, split: str) -> list[Path]:
     if not files:
         raise DataError(f"{root / split}: no images")
     return files
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def squared_error(before: np.ndarray, after: np.ndarray) -> float:

@@ -124,13 +124,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _results_task(path: Path) -> str | None:
     """The task a results.json records, or None when it is no readable results file."""
-    import json
+    from probe.results import read_results
 
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_results(path)["task"]
+    except ProbeError:
         return None
-    return payload.get("task") if isinstance(payload, dict) else None
 
 
 POSITIVE = click.IntRange(min=1)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pipeline.errors import SourceImageError
 from train import distributed as D
 from train.cifar_pickle import LAYOUTS, read_cifar
 from train.errors import DataError
@@ -196,8 +197,6 @@ class _LabelledDataset(Dataset):
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int] | _Unreadable:
-        from pipeline.errors import SourceImageError
-
         try:
             img, label = self.base[i]
         except SourceImageError as e:

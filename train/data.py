@@ -31,6 +31,7 @@ from pipeline.errors import SourceImageError
 from train import distributed as D
 from train.cifar_pickle import LAYOUTS, read_cifar
 from train.errors import DataError
+from train.interrupt import quiet_worker_signals
 
 
 @dataclass
@@ -141,7 +142,7 @@ class ShardSource:
         return DataLoader(ds, batch_size=batch_size, collate_fn=collate_samples, drop_last=drop_last,
                           num_workers=_worker_count(workers), pin_memory=pin_memory,
                           persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
-                          generator=_loader_generator(seed, epoch))
+                          generator=_loader_generator(seed, epoch), worker_init_fn=quiet_worker_signals)
 
 
 class TensorSource:
@@ -251,7 +252,7 @@ class LabelledSource:
         sampler.set_epoch(epoch)
         batches = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_labelled,
                              drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory,
-                             generator=_loader_generator(seed, epoch))
+                             generator=_loader_generator(seed, epoch), worker_init_fn=quiet_worker_signals)
         return _raise_unreadable(batches)
 
 

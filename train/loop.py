@@ -3,8 +3,8 @@
 Device chosen automatically (CUDA when present, with bf16 autocast; channels_last on every device), checkpoints written
 atomically every ``ckpt_every`` steps and at each epoch end, exact resume (model, optimisers, schedulers,
 RNG, method state such as DeepCluster's assignments, position in the epoch), ``metrics.jsonl``, a progress
-bar with loss and images/s, DDP under torchrun, and a clean stop on a non-finite loss that keeps the last
-good checkpoint.
+bar with loss and images/s, DDP under torchrun, a clean stop on a non-finite loss that keeps the last good
+checkpoint, and on Ctrl-C or SIGTERM a stop after the step in flight that saves one (``train.interrupt``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ import torch
 from tqdm import tqdm
 
 from train import distributed as D
-from train.data import LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
+from train.data import Batch, LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
 from train.encoder_io import atomic_torch_save, plain, save_encoder
 from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
+from train.interrupt import StopSignals, TrainInterrupted
 from train.methods import EpochContext, Method, get_method
 
 log = logging.getLogger(__name__)
@@ -78,9 +80,11 @@ def pick_device(name: str = "auto") -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainError("--device cuda asked for, but no CUDA device is visible")
+            raise TrainError(f"--device {name} asked for, but no CUDA device is visible")
         if dev.index is None:
             dev = torch.device("cuda", D.env_world()[1])
+        if dev.index >= torch.cuda.device_count():
+            raise TrainError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(dev)
     return dev
 
@@ -226,6 +230,15 @@ def check_run_folder(out: Path, resume: bool) -> None:
                               f"choose another --out or remove it")
 
 
+def _remove_unsaved_run(out: Path, created: bool) -> None:
+    """A fresh run that failed before its first checkpoint leaves no files describing weights that never were."""
+    for name in ("config.json", "metrics.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+            out.rmdir()
+
+
 def make_source(cfg: TrainConfig, method_cls: type[Method], input_size: int,
                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER) -> Source:
     if cfg.data is None:
@@ -247,13 +260,14 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
         D.init(device)
         started_pg = True
     try:
-        return _train(cfg, device, source)
+        with StopSignals(sync_every=cfg.log_every) as stop:
+            return _train(cfg, device, source, stop)
     finally:
         if started_pg:
             D.shutdown()
 
 
-def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dict[str, Any]:
+def _train(cfg: TrainConfig, device: torch.device, source: Source | None, stop: StopSignals) -> dict[str, Any]:
     method_cls = get_method(cfg.method)
     main = D.is_main()
     world = D.world_size()
@@ -332,15 +346,20 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    # Only values this process applies: on resume, those checked above equal the recorded ones.
+    use_amp = cuda and cfg.amp
+    # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
+    # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
+    # run stops at, which --max-steps or --epochs decides, whichever comes first.
     run_config = {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
         **{k: v for k, v in settings.items() if k != "options"}, "world_size": world,
+        "device": str(device), "amp": use_amp, "total_steps": total,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": spe,
         "render_config": getattr(source, "render_config", None), "data_identity": data_identity,
     }
     metrics = _Metrics(metrics_path, main)
+    created_out = not out.exists()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / ".config.json.tmp"
@@ -352,8 +371,6 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             metrics_path.unlink()
         metrics.write(event="start" if ckpt is None else "resume", step=step, epoch=epoch,
                       method=cfg.method, arch=arch, world_size=world, device=str(device))
-
-    use_amp = cuda and cfg.amp
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
@@ -412,22 +429,52 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         pbar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", img_s=f"{ips:,.0f}", refresh=False)
         sums, counts, n_window, images_window, t_window = {}, {}, 0, 0, time.perf_counter()
 
+    def stop_on_signal() -> None:
+        if step == 0:
+            raise TrainInterrupted(f"{out}: interrupted before the first step; nothing to save")
+        flush_metrics(pbar)  # raises instead of saving when the loss went non-finite
+        if last_saved != step:
+            save_checkpoint()
+        metrics.write(event="interrupted", step=step, epoch=epoch)
+        raise TrainInterrupted(f"{ckpt_path}: interrupted at step {step} of {total}, saved; --resume continues")
+
+    def batches_until_stopped(batches: Iterable[Batch]) -> Iterator[Batch]:
+        it = iter(batches)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except Exception:
+                # a scheduler's SIGTERM also ends the loader's workers, which the next fetch reports; the model is
+                # between steps here, so the stop can still save (one process only: ranks would disagree on the step)
+                if not stop.signalled or D.is_dist():
+                    raise
+                stop_on_signal()
+            yield batch
+
     pbar = tqdm(total=total, initial=step, disable=not (cfg.progress and main), desc=f"{cfg.method}/{arch}",
                 unit="step", dynamic_ncols=True)
     method.train()
     try:
         while step < total:
+            if stop.requested(step, device):
+                stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
                                workers=cfg.workers, pin_memory=cuda, autocast=autocast)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
                 raise TrainError(str(e)) from None
+            except Exception:
+                if not stop.signalled or D.is_dist():
+                    raise
+                stop_on_signal()  # as in batches_until_stopped; the epoch's start follows a checkpoint
             if stats:
                 metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
             batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=seed,
                                     workers=cfg.workers, pin_memory=cuda)
-            for batch in batches:
+            for batch in batches_until_stopped(batches):
                 batch = batch.to(device)
                 with autocast():
                     out_step = method.training_step(batch, gen)
@@ -450,6 +497,9 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                     save_checkpoint()
                 if step >= total:
                     break
+                # mid-epoch only: at the epoch's last batch the epoch end below runs first, then the check above
+                if batch_in_epoch < spe and stop.requested(step, device):
+                    stop_on_signal()
             if batch_in_epoch >= spe:  # a full epoch: advance schedules, checkpoint, export
                 method.epoch_end()
                 epoch += 1
@@ -462,6 +512,10 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         if last_saved != step:
             save_checkpoint()
         write_encoder()
+    except BaseException:
+        if main and ckpt is None and last_saved < 0:
+            _remove_unsaved_run(out, created_out)
+        raise
     finally:
         pbar.close()
     elapsed = time.perf_counter() - t_start

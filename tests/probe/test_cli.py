@@ -228,11 +228,12 @@ def test_filters_refuses_bad_sizes_and_file_names(tmp_path, option, value):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_a_gpu_is_one_line(tmp_path, writers):
+@pytest.mark.parametrize("device", ["cuda", "cuda:7"])
+def test_cuda_without_a_gpu_is_one_line_naming_the_device(tmp_path, writers, device):
     writers.cifar10(tmp_path / "data")
     line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out",
-                            tmp_path / "o", "--device", "cuda"))
-    assert line == "Error: --device cuda asked for, but no CUDA device is visible"
+                            tmp_path / "o", "--device", device))
+    assert line == f"Error: --device {device} asked for, but no CUDA device is visible"
 
 
 def test_a_training_set_smaller_than_a_batch_is_still_trained_on(tmp_path, writers):

@@ -118,6 +118,80 @@ def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
     assert steps == sorted(set(steps))  # lines the killed run wrote after its checkpoint were dropped
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_saves_a_checkpoint_and_the_resumed_run_is_bit_identical(tiny_set, tmp_path, signum):
+    # Ctrl-C, and a scheduler's SIGTERM, signal every process of the run, DataLoader workers included
+    args = [*DC_ARGS, "--workers", "2", "--ckpt-every", "1000"]
+    ref = _cli("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *args)
+    out_ref, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out_ref
+
+    run = tmp_path / "interrupted"
+    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *args,
+                start_new_session=True)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and any("loss" in r for r in read_metrics(run)):
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signum)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    ckpt = run / "checkpoint.pt"
+    stopped_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 2 <= stopped_at < 12, stopped_at  # the reference's span, so the two runs can be compared
+    assert f"Stopped: {ckpt}: interrupted at step {stopped_at} of 80, saved; --resume continues" in output
+    assert "Traceback" not in output, output
+    assert read_metrics(run)[-1] == {**read_metrics(run)[-1], "event": "interrupted", "step": stopped_at}
+
+    res = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *args)
+    out_res, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out_res
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
+
+
+def test_an_interrupt_in_process_stops_after_the_step_and_restores_the_handler(tiny_set, tmp_path, monkeypatch):
+    from train.interrupt import TrainInterrupted
+
+    cls = get_method("rotnet")
+    real_step = cls.training_step
+    calls = {"n": 0}
+
+    def interrupted_at_third(self, batch, gen):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # a batch scheduler's stop; handled like Ctrl-C
+        return real_step(self, batch, gen)
+
+    monkeypatch.setattr(cls, "training_step", interrupted_at_third)
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    with pytest.raises(TrainInterrupted, match="interrupted at step 3 of 40"):
+        train(cfg("rotnet", tiny_set, out, max_steps=40, ckpt_every=100))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tiny_set, tmp_path, monkeypatch):
+    def broken(self, batch, gen):
+        raise RuntimeError("broken step")
+
+    monkeypatch.setattr(get_method("rotnet"), "training_step", broken)
+    out = tmp_path / "new" / "run"
+    with pytest.raises(RuntimeError, match="broken step"):
+        train(cfg("rotnet", tiny_set, out, max_steps=4))
+    assert not out.exists()
+    out.mkdir()  # a folder the user made is kept, emptied of the failed run's records
+    with pytest.raises(RuntimeError, match="broken step"):
+        train(cfg("rotnet", tiny_set, out, max_steps=4))
+    assert out.is_dir() and not list(out.iterdir())
+
+
 def test_torchrun_two_processes_gloo(tiny_set, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -252,7 +326,9 @@ def test_fresh_start_over_a_run_stopped_before_its_first_checkpoint(tiny_set, tm
     recs = read_metrics(out)
     assert [r.get("event") for r in recs].count("start") == 1  # the old run's lines are gone
     assert [r["step"] for r in recs if "loss" in r and "event" not in r] == [1, 2]
-    assert json.loads((out / "config.json").read_text())["max_steps"] == 2
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["max_steps"] == recorded["total_steps"] == 2
+    assert recorded["device"] == "cpu" and recorded["amp"] is False  # what ran, not "auto" and a CUDA-only flag
 
 
 def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):

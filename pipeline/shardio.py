@@ -116,7 +116,8 @@ def read_manifest(folder: Path) -> dict | None:
 # What every reader of a manifest relies on, by kind of set; checked once here so that no reader meets a KeyError.
 _FIELDS = {"config": dict, "n_samples": int, "n_shards": int, "shards": list}
 _KIND_FIELDS = {"rendered": {"sources": list}, "labelled": {"classes": list}}
-_CONFIG_FIELDS = {"rendered": {"format": str, "size": int, "shard_size": int}, "labelled": {"format": str}}
+_CONFIG_FIELDS = {"rendered": {"format": str, "size": int, "shard_size": int},
+                  "labelled": {"format": str, "shard_size": int, "classes": list}}
 _SOURCE_FIELDS = {"path": str, "sha256": str, "width": int, "height": int, "mode": str}
 _SHARD_FIELDS = {"name": str, "first": int, "count": int, "bytes": int, "sha256": str}
 _SHARD_NAME = re.compile(r"patches-\d{6}\.tar")
@@ -134,7 +135,10 @@ def check_manifest(manifest: object, where: str | Path) -> dict:
     problem = (_field_problem(manifest, {**_FIELDS, **_KIND_FIELDS[kind]})
                or _field_problem(manifest["config"], _CONFIG_FIELDS[kind], "config.")
                or _entries_problem(manifest, "shards", _SHARD_FIELDS)
-               or (kind == "rendered" and _entries_problem(manifest, "sources", _SOURCE_FIELDS)))
+               or (kind == "rendered" and _entries_problem(manifest, "sources", _SOURCE_FIELDS))
+               # readers label by `classes`, a resumed pack compares `config.classes`: they must be one list
+               or (kind == "labelled" and manifest["config"]["classes"] != manifest["classes"]
+                   and "config.classes differs from classes"))
     if problem:
         raise ShardSetError(f"{where}: malformed manifest ({problem})")
     return manifest

@@ -19,6 +19,8 @@ from pipeline.pack import pack_set
 from pipeline.shards import open_shards
 from pipeline.verify import verify_set
 
+from .conftest import run_cli
+
 
 def write_split(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
     """ROOT/<class>/ with tiny images, alternating PNG and JPEG (one .JPEG, as in ImageNet's file names)."""
@@ -150,3 +152,18 @@ def test_preview_of_a_packed_set_fits_each_image_to_a_tile(split, tmp_path):
         for c in range(3):
             y, x = 2 + r * (LABELLED_TILE + 2), 2 + c * (LABELLED_TILE + 2)
             assert pixels[y:y + LABELLED_TILE, x:x + LABELLED_TILE].std() > 10
+
+
+def test_a_packed_manifest_with_inconsistent_classes_is_one_line(split, tmp_path):
+    out = tmp_path / "set"
+    pack_set(split, out, shard_size=10, log=lambda m: None)
+    manifest = out / "manifest.json"
+    good = json.loads(manifest.read_text())
+    config = good["config"]
+    for broken, problem in (({k: v for k, v in config.items() if k != "classes"}, "missing config.'classes'"),
+                            ({**config, "classes": ["cat", "dog"]}, "config.classes differs from classes")):
+        manifest.write_text(json.dumps({**good, "config": broken}))
+        for command in ("verify", "info"):
+            proc = run_cli(command, str(out))
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr.strip().splitlines()[-1] == f"Error: {manifest}: malformed manifest ({problem})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -99,6 +100,7 @@ def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = 
     """Refuse, before any work, an --out that would lose something: the encoder being fine-tuned (always), an
     encoder.pt a fine-tuning would replace, or a results.json of another kind. Rerunning the same kind of
     evaluation into its own folder replaces its results, as a rerun should; --force allows the rest."""
+    _check_writable(out_dir)
     new_encoder = out_dir / "encoder.pt"
     if encoder is not None:
         if _same_file(Path(encoder), new_encoder):
@@ -113,6 +115,17 @@ def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = 
             held = f"{previous} results" if previous else "a file that is not probe results"
             raise ProbeError(f"{results}: holds {held}, which `probe {task}` would replace; give another --out, "
                              "or --force to replace it")
+
+
+def _check_writable(out_dir: Path) -> None:
+    """--out must be a folder that can be made and written, known before the work rather than after it."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ProbeError(f"{existing}: not a folder, so --out {out_dir} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):  # a read-only disk too (EROFS), even for root
+        raise ProbeError(f"{existing}: not writable, so --out {out_dir} cannot be written")
 
 
 def _same_file(a: Path, b: Path) -> bool:

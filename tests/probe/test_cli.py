@@ -227,6 +227,18 @@ def test_filters_refuses_bad_sizes_and_file_names(tmp_path, option, value):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("command", ["linear", "finetune"])
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, command, monkeypatch):
+    (tmp_path / "file").write_text("")
+    missing = f"cifar10:{tmp_path / 'no-data'}"  # reached only after --out passed: its error would be another
+    line = _error_line(_run(command, "random:cifar", "--data", missing, "--out", tmp_path / "file" / "o"))
+    assert line == f"Error: {tmp_path / 'file'}: not a folder, so --out {tmp_path / 'file' / 'o'} cannot be made"
+    monkeypatch.setattr("probe.cli.os.access", lambda path, mode: False)  # as on a read-only disk
+    line = _error_line(_run(command, "random:cifar", "--data", missing, "--out", tmp_path / "new" / "o"))
+    assert line == f"Error: {tmp_path}: not writable, so --out {tmp_path / 'new' / 'o'} cannot be written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:7"])
 def test_cuda_without_a_gpu_is_one_line_naming_the_device(tmp_path, writers, device):

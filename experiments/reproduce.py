@@ -40,14 +40,15 @@ BIN = Path(sys.executable).parent
 # What each preset changes; everything else is the tools' defaults (the papers' settings).
 PRESETS: dict[str, dict] = {
     # One 2-core CPU, about two hours for `cifar10` on a quiet machine: 10,000 patches instead of 50,000 (so
-    # DeepCluster can re-cluster every epoch), 5,000-6,250 steps per method instead of the full schedules, and
+    # DeepCluster can re-cluster every epoch), 4,992-6,248 steps per method instead of the full schedules, and
     # fully connected heads of 1024 instead of 4096 for RotNet, DeepCluster and supervised (on the CPU the
     # 4096-wide heads cost as much as the encoder; the probes read the encoder only).
     "quick": {
         "n_patches": 10_000,
         "train": {
-            # about 6x the steps of the first quick preset and 4x its Adam step size: at 2,400 steps of lr 1e-4
-            # most conv1 filters were still noise and conv1 scored +1.4 over random (bench/results, follow-up).
+            # 2.5x the steps of the first quick preset (6,000 against 2,400) and 4x its Adam step size: at 2,400
+            # steps of lr 1e-4 most conv1 filters were still noise and conv1 scored +1.4 over random
+            # (bench/results, follow-up).
             # Resize-convolution generator: with transposed convolutions half the critic's conv1 filters became
             # detectors of the generator's checkerboard, and conv1 scored +3.0 over random; resize gave +5.5
             "monogan": ["--max-steps", "6000", "--batch-size", "64", "--lr", "4e-4", "--beta1", "0",
@@ -61,7 +62,8 @@ PRESETS: dict[str, dict] = {
         },
         "probe": [],
     },
-    # One GPU: the paper-scale schedules (the tools' defaults at d = 50,000).
+    # One GPU: the paper-scale schedules at d = 50,000: the tools' defaults but for the epochs (DeepCluster 100, not
+    # its ImageNet-scale 500) and the supervised batch (128, not 256).
     "full": {
         "n_patches": 50_000,
         "train": {
@@ -329,7 +331,7 @@ def gains_section(work: Path, results: list[Path]) -> list[str]:
 PRESET_NOTES = {
     "quick": "CPU: 10,000 patches instead of 50,000; MonoGAN 6,000 critic steps (1,200 generator steps) at Adam lr "
              "4e-4, beta1 0, with a resize-convolution generator; RotNet 32 epochs (4,992 steps); DeepCluster 40 "
-             "epochs of 10,000 (6,250 steps); supervised 8 epochs of CIFAR-10; all at batch 64, with 1024-wide heads "
+             "epochs of 10,000 (6,240 steps); supervised 8 epochs of CIFAR-10; all at batch 64, with 1024-wide heads "
              "instead of 4096; probes use the full 36-epoch protocol",
     "full": "one GPU: 50,000 patches; MonoGAN 100 epochs, RotNet 30, DeepCluster 100, supervised 90; 36-epoch probes",
     "smoke": "test-suite toy run: 256 patches, 3 steps per method, 1-epoch probes; its numbers mean nothing",

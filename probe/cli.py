@@ -185,7 +185,7 @@ FORCE_HELP = ("Replace what --out holds from another kind of run (and, for finet
 @click.option("--workers", type=NON_NEGATIVE, default=2, show_default=True,
               help="Data loading processes (0: in this process).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where archives are extracted (default: ~/.cache/single-image-ssl/probe).")
+              help="Where archives are extracted (default: $XDG_CACHE_HOME or ~/.cache, then single-image-ssl/probe).")
 @click.option("--threads", type=POSITIVE, help=THREADS_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--force", is_flag=True, help=FORCE_HELP)

@@ -3,8 +3,8 @@
 Device chosen automatically (CUDA when present, with bf16 autocast; channels_last on every device), checkpoints written
 atomically every ``ckpt_every`` steps and at each epoch end, exact resume (model, optimisers, schedulers,
 RNG, method state such as DeepCluster's assignments, position in the epoch), ``metrics.jsonl``, a progress
-bar with loss and images/s, DDP under torchrun, a clean stop on a non-finite loss that keeps the last good
-checkpoint, and on Ctrl-C or SIGTERM a stop after the step in flight that saves one (``train.interrupt``).
+bar with loss and images/s, data-parallel training under torchrun, a clean stop on a non-finite loss that keeps
+the last good checkpoint, and on Ctrl-C or SIGTERM a stop after the step in flight that saves one (``train.interrupt``).
 """
 
 from __future__ import annotations

@@ -87,11 +87,24 @@ DC_ARGS = ["--arch", "cifar", "--batch-size", "32", "--epochs", "10", "--workers
            "--pca-dim", "16", "--seed", "3"]
 
 
+def _finish(*args: str) -> None:
+    proc = _cli(*args)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+
+
+def _assert_same_checkpoint_at_step_12(ref: Path, run: Path) -> None:
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
+
+
 def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
     # 8 steps per epoch: the reference runs 12 steps (crossing an epoch end and a re-clustering)
-    ref = _cli("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *DC_ARGS)
-    out_ref, _ = ref.communicate(timeout=300)
-    assert ref.returncode == 0, out_ref
+    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *DC_ARGS)
 
     run = tmp_path / "killed"
     proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *DC_ARGS)
@@ -104,16 +117,8 @@ def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
     killed_at = torch.load(ckpt, weights_only=True)["step"]
     assert 4 <= killed_at < 12, killed_at
 
-    res = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *DC_ARGS)
-    out_res, _ = res.communicate(timeout=300)
-    assert res.returncode == 0, out_res
-
-    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
-    b = torch.load(ckpt, weights_only=True)
-    assert a["step"] == b["step"] == 12
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
+    _finish("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *DC_ARGS)
+    _assert_same_checkpoint_at_step_12(tmp_path / "ref", run)
     steps = [r["step"] for r in read_metrics(run) if "loss" in r and "event" not in r]
     assert steps == sorted(set(steps))  # lines the killed run wrote after its checkpoint were dropped
 
@@ -122,10 +127,7 @@ def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
 def test_a_stop_signal_saves_a_checkpoint_and_the_resumed_run_is_bit_identical(tiny_set, tmp_path, signum):
     # Ctrl-C, and a scheduler's SIGTERM, signal every process of the run, DataLoader workers included
     args = [*DC_ARGS, "--workers", "2", "--ckpt-every", "1000"]
-    ref = _cli("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *args)
-    out_ref, _ = ref.communicate(timeout=300)
-    assert ref.returncode == 0, out_ref
-
+    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *args)
     run = tmp_path / "interrupted"
     proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *args,
                 start_new_session=True)
@@ -144,15 +146,8 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_resumed_run_is_bit_identical(t
     assert "Traceback" not in output, output
     assert read_metrics(run)[-1] == {**read_metrics(run)[-1], "event": "interrupted", "step": stopped_at}
 
-    res = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *args)
-    out_res, _ = res.communicate(timeout=300)
-    assert res.returncode == 0, out_res
-    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
-    b = torch.load(ckpt, weights_only=True)
-    assert a["step"] == b["step"] == 12
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
+    _finish("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *args)
+    _assert_same_checkpoint_at_step_12(tmp_path / "ref", run)
 
 
 def test_an_interrupt_in_process_stops_after_the_step_and_restores_the_handler(tiny_set, tmp_path, monkeypatch):

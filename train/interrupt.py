@@ -35,12 +35,13 @@ class TrainInterrupted(TrainError):
 
 
 class StopSignals:
-    """While active, the first SIGINT/SIGTERM only records a request; ``requested`` tells the loop when to act.
+    """Between ``install`` and ``restore``, the first SIGINT/SIGTERM only records a request; ``requested`` tells the
+    loop when to act.
 
     Under torchrun every rank must stop at the same step (the next collective would hang otherwise), so with
     more than one rank the request is agreed by an all-reduce, and only at steps that are multiples of
     ``sync_every`` (the loop's logging steps, which synchronise anyway). Outside the main thread signal handlers
-    cannot be installed, and the context does nothing.
+    cannot be installed, and ``install`` does nothing.
     """
 
     def __init__(self, sync_every: int = 1) -> None:
@@ -48,23 +49,19 @@ class StopSignals:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> StopSignals:
+    def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
+    def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:  # asked twice: stop waiting for the step to end
-            self._restore()
+            self.restore()
             raise KeyboardInterrupt
         self.signum = signum
         log.warning("%s: stopping after the current step and saving a checkpoint (send it again to abort)",

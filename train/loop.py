@@ -260,14 +260,13 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
         D.init(device)
         started_pg = True
     try:
-        with StopSignals(sync_every=cfg.log_every) as stop:
-            return _train(cfg, device, source, stop)
+        return _train(cfg, device, source)
     finally:
         if started_pg:
             D.shutdown()
 
 
-def _train(cfg: TrainConfig, device: torch.device, source: Source | None, stop: StopSignals) -> dict[str, Any]:
+def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dict[str, Any]:
     method_cls = get_method(cfg.method)
     main = D.is_main()
     world = D.world_size()
@@ -456,6 +455,9 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None, stop: 
     pbar = tqdm(total=total, initial=step, disable=not (cfg.progress and main), desc=f"{cfg.method}/{arch}",
                 unit="step", dynamic_ncols=True)
     method.train()
+    # only around the loop: before it a Ctrl-C has nothing to save and ends the start-up at once
+    stop = StopSignals(sync_every=cfg.log_every)
+    stop.install()
     try:
         while step < total:
             if stop.requested(step, device):
@@ -517,6 +519,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None, stop: 
             _remove_unsaved_run(out, created_out)
         raise
     finally:
+        stop.restore()
         pbar.close()
     elapsed = time.perf_counter() - t_start
     summary = {"step": step, "epoch": epoch, "out": str(out), "seconds": elapsed,

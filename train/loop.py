@@ -60,7 +60,7 @@ class TrainConfig:
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
     device: str = "auto"
-    amp: bool = True  # bf16 autocast, CUDA only
+    amp: bool | None = None  # bf16 autocast; None: on CUDA only (an opt-in on the CPU, where not every CPU has bf16)
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
@@ -345,7 +345,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    use_amp = cuda and cfg.amp
+    use_amp = cuda if cfg.amp is None else cfg.amp
     # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
     # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
     # run stops at, which --max-steps or --epochs decides, whichever comes first.
@@ -372,7 +372,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                       method=cfg.method, arch=arch, world_size=world, device=str(device))
 
     def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
 
     last_saved = step if ckpt is not None else -1
     last_good = last_saved

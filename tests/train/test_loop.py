@@ -225,6 +225,25 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_set, tmp_path, monke
     assert any(r.get("event") == "nonfinite" for r in read_metrics(out))
 
 
+@pytest.mark.parametrize("method", ["monogan", "deepcluster"])
+def test_amp_on_the_cpu_runs_every_step_under_bf16_autocast(method, tiny_set, tmp_path, monkeypatch):
+    # the two methods with the most numerics outside plain SGD: WGAN-GP's double backward, k-means on features
+    cls = get_method(method)
+    real_step = cls.training_step
+    seen = []
+
+    def recorded(self, batch, gen):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real_step(self, batch, gen)
+
+    monkeypatch.setattr(cls, "training_step", recorded)
+    out = tmp_path / method
+    summary = train(cfg(method, tiny_set, out, max_steps=20, amp=True))
+    assert seen == [(True, torch.bfloat16)] * 20
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert json.loads((out / "config.json").read_text())["amp"] is True
+
+
 def test_resume_checks_architecture_and_existing_runs(tiny_set, tmp_path):
     out = tmp_path / "run"
     train(cfg("rotnet", tiny_set, out, max_steps=2))

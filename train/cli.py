@@ -96,7 +96,7 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
         click.Option(["--resume"], is_flag=True, help="continue the run in --out exactly where it stopped"),
         click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
         click.Option(["--amp/--no-amp"], default=None,
-                     help="bf16 autocast; default: on CUDA, off on the CPU. --amp turns it on there too: 1.35-1.5x "
+                     help="bf16 autocast; default: on CUDA, off on the CPU. --amp turns it on there too: 1.3-1.6x "
                           "faster steps on a CPU with AVX512-BF16 or AMX (bench/cpu_bf16.py), slower without"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
     ]

@@ -1,0 +1,115 @@
+"""Behaviour fingerprint: a pinned render and a fixed-seed 20-step CPU run of every method, as sha256 digests.
+
+A restructuring or a GPU-only fix must leave the CPU fp32 results untouched. Run this before and after a change
+on the same machine and compare the lines (``bench/results/fingerprint.md`` records the reference):
+
+    python bench/fingerprint.py            # prints one 'name digest' line per item
+    python bench/fingerprint.py --check bench/results/fingerprint.md   # exit 1 when a digest moved
+
+Digests are of the exact bytes (shards) and the exact float32 weights (``state_dict`` in key order), so they are
+meaningful on one machine and one torch build; another CPU (other oneDNN kernels) gives other, equally valid digests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Small settings that still run every method's real code path (as the tests use them).
+SMALL = {
+    "rotnet": {"head_dim": 64},
+    "deepcluster": {"head_dim": 64, "k": 4, "pca_dim": 16},
+    "bigan": {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32},
+    "monogan": {"g_width": 16, "z_dim": 32},
+    "supervised": {"head_dim": 64},
+}
+STEPS = 20
+
+
+def _digest_tensors(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def render_digest(folder: Path) -> str:
+    from pipeline.config import RenderConfig
+    from pipeline.render import render_set
+
+    render_set(folder, RenderConfig(n_patches=256, size=32, shard_size=64, seed=0), log=lambda *a, **k: None)
+    h = hashlib.sha256()
+    for tar in sorted(folder.glob("patches-*.tar")):
+        h.update(tar.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def labelled_folder(folder: Path) -> Path:
+    """A deterministic 4-class ImageFolder of 32 px PNGs (64 images) for the supervised baseline."""
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(16):
+            img = (rng.random((32, 32, 3)) * 64 + c * 48).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"class{c}" / f"{i:03d}.png")
+    return folder
+
+
+def method_digest(method: str, data: Path, out: Path) -> str:
+    from train.loop import TrainConfig, train
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,
+                      max_steps=STEPS, workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
+                      seed=0, device="cpu", options=dict(SMALL[method]))
+    train(cfg)
+    model = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    return _digest_tensors(model)
+
+
+def fingerprints(methods: list[str]) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = {"render": render_digest(tmp / "set")}
+        labelled = labelled_folder(tmp / "labelled")
+        for m in methods:
+            data = labelled if m == "supervised" else tmp / "set"
+            rows[f"train-{m}"] = method_digest(m, data, tmp / f"run-{m}")
+            print(f"{'train-' + m:20s} {rows['train-' + m]}", flush=True)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", type=Path, help="a results file with 'name digest' lines to compare against")
+    ap.add_argument("--methods", default=",".join(SMALL), help="comma-separated methods")
+    args = ap.parse_args()
+    rows = fingerprints(args.methods.split(","))
+    print(f"{'render':20s} {rows['render']}")
+    if args.check is None:
+        return 0
+    expected = dict(re.findall(r"^\|?\s*`?([\w-]+)`?\s*\|?\s*`?([0-9a-f]{16})`?", args.check.read_text(), re.M))
+    moved = [f"{k}: {expected[k]} -> {v}" for k, v in rows.items() if k in expected and expected[k] != v]
+    missing = [k for k in rows if k not in expected]
+    for line in moved:
+        print("MOVED", line)
+    for k in missing:
+        print("NOT RECORDED", k)
+    print("identical" if not moved else f"{len(moved)} digest(s) moved")
+    return 1 if moved else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -89,6 +89,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def amp_autocast(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
+    """The loop's mixed precision: one bf16 autocast region per training step (a no-op when ``enabled`` is False).
+
+    Its cache of bf16 weight copies lives until the region ends; ``Method.optimizer_step`` clears it after each
+    update, so a method stepping several optimisers in one step never runs a forward on pre-update weights.
+    """
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> dict[str, Any]:
     """The settings the run will use: those given, else those ``recorded`` by the checkpointed run, else defaults.
 
@@ -372,7 +381,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                       method=cfg.method, arch=arch, world_size=world, device=str(device))
 
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+        return amp_autocast(device.type, use_amp)
 
     last_saved = step if ckpt is not None else -1
     last_good = last_saved

@@ -167,18 +167,27 @@ def build_options(method_cls: type[Method], overrides: dict[str, Any]):
     return method_cls.Options(**overrides)
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """This process's random streams: the global CPU one, the augmentation generator and, on CUDA, the generator of
+    the one device the process trains on (not every visible GPU's: a resume may see fewer, or other, GPUs)."""
     state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["augment"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda_state = state.get("cuda")
+    if device.type != "cuda" or cuda_state is None:
+        return  # a CPU run, or a checkpoint written on the CPU: the CUDA generator keeps its seed
+    if isinstance(cuda_state, (list, tuple)):  # written before: every visible GPU's, the run's at its device index
+        if device.index is None or device.index >= len(cuda_state):
+            log.warning("checkpoint holds no CUDA random state for %s: its stream restarts", device)
+            return
+        cuda_state = cuda_state[device.index]
+    torch.cuda.set_rng_state(cuda_state, device)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -345,7 +354,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         epoch, step, batch_in_epoch = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["batch_in_epoch"])
         rngs = ckpt.get("rng", [])
         if len(rngs) == world:
-            _set_rng_state(rngs[D.rank()], gen)
+            _set_rng_state(rngs[D.rank()], gen, device)
         else:
             log.warning("checkpoint written by %d ranks, resuming on %d: RNG streams restart",
                         len(rngs), world)
@@ -388,7 +397,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     def save_checkpoint() -> None:
         nonlocal last_saved, last_good
-        rngs = D.all_gather_object(_rng_state(gen))
+        rngs = D.all_gather_object(_rng_state(gen, device))
         if main:
             atomic_torch_save({
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,

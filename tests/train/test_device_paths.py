@@ -102,3 +102,84 @@ def test_two_player_steps_in_one_autocast_region_equal_one_region_per_player(nam
     a, b = one.state_dict(), per_player.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+# ---- 6. random states of the devices the run uses, not of every visible GPU --------------------------------------
+class FakeCuda:
+    """``torch.cuda``'s random-state functions for ``count`` visible GPUs, each state tagged with its device index;
+    like torch's, they raise IndexError for a device that is not visible."""
+
+    def __init__(self, monkeypatch, count: int) -> None:
+        self.count, self.restored = count, []
+        for name in ("is_available", "is_initialized"):
+            monkeypatch.setattr(torch.cuda, name, lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.count)
+        for name in ("get_rng_state", "set_rng_state", "get_rng_state_all", "set_rng_state_all"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+    def _index(self, device) -> int:
+        index = torch.device(device).index if not isinstance(device, int) else device
+        index = 0 if index is None else index
+        if index >= self.count:
+            raise IndexError(f"CUDA device {index} of {self.count}")
+        return index
+
+    def get_rng_state(self, device="cuda"):
+        return torch.full((8,), self._index(device), dtype=torch.uint8)
+
+    def set_rng_state(self, state, device="cuda"):
+        self.restored.append((self._index(device), int(state[0])))
+
+    def get_rng_state_all(self):
+        return [self.get_rng_state(i) for i in range(self.count)]
+
+    def set_rng_state_all(self, states):
+        for i, state in enumerate(states):
+            self.set_rng_state(state, i)
+
+
+def test_a_cpu_run_on_a_gpu_machine_resumes_where_fewer_gpus_are_visible(tiny_set, tmp_path, monkeypatch):
+    from train.loop import TrainConfig, train
+
+    def cfg(**kw):
+        return TrainConfig(method="rotnet", data=str(tiny_set), out=str(tmp_path / "run"), arch="cifar", batch_size=16,
+                           device="cpu", workers=0, progress=False, options={"head_dim": 64}, **kw)
+
+    FakeCuda(monkeypatch, count=2)  # CUDA initialised (say, by a probe in the same process), two GPUs visible
+    train(cfg(max_steps=2))
+    assert "cuda" not in torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["rng"][0]
+    fake = FakeCuda(monkeypatch, count=1)
+    assert train(cfg(max_steps=4, resume=True))["step"] == 4
+    assert fake.restored == []
+
+
+def test_a_cuda_run_saves_and_restores_its_own_devices_state_only(monkeypatch):
+    from train.loop import _rng_state, _set_rng_state
+
+    FakeCuda(monkeypatch, count=4)
+    gen = torch.Generator().manual_seed(0)
+    state = _rng_state(gen, torch.device("cuda", 3))  # rank 3 of a 4-GPU run
+    assert state["cuda"].tolist() == [3] * 8
+    fake = FakeCuda(monkeypatch, count=1)  # resumed as a single process on a 1-GPU machine
+    _set_rng_state(state, gen, torch.device("cuda", 0))
+    assert fake.restored == [(0, 3)]
+    # a checkpoint of the earlier format (every visible GPU's state): the run's own device's is restored
+    fake.restored.clear()
+    _set_rng_state({**state, "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]}, gen,
+                   torch.device("cuda", 0))
+    assert fake.restored == [(0, 0)]
+    fake.restored.clear()
+    _set_rng_state(state, gen, torch.device("cpu"))  # a CUDA checkpoint resumed on the CPU
+    assert fake.restored == []
+
+
+@pytest.mark.cuda
+def test_cuda_random_stream_round_trips_through_the_checkpoint_state():
+    from train.loop import _rng_state, _set_rng_state
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    gen = torch.Generator().manual_seed(0)
+    state = _rng_state(gen, device)
+    first = torch.rand(4, device=device)
+    _set_rng_state(state, gen, device)
+    assert torch.equal(torch.rand(4, device=device), first)

@@ -183,3 +183,55 @@ def test_cuda_random_stream_round_trips_through_the_checkpoint_state():
     first = torch.rand(4, device=device)
     _set_rng_state(state, gen, device)
     assert torch.equal(torch.rand(4, device=device), first)
+
+
+# ---- 8. under torchrun, each rank on the GPU of its LOCAL_RANK ------------------------------------------------------
+@pytest.fixture
+def two_gpus_under_torchrun(monkeypatch):
+    """Rank 1 of 2 launched by torchrun on a machine with two (fake) GPUs; returns the devices set."""
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    return chosen
+
+
+def test_under_torchrun_each_rank_takes_its_local_rank_gpu_and_a_conflicting_device_is_refused(
+        two_gpus_under_torchrun):
+    from train.errors import TrainError
+    from train.loop import pick_device
+
+    for name in ("auto", "cuda", "cuda:1"):
+        assert pick_device(name) == torch.device("cuda", 1)
+    assert two_gpus_under_torchrun == [torch.device("cuda", 1)] * 3
+    with pytest.raises(TrainError, match=r"^--device cuda:0 under torchrun: each process trains on the GPU of its "
+                                         r"LOCAL_RANK \(cuda:1 for this one\); pass --device cuda \(or auto\)$"):
+        pick_device("cuda:0")
+    assert pick_device("cpu") == torch.device("cpu")  # gloo on the CPU stays possible
+
+
+def test_the_cli_refuses_a_conflicting_device_under_torchrun_in_one_line(two_gpus_under_torchrun, tiny_set, tmp_path):
+    from click.testing import CliRunner
+
+    from train.cli import main
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar",
+                                  "--device", "cuda:0"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "LOCAL_RANK" in r.output, r.output
+    assert not out.exists()
+
+
+def test_without_torchrun_any_visible_gpu_may_be_named(monkeypatch):
+    from train.loop import pick_device
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    assert pick_device("cuda") == torch.device("cuda", 0)

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None  # bf16 autocast; None: on CUDA only (an opt-in on the CPU, where not every CPU has bf16)
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
+    deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
@@ -95,6 +96,34 @@ def pick_device(name: str = "auto") -> torch.device:
             raise TrainError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(dev)
     return dev
+
+
+# cuBLAS's fixed-size workspace, which deterministic CUDA matrix products need; read when cuBLAS starts.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def backend_settings(device: torch.device, deterministic: bool = False) -> Iterator[None]:
+    """The kernels a run trains with, restored on exit (tests, benchmarks and notebooks call ``train`` in one process).
+
+    On CUDA by default: cuDNN autotuning and TF32 products, fast but not bit-reproducible (the algorithm chosen may
+    change from run to run, and atomic-add kernels sum in any order). ``deterministic``: deterministic algorithms
+    (an operation without one warns, naming itself), no autotuning, no TF32. On the CPU nothing changes by default.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = False, True, False, False
+        elif device.type == "cuda":
+            cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = True, True, True
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = saved[:4]
+        torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
 
 def amp_autocast(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
@@ -280,13 +309,16 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
 
     ``source`` overrides the data set named by ``cfg.data`` (tests, benchmarks). Returns a summary dict.
     """
+    if cfg.deterministic:  # before anything can start cuBLAS
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     device = pick_device(cfg.device)
     started_pg = False
     if D.env_world()[2] > 1 and not D.is_dist():
         D.init(device)
         started_pg = True
     try:
-        return _train(cfg, device, source)
+        with backend_settings(device, cfg.deterministic):
+            return _train(cfg, device, source)
     finally:
         if started_pg:
             D.shutdown()
@@ -297,10 +329,6 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     main = D.is_main()
     world = D.world_size()
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     out = Path(cfg.out)
     ckpt_path, enc_path, metrics_path = out / "checkpoint.pt", out / "encoder.pt", out / "metrics.jsonl"

@@ -235,3 +235,110 @@ def test_without_torchrun_any_visible_gpu_may_be_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     assert pick_device("cuda") == torch.device("cuda", 0)
+
+
+# ---- 7. --deterministic -----------------------------------------------------------------------------------------
+def _kernel_flags():
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+def test_deterministic_sets_the_flags_for_the_run_and_restores_them(tiny_set, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from train.loop import TrainConfig, train
+
+    cls = get_method("rotnet")
+    real_step, seen = cls.training_step, []
+
+    def recorded(self, batch, gen):
+        seen.append({**_kernel_flags(), "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG")})
+        return real_step(self, batch, gen)
+
+    monkeypatch.setattr(cls, "training_step", recorded)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = _kernel_flags()
+    out = tmp_path / "run"
+    train(TrainConfig(method="rotnet", data=str(tiny_set), out=str(out), arch="cifar", batch_size=16, max_steps=2,
+                      device="cpu", workers=0, progress=False, options={"head_dim": 64}, deterministic=True))
+    assert seen == [{"deterministic_algorithms": True, "cudnn_benchmark": False, "cudnn_deterministic": True,
+                     "cudnn_tf32": False, "matmul_tf32": False, "cublas_workspace": ":4096:8"}] * 2
+    assert _kernel_flags() == before
+    assert json.loads((out / "config.json").read_text())["deterministic"] is True
+
+
+def test_cuda_defaults_are_autotuning_and_tf32_and_deterministic_turns_them_off():
+    from train.loop import backend_settings
+
+    before = _kernel_flags()
+    with backend_settings(torch.device("cuda", 0)):
+        assert _kernel_flags() == {**before, "cudnn_benchmark": True, "cudnn_tf32": True, "matmul_tf32": True}
+    with backend_settings(torch.device("cuda", 0), deterministic=True):
+        assert _kernel_flags() == {"deterministic_algorithms": True, "cudnn_benchmark": False,
+                                   "cudnn_deterministic": True, "cudnn_tf32": False, "matmul_tf32": False}
+    with backend_settings(torch.device("cpu")):
+        assert _kernel_flags() == before
+    assert _kernel_flags() == before
+
+
+def test_the_cli_passes_deterministic(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import train.cli
+
+    configs = []
+    monkeypatch.setattr(train.cli, "train", lambda cfg: configs.append(cfg) or {"step": 0, "epoch": 0,
+                                                                                "images_per_s": 0.0})
+    for extra in ([], ["--deterministic"]):
+        r = CliRunner().invoke(train.cli.main, ["rotnet", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+        assert r.exit_code == 0, r.output
+    assert [c.deterministic for c in configs] == [False, True]
+
+
+# ---- 9. every method on a GPU: bf16, channels_last, and an exact resume with --deterministic ----------------------
+@pytest.fixture(scope="module")
+def labelled_folder(tmp_path_factory):
+    """A 4-class ImageFolder of 64 random 32 px PNGs, for the supervised baseline."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        (root / f"class{c}").mkdir()
+        for i in range(16):
+            pixels = (rng.random((32, 32, 3)) * 64 + c * 48).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", METHODS)
+def test_each_method_trains_on_cuda_in_bf16_and_resumes_exactly_when_deterministic(name, tiny_set, labelled_folder,
+                                                                                 tmp_path):
+    import json
+
+    from train.loop import TrainConfig, train
+
+    options = {**SMALL[name], "n_critic": 5} if name == "monogan" else SMALL[name]
+
+    def cfg(out, **kw):
+        return TrainConfig(method=name, data=str(labelled_folder if name == "supervised" else tiny_set),
+                           out=str(tmp_path / out), arch="cifar", batch_size=16, device="cuda", workers=0,
+                           progress=False, log_every=4, ckpt_every=1000, shuffle_buffer=64, deterministic=True,
+                           options=dict(options), **kw)
+
+    summary = train(cfg("ref", max_steps=24))  # deepcluster: 16 steps an epoch, so a second clustering
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    recorded = json.loads((tmp_path / "ref" / "config.json").read_text())
+    assert recorded["device"].startswith("cuda") and recorded["amp"] is True and recorded["channels_last"] is True
+    train(cfg("run", max_steps=10))
+    train(cfg("run", max_steps=24, resume=True))
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 24
+    moved = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not moved, f"resumed run differs in {len(moved)} tensors, e.g. {moved[:3]}"

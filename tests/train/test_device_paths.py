@@ -342,3 +342,42 @@ def test_each_method_trains_on_cuda_in_bf16_and_resumes_exactly_when_determinist
     assert a["step"] == b["step"] == 24
     moved = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not moved, f"resumed run differs in {len(moved)} tensors, e.g. {moved[:3]}"
+
+
+# ---- 5. the clustering pass in fp32 on every device ---------------------------------------------------------------
+def test_the_clustering_pass_runs_in_fp32_without_autocast_or_tf32(monkeypatch):
+    """Even when the epoch context's autocast is bf16 and TF32 is on (the loop's CUDA settings): features, PCA and
+    k-means see float32 data with autocast off and TF32 off; the settings are restored after."""
+    from train import clustering
+    from train.data import TensorSource
+    from train.methods.base import EpochContext
+
+    seen = []
+
+    def recording(name, fn, tensor_arg):
+        def wrapped(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            data = out if name == "features" else args[tensor_arg]
+            seen.append((name, data.dtype, torch.is_autocast_enabled("cpu"),
+                         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            return out
+        return wrapped
+
+    cls = get_method("deepcluster")
+    monkeypatch.setattr(cls, "features", recording("features", cls.features, 0))
+    monkeypatch.setattr(clustering, "fit_pca", recording("fit_pca", clustering.fit_pca, 0))
+    monkeypatch.setattr(clustering, "kmeans", recording("kmeans", clustering.kmeans, 0))
+    m = build("deepcluster", n=32)
+    images = (torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    ctx = EpochContext(source=TensorSource(images), epoch=1, batch_size=8, seed=0, workers=0, pin_memory=False,
+                       autocast=lambda: amp_autocast("cpu", True))
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with pytest.warns(UserWarning, match="fewer than 39 per centroid"):
+            m.on_epoch_start(ctx)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert {name for name, *_ in seen} == {"features", "fit_pca", "kmeans"}
+    assert all(rec[1:] == (torch.float32, False, False, False) for rec in seen), seen

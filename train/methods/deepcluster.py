@@ -1,9 +1,9 @@
 """DeepCluster (Caron et al., 2018): alternate k-means on the network's features and learning to predict the
 cluster ids.
 
-Each epoch starts with a clustering pass over the whole set: fc7 features (before the last ReLU, dropout
-off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at ImageNet
-scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
+Each epoch starts with a clustering pass over the whole set, in fp32 on every device: fc7 features (before the
+last ReLU, dropout off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at
+ImageNet scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
 top layer is re-initialised (and its momentum cleared) after each reassignment, since its old rows mean
 nothing for the new clusters.
 
@@ -19,9 +19,11 @@ Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and hori
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,19 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: Tensor
     :func:`train.clustering.cluster_weights`)."""
     ce = F.cross_entropy(logits, labels, reduction="none")
     return (ce * class_weights[labels]).mean()
+
+
+def _in_full_fp32(method: Callable) -> Callable:
+    """Run a step of the clustering pass in plain fp32 on every device (:func:`train.clustering.full_fp32`): features
+    (no bf16 autocast), PCA, projection and k-means distances (no TF32). The price is an fp32 forward pass over the
+    set once an epoch, where training steps run in bf16."""
+
+    @functools.wraps(method)
+    def in_fp32(self: DeepCluster, *args: Any, **kwargs: Any) -> Any:
+        with clustering.full_fp32(self.device.type):
+            return method(self, *args, **kwargs)
+
+    return in_fp32
 
 
 @dataclass
@@ -114,6 +129,7 @@ class DeepCluster(Method):
         return augment.center_crop_resize(augment.to_unit_range(images), self.input_size, crop_fraction=frac)
 
     @torch.no_grad()
+    @_in_full_fp32
     def compute_features(self, ctx: EpochContext) -> tuple[Tensor | None, Tensor | None]:
         """PCA-reduced features and indices of the whole set, on rank 0 (None elsewhere)."""
         o: DeepClusterOptions = self.opts
@@ -128,9 +144,7 @@ class DeepCluster(Method):
                                    pin_memory=ctx.pin_memory)
         for batch in loader:
             batch = batch.to(self.device)
-            x = self.center_view(batch.images)
-            with ctx.autocast():
-                f = self.features(x).float()
+            f = self.features(self.center_view(batch.images)).float()
             if pca is None:
                 raw.append(f.cpu())
                 raw_idx.append(batch.index.cpu())
@@ -166,6 +180,7 @@ class DeepCluster(Method):
         mean, proj = D.broadcast_object(payload)
         return clustering.PCA(mean.to(self.device), proj.to(self.device))
 
+    @_in_full_fp32
     def cluster(self, feats: Tensor, idx: Tensor, seed: int) -> tuple[Tensor, dict[str, float]]:
         """k-means on (PCA-reduced) features; returns labels by global index."""
         o: DeepClusterOptions = self.opts

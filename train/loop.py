@@ -126,6 +126,11 @@ def backend_settings(device: torch.device, deterministic: bool = False) -> Itera
         torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s global generators (dropout) once the model is built: ``seed`` on rank 0."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank * 7_919 + 1) % 2**63
+
+
 def amp_autocast(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
     """The loop's mixed precision: one bf16 autocast region per training step (a no-op when ``enabled`` is False).
 
@@ -370,6 +375,10 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         method.channels_last = True
     method.configure()
     D.broadcast_module(method)
+    if D.rank() > 0:
+        # Dropout masks (global and CUDA generators) differ per rank, as augmentation does; the weights above were
+        # built from the common seed and broadcast. Rank 0 keeps the stream a single process has.
+        torch.manual_seed(rank_seed(seed, D.rank()))
     gen = torch.Generator().manual_seed(seed * 7919 + D.rank() + 1)
 
     epoch, step, batch_in_epoch = 0, 0, 0

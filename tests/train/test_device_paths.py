@@ -381,3 +381,78 @@ def test_the_clustering_pass_runs_in_fp32_without_autocast_or_tf32(monkeypatch):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     assert {name for name, *_ in seen} == {"features", "fit_pca", "kmeans"}
     assert all(rec[1:] == (torch.float32, False, False, False) for rec in seen), seen
+
+
+# ---- 3, 4. two ranks (torchrun, gloo): the PCA sees every rank's sample, dropout differs per rank ------------------
+DDP_SCRIPT = '''
+import hashlib, json, os, sys
+import torch
+from train import clustering
+from train.loop import TrainConfig, train
+from train.methods import get_method
+
+out, data = sys.argv[1], sys.argv[2]
+record = {"pca_rows": [], "first_step": None}
+real_fit, cls = clustering.fit_pca, get_method("deepcluster")
+real_step = cls.training_step
+
+def fit(x, dim, **kw):
+    record["pca_rows"].append(int(x.shape[0]))
+    return real_fit(x, dim, **kw)
+
+def digest(tensors):
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+def step(self, batch, gen):
+    if record["first_step"] is None:
+        record["first_step"] = {"weights": digest(self.parameters()), "global_rng": digest([torch.get_rng_state()])}
+    return real_step(self, batch, gen)
+
+clustering.fit_pca, cls.training_step = fit, step
+train(TrainConfig(method="deepcluster", data=data, out=os.path.join(out, "run"), arch="cifar", batch_size=16,
+                  max_steps=2, device="cpu", workers=0, progress=False, shuffle_buffer=64,
+                  options={"head_dim": 64, "k": 4, "pca_dim": 16, "pca_samples": 64}))
+with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump(record, f)
+'''
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny_set, tmp_path_factory):
+    """What each of two gloo ranks saw in a 2-step DeepCluster run under torchrun."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path_factory.mktemp("ddp")
+    (out / "script.py").write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(out / "script.py"), str(out), str(tiny_set)],
+                       env=env, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_under_ddp_the_pca_is_fitted_on_every_ranks_sample(two_ranks):
+    # pca_samples 64 over 2 ranks: each keeps its first feature batch of 32 rows; rank 0 fits on both
+    assert two_ranks[0]["pca_rows"] == [64] and two_ranks[1]["pca_rows"] == []
+
+
+def test_under_ddp_ranks_start_equal_but_draw_their_own_dropout_masks(two_ranks):
+    first = [r["first_step"] for r in two_ranks]
+    assert first[0]["weights"] == first[1]["weights"]  # the broadcast still makes every rank start alike
+    assert first[0]["global_rng"] != first[1]["global_rng"]  # the generator dropout draws from differs
+
+
+def test_rank_seed_keeps_rank_zero_on_the_single_process_stream():
+    from train.loop import rank_seed
+
+    assert rank_seed(5, 0) == 5
+    assert len({rank_seed(5, r) for r in range(64)} | {rank_seed(6, r) for r in range(64)}) == 128

@@ -10,8 +10,8 @@ nothing for the new clusters.
 Memory stays bounded: only the first ``pca_samples`` raw fc7 vectors are kept (to fit the PCA); every later
 batch is projected to 256 dimensions on the fly, so 1.28M samples take 1.28M x 256 floats, not 1.28M x 4096.
 
-Under torchrun every rank featurises its share of the set; the features are gathered on rank 0, which clusters
-and broadcasts the labels.
+Under torchrun every rank featurises its share of the set; the PCA is fitted on rank 0 to the first rows of every
+rank (``pca_samples`` in all), the features are gathered on rank 0, which clusters and broadcasts the labels.
 
 Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and horizontal flips; optimiser SGD lr
 0.05, momentum 0.9, weight decay 1e-5, batch 256, constant rate. Optional Sobel input (``--sobel``).
@@ -168,8 +168,10 @@ class DeepCluster(Method):
         return feats, idx
 
     def _fit_pca(self, raw: Tensor) -> clustering.PCA:
-        """Fit on rank 0's sample (samples are i.i.d. renders) and share it, so all ranks project alike."""
+        """Fit on every rank's first rows (each keeps its 1/world share of ``pca_samples``), gathered on rank 0, and
+        share the result, so all ranks project alike."""
         o: DeepClusterOptions = self.opts
+        raw = D.gather_rows(raw, self.device if self.device.type == "cuda" else torch.device("cpu"))
         if D.is_main():
             if raw.shape[0] < 2:
                 raise ValueError("deepcluster: too few samples to fit the PCA")

@@ -47,6 +47,12 @@ class Batch:
             None if self.labels is None else self.labels.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so ``to(device, non_blocking=True)`` overlaps the copy with compute. A DataLoader with
+        ``pin_memory=True`` calls this for every batch (objects it does not know are passed on unpinned)."""
+        return Batch(self.images.pin_memory(), self.index.pin_memory(),
+                     None if self.labels is None else self.labels.pin_memory())
+
     def __len__(self) -> int:
         return self.images.shape[0]
 

@@ -456,3 +456,36 @@ def test_rank_seed_keeps_rank_zero_on_the_single_process_stream():
 
     assert rank_seed(5, 0) == 5
     assert len({rank_seed(5, r) for r in range(64)} | {rank_seed(6, r) for r in range(64)}) == 128
+
+
+# ---- 10. pinned batches -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("labels", [True, False])
+def test_the_loaders_pin_memory_step_pins_every_tensor_of_a_batch(monkeypatch, labels):
+    """The DataLoader's pin_memory=True path (torch.utils.data._utils.pin_memory) pins a Batch's tensors. Pinning
+    needs a GPU driver, so here Tensor.pin_memory is replaced by a copy that records what it returned."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+
+    def fake_pin(self, *args):
+        copy = self.clone()
+        pinned.append(copy)
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batch = fixed_batch()
+    if not labels:
+        batch.labels = None
+    out = pin_memory(batch)
+    assert isinstance(out, Batch)
+    expected = [out.images, out.index] + ([out.labels] if labels else [])
+    assert len(pinned) == len(expected) and all(a is b for a, b in zip(pinned, expected, strict=True))
+    assert torch.equal(out.images, batch.images) and (out.labels is None) == (not labels)
+
+
+@pytest.mark.cuda
+def test_a_shard_loader_with_pin_memory_returns_pinned_batches(tiny_set):
+    from train.data import ShardSource
+
+    batch = next(iter(ShardSource(tiny_set).loader(0, 16, workers=1, pin_memory=True)))
+    assert batch.images.is_pinned() and batch.index.is_pinned()

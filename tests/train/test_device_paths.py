@@ -489,3 +489,60 @@ def test_a_shard_loader_with_pin_memory_returns_pinned_batches(tiny_set):
 
     batch = next(iter(ShardSource(tiny_set).loader(0, 16, workers=1, pin_memory=True)))
     assert batch.images.is_pinned() and batch.index.is_pinned()
+
+
+# ---- 11. no host syncs in a training step -------------------------------------------------------------------------
+def _project_code(frame_depth: int = 2) -> bool:
+    import sys
+    from pathlib import Path
+
+    import train
+
+    return sys._getframe(frame_depth).f_code.co_filename.startswith(str(Path(train.__file__).parent))
+
+
+def _guard_host_syncs(monkeypatch) -> None:
+    """Make the project's own code raise where, on a GPU, it would wait for the device: a Python truth value or
+    number of a tensor, .item()/.tolist()/.nonzero(), and a .to(device) without non_blocking (from pageable memory a
+    plain copy synchronises the stream). torch's own code (say, Adam's CPU step counter) is left alone."""
+
+    def guarded(name, real):
+        def check(self, *args, **kwargs):
+            if _project_code():
+                to_device = name == "to" and not kwargs.get("non_blocking") and any(
+                    isinstance(a, (torch.device, str)) for a in (*args, kwargs.get("device")))
+                if name != "to" or to_device:
+                    raise AssertionError(f"host sync in a training step: Tensor.{name} ({args}, {kwargs})")
+            return real(self, *args, **kwargs)
+        return check
+
+    for name in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist", "nonzero", "to"):
+        monkeypatch.setattr(torch.Tensor, name, guarded(name, getattr(torch.Tensor, name)))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_training_step_never_waits_for_the_device(name, monkeypatch):
+    m = build(name, channels_last=True)
+    batch = fixed_batch()
+    real_step = type(m).training_step
+    for i in range(2):
+        with monkeypatch.context() as patch:
+            _guard_host_syncs(patch)
+            out = real_step(m, batch, torch.Generator().manual_seed(i))
+        assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", METHODS)
+def test_a_cuda_training_step_under_sync_debug_mode_error(name):
+    m = build(name, "cuda", channels_last=True)
+    batch = fixed_batch(device="cuda")
+    for i in range(3):  # the first step allocates (cuDNN autotuning may synchronise)
+        if i > 0:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            with amp_autocast("cuda", True):
+                out = m.training_step(batch, torch.Generator().manual_seed(i))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out["loss"]).item()

@@ -221,6 +221,9 @@ class DeepCluster(Method):
         return stats
 
     def set_labels(self, labels: Tensor, epoch: int) -> None:
+        if labels.shape != (self.num_samples,) or bool((labels < 0).any()):  # once an epoch, not every step
+            raise ValueError(f"deepcluster: pseudo-labels for {labels.shape[0]} samples, "
+                             f"{int((labels < 0).sum())} without a cluster, for a set of {self.num_samples}")
         self.labels = labels.to(self.device)
         if self.opts.uniform:
             self.class_weights = clustering.cluster_weights(self.labels, self.k).to(self.device)
@@ -235,12 +238,9 @@ class DeepCluster(Method):
         return self.top_layer(F.relu(self.features(x)))
 
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
-        if batch.index.max() >= self.num_samples:
-            raise ValueError(
-                f"deepcluster: sample index {int(batch.index.max())} >= set size {self.num_samples}")
+        # No checks of the batch here: a Python test of a CUDA tensor waits for the GPU every step. The epoch's
+        # clustering pass checked every index its batches carry (cluster) and that each has a label (set_labels).
         y = self.labels[batch.index]
-        if (y < 0).any():
-            raise RuntimeError("deepcluster: batch holds samples without a pseudo-label (clustering not run)")
         x = augment.random_resized_crop(augment.to_unit_range(batch.images), self.input_size,
                                         scale=(0.08, 1.0),
                                         generator=generator)

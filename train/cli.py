@@ -84,8 +84,9 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
                      help="stop after this many optimisation steps (overall, not per epoch)"),
         click.Option(["--batch-size"], type=click.IntRange(1), default=method.default_batch_size,
                      show_default=True, help="per-process batch size"),
-        click.Option(["--workers"], type=click.IntRange(0), default=4, show_default=True,
-                     help="data-loader worker processes"),
+        click.Option(["--workers"], type=click.IntRange(0), default=None,
+                     help="data-loader worker processes per process  [default: its share of the CPUs it may use, "
+                          "split between torchrun's processes on the node, less one]"),
         click.Option(["--seed"], type=int, default=0, show_default=True),
         click.Option(["--ckpt-every"], type=click.IntRange(0), default=1000, show_default=True,
                      help="checkpoint every N steps (and always at each epoch end); 0: epoch ends only"),

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from train import distributed as D
-from train.data import Batch, LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
+from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
 from train.encoder_io import atomic_torch_save, plain, save_encoder
 from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: int | None = None
     max_steps: int | None = None  # None: no limit (on resume: the checkpointed run's)
     batch_size: int | None = None
-    workers: int = 4
+    workers: int | None = None  # None: this process's share of the CPUs (train.data.default_workers)
     seed: int | None = None  # None: DEFAULT_SEED
     ckpt_every: int = 1000
     log_every: int = 20
@@ -409,13 +409,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
     use_amp = cuda if cfg.amp is None else cfg.amp
+    workers = default_workers() if cfg.workers is None else cfg.workers
     # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
     # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
     # run stops at, which --max-steps or --epochs decides, whichever comes first.
     run_config = {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
         **{k: v for k, v in settings.items() if k != "options"}, "world_size": world,
-        "device": str(device), "amp": use_amp, "total_steps": total,
+        "device": str(device), "amp": use_amp, "workers": workers, "total_steps": total,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": spe,
         "render_config": getattr(source, "render_config", None), "data_identity": data_identity,
@@ -526,7 +527,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stop.requested(step, device):
                 stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
-                               workers=cfg.workers, pin_memory=cuda, autocast=autocast)
+                               workers=workers, pin_memory=cuda, autocast=autocast)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
@@ -538,7 +539,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stats:
                 metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
             batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=seed,
-                                    workers=cfg.workers, pin_memory=cuda)
+                                    workers=workers, pin_memory=cuda)
             for batch in batches_until_stopped(batches):
                 batch = batch.to(device)
                 with autocast():

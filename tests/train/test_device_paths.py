@@ -546,3 +546,37 @@ def test_a_cuda_training_step_under_sync_debug_mode_error(name):
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out["loss"]).item()
+
+
+# ---- 12. loader workers: this rank's share of the CPUs it may use ------------------------------------------------
+@pytest.mark.parametrize("cpus,ranks_here,expected", [(16, None, 15), (16, "8", 1), (64, "8", 7), (2, None, 1),
+                                                      (1, None, 1)])
+def test_default_workers_are_this_ranks_share_of_the_usable_cpus(monkeypatch, cpus, ranks_here, expected):
+    import os
+
+    from train.data import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)  # the host's, not what the process may use
+    if ranks_here is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks_here)
+    assert default_workers() == expected
+
+
+def test_a_run_without_workers_uses_and_records_the_default(tiny_set, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from train.loop import TrainConfig, train
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cls = get_method("rotnet")
+    real_start, seen = cls.on_epoch_start, []
+    monkeypatch.setattr(cls, "on_epoch_start", lambda self, ctx: seen.append(ctx.workers) or real_start(self, ctx))
+    out = tmp_path / "run"
+    train(TrainConfig(method="rotnet", data=str(tiny_set), out=str(out), arch="cifar", batch_size=16, max_steps=1,
+                      device="cpu", progress=False, shuffle_buffer=64, options={"head_dim": 64}))
+    assert seen == [2] and json.loads((out / "config.json").read_text())["workers"] == 2

@@ -128,9 +128,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--methods", default="rotnet,deepcluster,bigan,monogan,supervised")
+    ap.add_argument("--methods", default="rotnet,deepcluster,bigan,monogan,supervised", help="'': no step timing")
     ap.add_argument("--set", default=None, help="a rendered set to read (default: render a temporary one)")
-    ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set")
+    ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set (0 and no --set: no "
+                    "reader timing)")
     ap.add_argument("--workers", type=int, default=default_workers(), help="loader workers (default: train's)")
     ap.add_argument("--cluster-n", type=int, default=50_000, help="0: skip the clustering benchmark")
     ap.add_argument("--cluster-dim", type=int, default=0, help="feature width (0: 4096)")
@@ -148,13 +149,25 @@ def main() -> None:
 
 def run(args: argparse.Namespace, device: torch.device) -> None:
     rates = {}
-    for name in args.methods.split(","):
+    for name in filter(None, args.methods.split(",")):
         ips = bench_method(name, args.arch, args.size, args.batch_size, args.steps, args.warmup, device,
                            not args.no_amp)
         rates[name] = ips
         print(f"train  {name:12s} {args.arch:13s} {args.size:4d} px  batch {args.batch_size:4d}  "
               f"{ips:10.1f} images/s")
 
+    if args.set is not None or args.render_n > 0:
+        bench_reading(args, rates)
+    if args.cluster_n > 0:
+        dim = args.cluster_dim or 4096
+        k = clustering.default_k(args.cluster_n)
+        backend = "torch" if device.type == "cuda" else "faiss"
+        c = bench_clustering(args.cluster_n, dim, k, device, backend)
+        print(f"cluster deepcluster n={args.cluster_n} dim={dim}->256 k={k} ({backend}): "
+              f"PCA+L2 {c['pca_s']:.1f} s, k-means 20 iters {c['kmeans_s']:.1f} s")
+
+
+def bench_reading(args: argparse.Namespace, rates: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         location = args.set
         if location is None:
@@ -165,21 +178,12 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
             render_set(location, RenderConfig(n_patches=args.render_n, size=args.size,
                                               shard_size=max(64, args.render_n // 8)),
                        workers=args.workers, log=lambda *a, **k: None)
-        reader = bench_reader(location, args.batch_size, args.workers, max_samples=args.render_n)
+        reader = bench_reader(location, args.batch_size, args.workers, max_samples=args.render_n or 20_000)
     print(f"reader open_shards decode   {args.size:4d} px  workers {args.workers:3d}  "
           f"{reader:10.1f} samples/s")
     for name, ips in rates.items():
         limit = "the reader limits" if reader < ips else "training limits"
         print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
-
-    if args.cluster_n <= 0:
-        return
-    dim = args.cluster_dim or 4096
-    k = clustering.default_k(args.cluster_n)
-    backend = "torch" if device.type == "cuda" else "faiss"
-    c = bench_clustering(args.cluster_n, dim, k, device, backend)
-    print(f"cluster deepcluster n={args.cluster_n} dim={dim}->256 k={k} ({backend}): "
-          f"PCA+L2 {c['pca_s']:.1f} s, k-means 20 iters {c['kmeans_s']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ For each method: images/s of training steps on device-resident batches (the load
 warm-up. For the reader: decoded samples/s of `pipeline.shards.open_shards` through a DataLoader with W
 workers, the way the trainers read. The ratio line says which one limits an end-to-end run. A DeepCluster
 clustering pass (PCA-whitening + L2 + k-means on synthetic fc7-sized features) is timed too, at --cluster-n
-samples, generated and projected in chunks as DeepCluster streams them (1,281,167 x 4096 floats would be 21 GB).
+samples, drawn and projected in chunks as DeepCluster streams them (1,281,167 x 4096 floats would be 21 GB).
 Steps run with train's kernel settings (cuDNN autotuning and TF32 on CUDA, train.loop.backend_settings) and its
 bf16 autocast region (train.loop.amp_autocast).
 
@@ -87,28 +87,29 @@ def bench_reader(location: str, batch_size: int, workers: int, max_samples: int)
     return seen / (time.perf_counter() - t)
 
 
-def feature_chunks(n: int, dim: int, chunk: int = 65536, seed: int = 0):
-    """n synthetic fc7-like rows in chunks of at most ``chunk`` (the first chunk holds the PCA sample)."""
-    g = torch.Generator().manual_seed(seed)
+def feature_chunks(n: int, dim: int, device: torch.device, chunk: int = 65536, seed: int = 0):
+    """n synthetic fc7-like rows in chunks of at most ``chunk``, drawn on ``device`` (the first chunk holds the PCA
+    sample)."""
+    g = torch.Generator(device).manual_seed(seed)
     for start in range(0, n, chunk):
-        yield torch.randn(min(chunk, n - start), dim, generator=g)
+        yield torch.randn(min(chunk, n - start), dim, generator=g, device=device)
 
 
 def bench_clustering(n: int, dim: int, k: int, device: torch.device, backend: str,
                      pca_samples: int = 20_000) -> dict[str, float]:
     """PCA fit + projection + L2 (seconds, the rows' generation left out) and k-means, as one clustering pass does
-    them in fp32 (clustering.full_fp32); the host holds one chunk of raw rows at a time."""
-    chunks = feature_chunks(n, dim, chunk=max(65536, pca_samples))
+    them in fp32 (clustering.full_fp32); one chunk of raw rows exists at a time."""
+    chunks = feature_chunks(n, dim, device, chunk=max(65536, pca_samples))
     generating, reduced, pca = 0.0, [], None
     with clustering.full_fp32(device.type):
         t0 = time.perf_counter()
         while True:
             t = time.perf_counter()
             rows = next(chunks, None)
+            sync(device)
             generating += time.perf_counter() - t
             if rows is None:
                 break
-            rows = rows.to(device)
             if pca is None:
                 pca = clustering.fit_pca(rows[:pca_samples], 256)
             reduced.append(pca(rows))

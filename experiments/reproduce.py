@@ -60,10 +60,12 @@ PRESETS: dict[str, dict] = {
             # 90-epoch row, and 1,000 steps left conv1 at 59.2 against 63.1 after 8 epochs
             "supervised": ["--epochs", "8", "--batch-size", "64", "--head-dim", "1024"],
         },
+        "workers": 2,  # loader workers of every training stage (the 2-core machine the results were measured on)
         "probe": [],
     },
     # One GPU: the paper-scale schedules at d = 50,000: the tools' defaults but for the epochs (DeepCluster 100, not
-    # its ImageNet-scale 500) and the supervised batch (128, not 256).
+    # its ImageNet-scale 500) and the supervised batch (128, not 256). Loader workers: train's default (the CPUs the
+    # process may use, less one).
     "full": {
         "n_patches": 50_000,
         "train": {
@@ -79,6 +81,7 @@ PRESETS: dict[str, dict] = {
         "n_patches": 256,
         "train": {m: ["--max-steps", "3", "--batch-size", "16", "--ckpt-every", "2"]
                   for m in ("monogan", "rotnet", "deepcluster", "supervised")},
+        "workers": 2,
         "probe": ["--epochs", "1", "--batch-size", "64", "--workers", "0"],
     },
 }
@@ -150,9 +153,14 @@ def train_and_probe(work: Path, method: str, shards: Path, preset: dict, data: s
                     run_name: str | None = None) -> list[Stage]:
     run = work / "runs" / (run_name or method)
     train = Stage(f"train-{run.name}", [str(BIN / "train"), method, str(shards), "--arch", "cifar", "--out", str(run),
-                                        "--device", device, "--workers", "2", *preset["train"][method]],
+                                        "--device", device, *workers_option(preset), *preset["train"][method]],
                   [run / "encoder.pt"], run_dir=run, inputs=[shards / "manifest.json"])
     return [train, probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device)]
+
+
+def workers_option(preset: dict) -> list[str]:
+    """The preset's loader workers for training stages, or none: train's default for the machine."""
+    return ["--workers", str(preset["workers"])] if "workers" in preset else []
 
 
 def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
@@ -160,7 +168,7 @@ def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
     sup_data = str(cifar_imagefolder(Path(path)) if kind == "cifar10-jpg" else Path(path))
     run = work / "runs" / "supervised"
     sup = Stage("train-supervised", [str(BIN / "train"), "supervised", sup_data, "--arch", "cifar", "--out", str(run),
-                                     "--device", device, "--workers", "2", *preset["train"]["supervised"]],
+                                     "--device", device, *workers_option(preset), *preset["train"]["supervised"]],
                 [run / "encoder.pt"], run_dir=run)
     # two random baselines: the plain encoder, and MonoGAN's leaky-ReLU variant (its like-for-like baseline)
     return [sup, probe_stage(work, "supervised", str(run / "encoder.pt"), preset, data, device),
@@ -255,10 +263,13 @@ def git_commit() -> str:
 
 
 def device_name(device: str) -> str:
+    """The device the stages ran on: the GPU that --device names (cuda and auto: the trainers' cuda:LOCAL_RANK)."""
     import torch
 
     if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+        named = torch.device("cuda" if device == "auto" else device)
+        index = named.index if named.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 

@@ -84,8 +84,9 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
                      help="stop after this many optimisation steps (overall, not per epoch)"),
         click.Option(["--batch-size"], type=click.IntRange(1), default=method.default_batch_size,
                      show_default=True, help="per-process batch size"),
-        click.Option(["--workers"], type=click.IntRange(0), default=4, show_default=True,
-                     help="data-loader worker processes"),
+        click.Option(["--workers"], type=click.IntRange(0), default=None,
+                     help="data-loader worker processes per process  [default: its share of the CPUs it may use, "
+                          "split between torchrun's processes on the node, less one]"),
         click.Option(["--seed"], type=int, default=0, show_default=True),
         click.Option(["--ckpt-every"], type=click.IntRange(0), default=1000, show_default=True,
                      help="checkpoint every N steps (and always at each epoch end); 0: epoch ends only"),
@@ -98,12 +99,16 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
         click.Option(["--amp/--no-amp"], default=None,
                      help="bf16 autocast; default: on CUDA, off on the CPU. --amp turns it on there too: 1.3-1.6x "
                           "faster steps on a CPU with AVX512-BF16 or AMX (bench/cpu_bf16.py), slower without"),
+        click.Option(["--deterministic"], is_flag=True,
+                     help="bit-reproducible GPU training and exact --resume on a GPU (same GPU model, driver and "
+                          "torch; pass it again on --resume): deterministic algorithms, no cuDNN autotuning, no TF32; "
+                          "slower"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
     ]
 
 
 COMMON = {"data", "out", "arch", "epochs", "max_steps", "batch_size", "workers", "seed", "ckpt_every",
-          "log_every", "shuffle_buffer", "resume", "device", "amp", "progress"}
+          "log_every", "shuffle_buffer", "resume", "device", "amp", "deterministic", "progress"}
 
 
 def _given_on_command_line(kw: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def _make_command(method: type[Method]) -> click.Command:
             workers=kw["workers"],
             seed=given.get("seed"), ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
             shuffle_buffer=given.get("shuffle_buffer"), manifest=kw.get("manifest"), resume=kw["resume"],
-            device=kw["device"], amp=kw["amp"],
+            device=kw["device"], amp=kw["amp"], deterministic=kw["deterministic"],
             progress=kw["progress"], options=options,
         )
         summary = train(cfg)

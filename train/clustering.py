@@ -6,8 +6,10 @@ synthetic features (planted clusters) and reused by the benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,21 @@ import torch
 from torch import Tensor
 
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
+
+
+@contextlib.contextmanager
+def full_fp32(device_type: str) -> Iterator[None]:
+    """Plain fp32 arithmetic on every device: no autocast, and no TF32, which on CUDA rounds the inputs of fp32
+    matrix products to 10 mantissa bits. The clustering pass runs in it: PCA-whitening divides by the smallest of the
+    kept eigenvalues, amplifying rounding errors in those directions, and the CPU path (faiss) computes in fp32."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from train import distributed as D
-from train.data import Batch, LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
+from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
 from train.encoder_io import atomic_torch_save, plain, save_encoder
 from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: int | None = None
     max_steps: int | None = None  # None: no limit (on resume: the checkpointed run's)
     batch_size: int | None = None
-    workers: int = 4
+    workers: int | None = None  # None: this process's share of the CPUs (train.data.default_workers)
     seed: int | None = None  # None: DEFAULT_SEED
     ckpt_every: int = 1000
     log_every: int = 20
@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None  # bf16 autocast; None: on CUDA only (an opt-in on the CPU, where not every CPU has bf16)
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
+    deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
@@ -72,7 +73,11 @@ DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA (this process's local rank under torchrun) when present, else CPU."""
+    """CUDA (this process's local rank under torchrun) when present, else CPU.
+
+    Under torchrun each process trains on the GPU of its LOCAL_RANK: an explicit ``cuda:N`` naming another one
+    would put several ranks on one GPU, where NCCL refuses to start, so it is refused here in one line.
+    """
     if not DEVICE_NAME.fullmatch(name):
         raise TrainError(f"--device {name!r}: not a device this trainer runs on ({DEVICE_HELP})")
     if name == "auto":
@@ -81,12 +86,58 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise TrainError(f"--device {name} asked for, but no CUDA device is visible")
+        _, local_rank, world = D.env_world()
+        if world > 1 and dev.index is not None and dev.index != local_rank:
+            raise TrainError(f"--device {name} under torchrun: each process trains on the GPU of its LOCAL_RANK "
+                             f"(cuda:{local_rank} for this one); pass --device cuda (or auto)")
         if dev.index is None:
-            dev = torch.device("cuda", D.env_world()[1])
+            dev = torch.device("cuda", local_rank)
         if dev.index >= torch.cuda.device_count():
             raise TrainError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(dev)
     return dev
+
+
+# cuBLAS's fixed-size workspace, which deterministic CUDA matrix products need; read when cuBLAS starts.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def backend_settings(device: torch.device, deterministic: bool = False) -> Iterator[None]:
+    """The kernels a run trains with, restored on exit (tests, benchmarks and notebooks call ``train`` in one process).
+
+    On CUDA by default: cuDNN autotuning and TF32 products, fast but not bit-reproducible (the algorithm chosen may
+    change from run to run, and atomic-add kernels sum in any order). ``deterministic``: deterministic algorithms
+    (an operation without one warns, naming itself), no autotuning, no TF32. On the CPU nothing changes by default.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = False, True, False, False
+        elif device.type == "cuda":
+            cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = True, True, True
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = saved[:4]
+        torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s global generators (dropout) once the model is built: ``seed`` on rank 0."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank * 7_919 + 1) % 2**63
+
+
+def amp_autocast(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
+    """The loop's mixed precision: one bf16 autocast region per training step (a no-op when ``enabled`` is False).
+
+    Its cache of bf16 weight copies lives until the region ends; ``Method.optimizer_step`` clears it after each
+    update, so a method stepping several optimisers in one step never runs a forward on pre-update weights.
+    """
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> dict[str, Any]:
@@ -158,18 +209,27 @@ def build_options(method_cls: type[Method], overrides: dict[str, Any]):
     return method_cls.Options(**overrides)
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """This process's random streams: the global CPU one, the augmentation generator and, on CUDA, the generator of
+    the one device the process trains on (not every visible GPU's: a resume may see fewer, or other, GPUs)."""
     state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["augment"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda_state = state.get("cuda")
+    if device.type != "cuda" or cuda_state is None:
+        return  # a CPU run, or a checkpoint written on the CPU: the CUDA generator keeps its seed
+    if isinstance(cuda_state, (list, tuple)):  # written before: every visible GPU's, the run's at its device index
+        if device.index is None or device.index >= len(cuda_state):
+            log.warning("checkpoint holds no CUDA random state for %s: its stream restarts", device)
+            return
+        cuda_state = cuda_state[device.index]
+    torch.cuda.set_rng_state(cuda_state, device)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -254,13 +314,16 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
 
     ``source`` overrides the data set named by ``cfg.data`` (tests, benchmarks). Returns a summary dict.
     """
+    if cfg.deterministic:  # before anything can start cuBLAS
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     device = pick_device(cfg.device)
     started_pg = False
     if D.env_world()[2] > 1 and not D.is_dist():
         D.init(device)
         started_pg = True
     try:
-        return _train(cfg, device, source)
+        with backend_settings(device, cfg.deterministic):
+            return _train(cfg, device, source)
     finally:
         if started_pg:
             D.shutdown()
@@ -271,10 +334,6 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     main = D.is_main()
     world = D.world_size()
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     out = Path(cfg.out)
     ckpt_path, enc_path, metrics_path = out / "checkpoint.pt", out / "encoder.pt", out / "metrics.jsonl"
@@ -316,6 +375,10 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         method.channels_last = True
     method.configure()
     D.broadcast_module(method)
+    if D.rank() > 0:
+        # Dropout masks (global and CUDA generators) differ per rank, as augmentation does; the weights above were
+        # built from the common seed and broadcast. Rank 0 keeps the stream a single process has.
+        torch.manual_seed(rank_seed(seed, D.rank()))
     gen = torch.Generator().manual_seed(seed * 7919 + D.rank() + 1)
 
     epoch, step, batch_in_epoch = 0, 0, 0
@@ -336,7 +399,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         epoch, step, batch_in_epoch = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["batch_in_epoch"])
         rngs = ckpt.get("rng", [])
         if len(rngs) == world:
-            _set_rng_state(rngs[D.rank()], gen)
+            _set_rng_state(rngs[D.rank()], gen, device)
         else:
             log.warning("checkpoint written by %d ranks, resuming on %d: RNG streams restart",
                         len(rngs), world)
@@ -346,13 +409,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
     use_amp = cuda if cfg.amp is None else cfg.amp
+    workers = default_workers() if cfg.workers is None else cfg.workers
     # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
     # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
     # run stops at, which --max-steps or --epochs decides, whichever comes first.
     run_config = {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
         **{k: v for k, v in settings.items() if k != "options"}, "world_size": world,
-        "device": str(device), "amp": use_amp, "total_steps": total,
+        "device": str(device), "amp": use_amp, "workers": workers, "total_steps": total,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": spe,
         "render_config": getattr(source, "render_config", None), "data_identity": data_identity,
@@ -372,14 +436,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                       method=cfg.method, arch=arch, world_size=world, device=str(device))
 
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+        return amp_autocast(device.type, use_amp)
 
     last_saved = step if ckpt is not None else -1
     last_good = last_saved
 
     def save_checkpoint() -> None:
         nonlocal last_saved, last_good
-        rngs = D.all_gather_object(_rng_state(gen))
+        rngs = D.all_gather_object(_rng_state(gen, device))
         if main:
             atomic_torch_save({
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -463,7 +527,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stop.requested(step, device):
                 stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
-                               workers=cfg.workers, pin_memory=cuda, autocast=autocast)
+                               workers=workers, pin_memory=cuda, autocast=autocast)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
@@ -475,7 +539,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stats:
                 metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
             batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=seed,
-                                    workers=cfg.workers, pin_memory=cuda)
+                                    workers=workers, pin_memory=cuda)
             for batch in batches_until_stopped(batches):
                 batch = batch.to(device)
                 with autocast():

@@ -156,3 +156,26 @@ def test_a_time_limit_that_is_not_positive_is_refused_before_any_stage(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "argument --time-limit:" in result.stderr.strip().splitlines()[-1]
     assert not work.exists()
+
+
+def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the_gpu_used(tmp_path, monkeypatch):
+    import torch
+
+    reproduce = load_reproduce()
+    data = f"cifar10:{write_cifar10(tmp_path)}"
+
+    def train_commands(preset):
+        stages, _ = reproduce.cifar10_stages(tmp_path / "work", reproduce.PRESETS[preset], default_pool()[1], data,
+                                             "cuda:1")
+        return [s.command for s in stages if s.name.startswith("train-")]
+
+    full, quick = train_commands("full"), train_commands("quick")
+    assert len(full) == len(quick) == 4  # monogan, rotnet, deepcluster, supervised
+    assert not any("--workers" in c for c in full)  # train's default: the CPUs the process may use
+    assert all(c[c.index("--workers"):c.index("--workers") + 2] == ["--workers", "2"] for c in quick)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"GPU model {index}")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert reproduce.device_name("cuda:1") == "GPU model 1 (cuda:1)"
+    assert reproduce.device_name("auto") == reproduce.device_name("cuda") == "GPU model 0 (cuda:0)"
+    assert reproduce.device_name("cpu").startswith("CPU: ")

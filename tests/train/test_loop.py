@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cfg(method, data, out, **kw):
-    base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,
+    # device pinned: on a GPU machine "auto" would run these CPU checks on CUDA (tests marked cuda cover it)
+    base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100, device="cpu",
                 workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
                 options=dict(SMALL.get(method, {})))
     base.update(kw)
@@ -78,7 +79,7 @@ def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_p
 
 def _cli(*args, env_extra=None, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "train.cli", *args], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "train.cli", *args, "--device", "cpu"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -190,7 +191,8 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tiny_set, tmp_
 def test_torchrun_two_processes_gloo(tiny_set, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    args = ["--arch", "cifar", "--batch-size", "16", "--max-steps", "10", "--workers", "0", "--no-progress",
+    args = ["--arch", "cifar", "--device", "cpu", "--batch-size", "16", "--max-steps", "10", "--workers", "0",
+            "--no-progress",
             "--log-every", "2", "--shuffle-buffer", "64", "--k", "4", "--head-dim", "64", "--pca-dim", "16"]
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc-per-node", "2",
@@ -264,12 +266,12 @@ def test_cli_errors_for_empty_and_incomplete_sets(tmp_path):
     runner = CliRunner()
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = runner.invoke(main, ["rotnet", str(empty), "--out", str(tmp_path / "o1"), "--arch", "cifar"])
+    r = runner.invoke(main, ["rotnet", str(empty), "--out", str(tmp_path / "o1"), "--arch", "cifar", "--device", "cpu"])
     assert r.exit_code == 1 and "Error:" in r.output and "manifest" in r.output, r.output
     half = tmp_path / "half"
     render_set(half, RenderConfig(n_patches=64, size=32, shard_size=32), part=(0, 2),
                log=lambda *a, **k: None)
-    r = runner.invoke(main, ["rotnet", str(half), "--out", str(tmp_path / "o2"), "--arch", "cifar"])
+    r = runner.invoke(main, ["rotnet", str(half), "--out", str(tmp_path / "o2"), "--arch", "cifar", "--device", "cpu"])
     assert r.exit_code == 1 and "incomplete" in r.output, r.output
     assert "Traceback" not in r.output
 
@@ -300,7 +302,7 @@ def test_supervised_on_an_image_folder(tmp_path):
             arr = (torch.tensor(colour, dtype=torch.uint8) // 2 + noise).numpy()
             Image.fromarray(arr).save(root / "train" / f"class{c}" / f"{i}.png")
     out = tmp_path / "sup"
-    r = CliRunner().invoke(main, ["supervised", str(root), "--out", str(out), "--arch", "cifar",
+    r = CliRunner().invoke(main, ["supervised", str(root), "--out", str(out), "--arch", "cifar", "--device", "cpu",
                                   "--batch-size", "8",
                                   "--max-steps", "12", "--workers", "0", "--no-progress", "--head-dim", "0",
                                   "--log-every", "4"])
@@ -326,6 +328,7 @@ def test_fresh_start_never_replaces_an_encoder(tiny_set, tmp_path):
     (out / "checkpoint.pt").unlink()  # e.g. deleted to save space: encoder.pt is all that is left
     before = (out / "encoder.pt").read_bytes()
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--max-steps", "2",
+                                  "--device", "cpu",
                                   "--workers", "0", "--no-progress", "--head-dim", "64"])
     assert r.exit_code == 1 and "already holds a run (encoder.pt" in r.output, r.output
     assert (out / "encoder.pt").read_bytes() == before
@@ -381,18 +384,20 @@ def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
 
 def test_cli_resume_alone_continues_with_the_recorded_settings(tiny_set, tmp_path):
     out = tmp_path / "run"
-    first = ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--batch-size", "32", "--lr", "0.05",
-             "--head-dim", "64", "--shuffle-buffer", "64", "--max-steps", "2", "--workers", "0", "--no-progress"]
+    first = ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--device", "cpu", "--batch-size", "32",
+             "--lr", "0.05", "--head-dim", "64", "--shuffle-buffer", "64", "--max-steps", "2", "--workers", "0",
+             "--no-progress"]
     r = CliRunner().invoke(main, first)
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--max-steps", "4",
-                                  "--workers", "0", "--no-progress", "--log-every", "1"])
+                                  "--device", "cpu", "--workers", "0", "--no-progress", "--log-every", "1"])
     assert r.exit_code == 0, r.output
     config = json.loads((out / "config.json").read_text())
     assert (config["arch"], config["batch_size"], config["shuffle_buffer"]) == ("cifar", 32, 64)
     assert config["options"]["lr"] == 0.05 and config["options"]["head_dim"] == 64
     assert [x["lr"] for x in read_metrics(out) if "loss" in x and "event" not in x][-1] == 0.05
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--batch-size", "16",
+                                  "--device", "cpu",
                                   "--lr", "0.5", "--no-progress"])
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
     assert "batch_size 32 -> 16" in r.output and "options.lr 0.05 -> 0.5" in r.output

@@ -117,6 +117,11 @@ class Method(nn.Module):
         plist = [p for g in opt.param_groups for p in g["params"]] if params is None else list(params)
         D.allreduce_grads(plist)
         opt.step()
+        # Under autocast the bf16 copies of weights are cached until the autocast region ends; the loop keeps one
+        # region per training step, so a second player (MonoGAN's generator, BiGAN's E/G) would otherwise run on
+        # the copies made before this update. Clearing keeps the cache within a player's forwards, where it saves
+        # recasting weights used several times (the critic on real, fake and interpolated images).
+        torch.clear_autocast_cache()
 
     def epoch_end(self) -> None:
         """Advance the per-epoch learning-rate schedules."""

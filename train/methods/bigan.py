@@ -98,7 +98,8 @@ class BiGAN(Method):
 
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
         # Uniform(-1, 1) latents as in BiGAN.
-        return (torch.rand(n, self.opts.z_dim, generator=generator) * 2 - 1).to(self.device)
+        # non_blocking: a plain copy from pageable memory waits for the GPU's queued work (a sync every step)
+        return (torch.rand(n, self.opts.z_dim, generator=generator) * 2 - 1).to(self.device, non_blocking=True)
 
     def d_step(self, x_enc: Tensor, x_gan: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():

@@ -1,17 +1,17 @@
 """DeepCluster (Caron et al., 2018): alternate k-means on the network's features and learning to predict the
 cluster ids.
 
-Each epoch starts with a clustering pass over the whole set: fc7 features (before the last ReLU, dropout
-off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at ImageNet
-scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
+Each epoch starts with a clustering pass over the whole set, in fp32 on every device: fc7 features (before the
+last ReLU, dropout off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at
+ImageNet scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
 top layer is re-initialised (and its momentum cleared) after each reassignment, since its old rows mean
 nothing for the new clusters.
 
 Memory stays bounded: only the first ``pca_samples`` raw fc7 vectors are kept (to fit the PCA); every later
 batch is projected to 256 dimensions on the fly, so 1.28M samples take 1.28M x 256 floats, not 1.28M x 4096.
 
-Under torchrun every rank featurises its share of the set; the features are gathered on rank 0, which clusters
-and broadcasts the labels.
+Under torchrun every rank featurises its share of the set; the PCA is fitted on rank 0 to the first rows of every
+rank (``pca_samples`` in all), the features are gathered on rank 0, which clusters and broadcasts the labels.
 
 Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and horizontal flips; optimiser SGD lr
 0.05, momentum 0.9, weight decay 1e-5, batch 256, constant rate. Optional Sobel input (``--sobel``).
@@ -19,9 +19,11 @@ Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and hori
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,19 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: Tensor
     :func:`train.clustering.cluster_weights`)."""
     ce = F.cross_entropy(logits, labels, reduction="none")
     return (ce * class_weights[labels]).mean()
+
+
+def _in_full_fp32(method: Callable) -> Callable:
+    """Run a step of the clustering pass in plain fp32 on every device (:func:`train.clustering.full_fp32`): features
+    (no bf16 autocast), PCA, projection and k-means distances (no TF32). The price is an fp32 forward pass over the
+    set once an epoch, where training steps run in bf16."""
+
+    @functools.wraps(method)
+    def in_fp32(self: DeepCluster, *args: Any, **kwargs: Any) -> Any:
+        with clustering.full_fp32(self.device.type):
+            return method(self, *args, **kwargs)
+
+    return in_fp32
 
 
 @dataclass
@@ -114,6 +129,7 @@ class DeepCluster(Method):
         return augment.center_crop_resize(augment.to_unit_range(images), self.input_size, crop_fraction=frac)
 
     @torch.no_grad()
+    @_in_full_fp32
     def compute_features(self, ctx: EpochContext) -> tuple[Tensor | None, Tensor | None]:
         """PCA-reduced features and indices of the whole set, on rank 0 (None elsewhere)."""
         o: DeepClusterOptions = self.opts
@@ -128,9 +144,7 @@ class DeepCluster(Method):
                                    pin_memory=ctx.pin_memory)
         for batch in loader:
             batch = batch.to(self.device)
-            x = self.center_view(batch.images)
-            with ctx.autocast():
-                f = self.features(x).float()
+            f = self.features(self.center_view(batch.images)).float()
             if pca is None:
                 raw.append(f.cpu())
                 raw_idx.append(batch.index.cpu())
@@ -154,8 +168,10 @@ class DeepCluster(Method):
         return feats, idx
 
     def _fit_pca(self, raw: Tensor) -> clustering.PCA:
-        """Fit on rank 0's sample (samples are i.i.d. renders) and share it, so all ranks project alike."""
+        """Fit on every rank's first rows (each keeps its 1/world share of ``pca_samples``), gathered on rank 0, and
+        share the result, so all ranks project alike."""
         o: DeepClusterOptions = self.opts
+        raw = D.gather_rows(raw, self.device if self.device.type == "cuda" else torch.device("cpu"))
         if D.is_main():
             if raw.shape[0] < 2:
                 raise ValueError("deepcluster: too few samples to fit the PCA")
@@ -166,6 +182,7 @@ class DeepCluster(Method):
         mean, proj = D.broadcast_object(payload)
         return clustering.PCA(mean.to(self.device), proj.to(self.device))
 
+    @_in_full_fp32
     def cluster(self, feats: Tensor, idx: Tensor, seed: int) -> tuple[Tensor, dict[str, float]]:
         """k-means on (PCA-reduced) features; returns labels by global index."""
         o: DeepClusterOptions = self.opts
@@ -204,6 +221,9 @@ class DeepCluster(Method):
         return stats
 
     def set_labels(self, labels: Tensor, epoch: int) -> None:
+        if labels.shape != (self.num_samples,) or bool((labels < 0).any()):  # once an epoch, not every step
+            raise ValueError(f"deepcluster: pseudo-labels for {labels.shape[0]} samples, "
+                             f"{int((labels < 0).sum())} without a cluster, for a set of {self.num_samples}")
         self.labels = labels.to(self.device)
         if self.opts.uniform:
             self.class_weights = clustering.cluster_weights(self.labels, self.k).to(self.device)
@@ -218,12 +238,9 @@ class DeepCluster(Method):
         return self.top_layer(F.relu(self.features(x)))
 
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
-        if batch.index.max() >= self.num_samples:
-            raise ValueError(
-                f"deepcluster: sample index {int(batch.index.max())} >= set size {self.num_samples}")
+        # No checks of the batch here: a Python test of a CUDA tensor waits for the GPU every step. The epoch's
+        # clustering pass checked every index its batches carry (cluster) and that each has a label (set_labels).
         y = self.labels[batch.index]
-        if (y < 0).any():
-            raise RuntimeError("deepcluster: batch holds samples without a pseudo-label (clustering not run)")
         x = augment.random_resized_crop(augment.to_unit_range(batch.images), self.input_size,
                                         scale=(0.08, 1.0),
                                         generator=generator)

@@ -141,19 +141,20 @@ class MonoGAN(Method):
     def real_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
         x = augment.resize(augment.to_unit_range(images), self.input_size)
         if self.opts.flip:
-            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device, non_blocking=True)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.opts.z_dim, generator=generator).to(self.device)
+        # non_blocking: a plain copy from pageable memory waits for the GPU's queued work (a sync every step)
+        return torch.randn(n, self.opts.z_dim, generator=generator).to(self.device, non_blocking=True)
 
     def critic_step(self, real: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         n = real.shape[0]
         z = self.sample_z(n, generator)
         with torch.no_grad():
             fake = self.to_critic(self.generator(z))
-        eps = torch.rand(n, generator=generator).to(self.device)
+        eps = torch.rand(n, generator=generator).to(self.device, non_blocking=True)
         real, fake = self.prepare(real), self.prepare(fake)
         w = critic_loss(self.critic(real).float(), self.critic(fake).float())
         gp = gradient_penalty(self.critic, real, fake, eps)

@@ -93,7 +93,9 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
                      help="metrics.jsonl / progress-bar interval in steps"),
         click.Option(["--shuffle-buffer"], type=click.IntRange(0), default=2000, show_default=True,
                      help="samples in the streaming shuffle buffer"),
-        click.Option(["--resume"], is_flag=True, help="continue the run in --out exactly where it stopped"),
+        click.Option(["--resume"], is_flag=True,
+                     help="continue the run in --out exactly where it stopped, with the settings it recorded "
+                          "for every option not given"),
         click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
         click.Option(["--amp/--no-amp"], default=None,
                      help="bf16 autocast; default: on CUDA, off on the CPU. --amp turns it on there too: 1.3-1.6x "
@@ -123,10 +125,10 @@ def _make_command(method: type[Method]) -> click.Command:
         cfg = TrainConfig(
             method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}", arch=given.get("arch"),
             epochs=given.get("epochs"), max_steps=given.get("max_steps"), batch_size=given.get("batch_size"),
-            workers=kw["workers"],
-            seed=given.get("seed"), ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
+            workers=given.get("workers"),
+            seed=given.get("seed"), ckpt_every=given.get("ckpt_every"), log_every=given.get("log_every"),
             shuffle_buffer=given.get("shuffle_buffer"), manifest=kw.get("manifest"), resume=kw["resume"],
-            device=kw["device"], amp=kw["amp"],
+            device=kw["device"], amp=given.get("amp"),
             progress=kw["progress"], options=options,
         )
         summary = train(cfg)

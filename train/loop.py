@@ -38,6 +38,9 @@ CHECKPOINT_VERSION = 1
 
 DEFAULT_SEED = 0
 DEFAULT_SHUFFLE_BUFFER = 2000
+DEFAULT_WORKERS = 4
+DEFAULT_CKPT_EVERY = 1000
+DEFAULT_LOG_EVERY = 20
 
 
 @dataclass
@@ -52,10 +55,10 @@ class TrainConfig:
     epochs: int | None = None
     max_steps: int | None = None  # None: no limit (on resume: the checkpointed run's)
     batch_size: int | None = None
-    workers: int = 4
+    workers: int | None = None  # None: DEFAULT_WORKERS (the shuffle buffer is per worker: it shapes the batches)
     seed: int | None = None  # None: DEFAULT_SEED
-    ckpt_every: int = 1000
-    log_every: int = 20
+    ckpt_every: int | None = None  # None: DEFAULT_CKPT_EVERY
+    log_every: int | None = None  # None: DEFAULT_LOG_EVERY
     shuffle_buffer: int | None = None  # None: DEFAULT_SHUFFLE_BUFFER
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
@@ -97,7 +100,9 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
     """
     defaults = {"arch": method_cls.default_arch, "epochs": method_cls.default_epochs, "max_steps": None,
                 "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
-                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER}
+                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER, "workers": DEFAULT_WORKERS,
+                "ckpt_every": DEFAULT_CKPT_EVERY, "log_every": DEFAULT_LOG_EVERY,
+                "amp": None}  # amp None: bf16 autocast on CUDA only; recorded as the precision that ran
     settings = {name: getattr(cfg, name) if getattr(cfg, name) is not None else recorded.get(name, default)
                 for name, default in defaults.items()}
     known = {f.name for f in fields(method_cls.Options)}
@@ -108,8 +113,17 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
 
 # What a resumed run must share with the run it continues: the checkpoint's weights, optimiser state, schedules,
 # RNG streams and position in the epoch only mean something with the same data, batches and hyper-parameters.
-# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change.
+# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change; of
+# those, these change the result, so a resume that changes them says it no longer continues the run bit for bit.
 MUST_MATCH_ON_RESUME = ("batch_size", "seed", "shuffle_buffer", "options", "data_identity")
+CHANGE_THE_RESULT_ON_RESUME = {"workers": "the shuffle buffer is per DataLoader worker", "amp": "bf16 autocast"}
+
+
+def warn_inexact_resume(recorded: dict[str, Any], settings: dict[str, Any]) -> None:
+    for name, why in CHANGE_THE_RESULT_ON_RESUME.items():
+        if name in recorded and recorded[name] is not None and settings[name] not in (None, recorded[name]):
+            log.warning("--%s %s where the run recorded %s (%s): the resumed run will not match an "
+                        "uninterrupted one", name, settings[name], recorded[name], why)
 
 
 def _data_identity(source: Source) -> dict[str, Any]:
@@ -286,8 +300,11 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     settings = resolve_settings(cfg, method_cls, recorded)
     arch, epochs, batch_size = settings["arch"], settings["epochs"], settings["batch_size"]
     seed, max_steps = settings["seed"], settings["max_steps"]
+    workers, ckpt_every, log_every = settings["workers"], settings["ckpt_every"], settings["log_every"]
     if ckpt is not None and ckpt["arch"] != arch:
         raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
+    if ckpt is not None:
+        warn_inexact_resume(recorded, settings)
     opts = build_options(method_cls, settings["options"])
 
     torch.manual_seed(seed)
@@ -345,7 +362,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    use_amp = cuda if cfg.amp is None else cfg.amp
+    use_amp = cuda if settings["amp"] is None else settings["amp"]
     # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
     # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
     # run stops at, which --max-steps or --epochs decides, whichever comes first.
@@ -456,14 +473,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 unit="step", dynamic_ncols=True)
     method.train()
     # only around the loop: before it a Ctrl-C has nothing to save and ends the start-up at once
-    stop = StopSignals(sync_every=cfg.log_every)
+    stop = StopSignals(sync_every=log_every)
     stop.install()
     try:
         while step < total:
             if stop.requested(step, device):
                 stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
-                               workers=cfg.workers, pin_memory=cuda, autocast=autocast)
+                               workers=workers, pin_memory=cuda, autocast=autocast)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
@@ -475,7 +492,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stats:
                 metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
             batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=seed,
-                                    workers=cfg.workers, pin_memory=cuda)
+                                    workers=workers, pin_memory=cuda)
             for batch in batches_until_stopped(batches):
                 batch = batch.to(device)
                 with autocast():
@@ -492,9 +509,9 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 step += 1
                 batch_in_epoch += 1
                 pbar.update(1)
-                if step % cfg.log_every == 0 or step == total:
+                if step % log_every == 0 or step == total:
                     flush_metrics(pbar)
-                if cfg.ckpt_every and step % cfg.ckpt_every == 0 and batch_in_epoch < spe:
+                if ckpt_every and step % ckpt_every == 0 and batch_in_epoch < spe:
                     check_finite()
                     save_checkpoint()
                 if step >= total:

@@ -102,12 +102,15 @@ def _assert_same_checkpoint_at_step_12(ref: Path, run: Path) -> None:
     assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
 
 
-def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
+def test_resume_after_sigkill_with_resume_alone_is_bit_identical(tiny_set, tmp_path):
+    # --resume alone: every setting that shapes the result (here --workers 1: the shuffle buffer is per worker, and
+    # the default is 4) and the checkpoint and logging intervals come from the run's record, not the defaults.
     # 8 steps per epoch: the reference runs 12 steps (crossing an epoch end and a re-clustering)
-    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *DC_ARGS)
+    args = [*DC_ARGS, "--workers", "1", "--max-steps", "12"]
+    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), *args)
 
     run = tmp_path / "killed"
-    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *DC_ARGS)
+    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), *args)
     ckpt = run / "checkpoint.pt"
     deadline = time.time() + 240
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -117,10 +120,12 @@ def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
     killed_at = torch.load(ckpt, weights_only=True)["step"]
     assert 4 <= killed_at < 12, killed_at
 
-    _finish("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *DC_ARGS)
+    _finish("deepcluster", str(tiny_set), "--out", str(run), "--resume")
     _assert_same_checkpoint_at_step_12(tmp_path / "ref", run)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["workers"], config["ckpt_every"], config["log_every"], config["amp"]) == (1, 4, 2, False)
     steps = [r["step"] for r in read_metrics(run) if "loss" in r and "event" not in r]
-    assert steps == sorted(set(steps))  # lines the killed run wrote after its checkpoint were dropped
+    assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # the killed run's lines after its checkpoint went
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -365,7 +370,7 @@ def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
-def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
+def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path, caplog):
     import shutil
 
     out = tmp_path / "run"
@@ -374,6 +379,9 @@ def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
     summary = train(cfg("rotnet", moved, out, max_steps=20, epochs=200, resume=True, workers=1, log_every=2,
                         ckpt_every=0))
     assert summary["step"] == 20
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["--workers 1 where the run recorded 0 (the shuffle buffer is per DataLoader worker): the "
+                      "resumed run will not match an uninterrupted one"]
     config = json.loads((out / "config.json").read_text())
     assert config["data"] == str(moved) and config["max_steps"] == 20 and config["epochs"] == 200
     assert config["workers"] == 1 and config["batch_size"] == 16

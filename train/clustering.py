@@ -144,7 +144,8 @@ def _kmeans_faiss(x: Tensor, k: int, niter: int, seed: int) -> tuple[Tensor, Ten
 
     xn = np.ascontiguousarray(x.detach().float().cpu().numpy())
     # Train on all points (DeepCluster sets max_points_per_centroid high); faiss splits empty clusters itself.
-    km = faiss.Kmeans(xn.shape[1], k, niter=niter, seed=seed, verbose=False, spherical=False,
+    # faiss's seed is a C int: larger seeds (DeepCluster derives seed * 1000 + epoch) wrap instead of overflowing
+    km = faiss.Kmeans(xn.shape[1], k, niter=niter, seed=seed % 2**31, verbose=False, spherical=False,
                       max_points_per_centroid=max(256, math.ceil(xn.shape[0] / k) + 1),
                       min_points_per_centroid=1)
     km.train(xn)

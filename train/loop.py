@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pipeline.options import SEED, Bounds
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
 from train.encoder_io import atomic_torch_save, plain, save_encoder
-from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
+from train.errors import CheckpointError, DataError, NonFiniteLossError, OptionError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
 from train.methods import EpochContext, Method, get_method
 
@@ -41,6 +42,12 @@ DEFAULT_SHUFFLE_BUFFER = 2000
 DEFAULT_WORKERS = 4
 DEFAULT_CKPT_EVERY = 1000
 DEFAULT_LOG_EVERY = 20
+# The legal values of the loop's numeric settings, declared once: train.cli builds its ranges from them and
+# check_settings refuses the same values from the Python API.
+SETTING_BOUNDS = {
+    "epochs": Bounds(min=1), "max_steps": Bounds(min=1), "batch_size": Bounds(min=1), "workers": Bounds(min=0),
+    "seed": SEED.bounds, "ckpt_every": Bounds(min=0), "log_every": Bounds(min=1), "shuffle_buffer": Bounds(min=0),
+}
 
 
 @dataclass
@@ -164,12 +171,35 @@ def check_resume_matches(ckpt_path: Path, recorded: dict[str, Any], current: dic
                               f"resume with the recorded ones or choose another --out")
 
 
-def build_options(method_cls: type[Method], overrides: dict[str, Any]):
+def build_options(method_cls: type[Method], overrides: dict[str, Any], arch: str | None = None):
+    """The method's Options with ``overrides``, every value checked (and, given ``arch``, checked against the
+    architecture): an :class:`OptionError` before any work, as the command line's usage errors."""
     known = {f.name for f in fields(method_cls.Options)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TrainError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
-    return method_cls.Options(**overrides)
+        raise OptionError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
+    opts = method_cls.Options(**overrides)
+    if arch is not None:
+        method_cls.check_options(opts, arch)
+    return opts
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """The loop's own numbers against SETTING_BOUNDS (what the command line's ranges are built from)."""
+    from train.models import list_encoders
+
+    if settings["arch"] not in list_encoders():
+        raise OptionError(f"Invalid value for '--arch': {settings['arch']!r} is not one of "
+                          f"{', '.join(map(repr, list_encoders()))}.")
+    for name, bounds in SETTING_BOUNDS.items():
+        value = settings[name]
+        if value is None and name == "max_steps":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {value!r} is not an integer.")
+        problem = bounds.problem(value)
+        if problem:
+            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {problem}")
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -298,6 +328,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")
     recorded = {**ckpt.get("config", {}), "arch": ckpt["arch"]} if ckpt is not None else {}
     settings = resolve_settings(cfg, method_cls, recorded)
+    check_settings(settings)
     arch, epochs, batch_size = settings["arch"], settings["epochs"], settings["batch_size"]
     seed, max_steps = settings["seed"], settings["max_steps"]
     workers, ckpt_every, log_every = settings["workers"], settings["ckpt_every"], settings["log_every"]
@@ -305,7 +336,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
     if ckpt is not None:
         warn_inexact_resume(recorded, settings)
-    opts = build_options(method_cls, settings["options"])
+    opts = build_options(method_cls, settings["options"], arch)
 
     torch.manual_seed(seed)
     if cuda:

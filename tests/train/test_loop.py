@@ -289,6 +289,8 @@ def test_cli_help_explains_with_examples():
         r = runner.invoke(main, [name, "--help"])
         assert r.exit_code == 0 and "Example" in r.output and f"train {name}" in r.output
         assert "--max-steps" in r.output and "--resume" in r.output
+        # only the methods that read rendered sets can use a set's manifest
+        assert ("--manifest" in r.output) == (not get_method(name).needs_labels), name
     r = runner.invoke(main, ["rotnet", "--help"])
     assert "--milestones" in r.output and "10,20,25" in r.output
 

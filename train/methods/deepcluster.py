@@ -48,18 +48,20 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: Tensor
 
 @dataclass
 class DeepClusterOptions(MethodOptions):
-    lr: float = opt(0.05, "SGD learning rate")
-    weight_decay: float = opt(1e-5, "weight decay")
-    momentum: float = opt(0.9, "SGD momentum")
-    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)")
-    pca_dim: int = opt(256, "PCA dimensions before k-means")
-    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)")
-    kmeans_iters: int = opt(20, "k-means iterations")
-    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)")
-    head_dim: int = opt(4096, "width of fc6/fc7")
+    lr: float = opt(0.05, "SGD learning rate", min=0, min_open=True)
+    weight_decay: float = opt(1e-5, "weight decay", min=0)
+    momentum: float = opt(0.9, "SGD momentum", min=0, max=1, max_open=True)
+    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)",
+                 min=2, auto=0)
+    pca_dim: int = opt(256, "PCA dimensions before k-means", min=1)
+    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)", min=1)
+    kmeans_iters: int = opt(20, "k-means iterations", min=1)
+    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)",
+                              choices=("auto", "faiss", "torch"))
+    head_dim: int = opt(4096, "width of fc6/fc7", min=1)
     sobel: bool = opt(False, "grayscale + Sobel filtering in front of conv1, as in the DeepCluster paper")
     uniform: bool = opt(True, "weight the loss so that every cluster counts equally (uniform sampling)")
-    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)")
+    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)", min=1, auto=0)
 
 
 @register_method

@@ -106,3 +106,10 @@ def test_pca_wide_features_use_the_randomized_path_and_still_whiten():
     # the subspace found is the planted one
     proj = pca.proj / pca.proj.norm(dim=0)
     assert torch.linalg.svdvals(basis.T @ proj).min() > 0.99
+
+
+def test_faiss_takes_any_seed_the_trainer_derives():
+    # DeepCluster seeds each epoch's k-means with seed * 1000 + epoch; faiss's seed is a C int
+    x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    labels, _ = kmeans(x, 4, niter=2, seed=(2**32 - 1) * 1000 + 7, backend="faiss")
+    assert labels.shape == (200,) and int(labels.max()) < 4

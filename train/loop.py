@@ -511,7 +511,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stop.requested(step, device):
                 stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
-                               workers=workers, pin_memory=cuda, autocast=autocast)
+                               workers=workers, pin_memory=cuda, autocast=autocast, progress=cfg.progress)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:

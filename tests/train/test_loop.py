@@ -63,6 +63,22 @@ def test_each_method_trains_on_shards(method, tiny_set, tmp_path):
         assert (ckpt["extra"]["labels"] >= 0).all() and ckpt["extra"]["clustered_epoch"] == 1
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_deepcluster_shows_what_its_clustering_pass_is_doing(progress, tiny_set, tmp_path, caplog, capfd):
+    caplog.set_level("INFO")
+    train(cfg("deepcluster", tiny_set, tmp_path / "run", max_steps=1, progress=progress))
+    phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deepcluster: clustering")]
+    stderr = capfd.readouterr().err
+    wanted = ["features of 256 samples", "PCA to 16 dimensions, fitted on", "k-means, k = 4, on 256 x 16",
+              "done in"]
+    if progress:  # the bar names each phase; log lines would tear it
+        assert phases == [] and "clustering, epoch 0" in stderr
+        assert all(w in stderr for w in wanted), stderr
+    else:
+        assert all(any(w in p for p in phases) for w in wanted), phases
+        assert all(p.startswith("deepcluster: clustering, epoch 0: ") for p in phases)
+
+
 def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_path):
     out = tmp_path / "rot"
     train(cfg("rotnet", tiny_set, out, batch_size=32, max_steps=40, options={"head_dim": 0, "lr": 0.05}))

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pipeline.options import SEED, Bounds
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
 from train.encoder_io import atomic_torch_save, plain, save_encoder
-from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
+from train.errors import CheckpointError, DataError, NonFiniteLossError, OptionError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
 from train.methods import EpochContext, Method, get_method
 
@@ -38,6 +39,14 @@ CHECKPOINT_VERSION = 1
 
 DEFAULT_SEED = 0
 DEFAULT_SHUFFLE_BUFFER = 2000
+DEFAULT_CKPT_EVERY = 1000
+DEFAULT_LOG_EVERY = 20
+# The legal values of the loop's numeric settings, declared once: train.cli builds its ranges from them and
+# check_settings refuses the same values from the Python API.
+SETTING_BOUNDS = {
+    "epochs": Bounds(min=1), "max_steps": Bounds(min=1), "batch_size": Bounds(min=1), "workers": Bounds(min=0),
+    "seed": SEED.bounds, "ckpt_every": Bounds(min=0), "log_every": Bounds(min=1), "shuffle_buffer": Bounds(min=0),
+}
 
 
 @dataclass
@@ -54,8 +63,8 @@ class TrainConfig:
     batch_size: int | None = None
     workers: int | None = None  # None: this process's share of the CPUs (train.data.default_workers)
     seed: int | None = None  # None: DEFAULT_SEED
-    ckpt_every: int = 1000
-    log_every: int = 20
+    ckpt_every: int | None = None  # None: DEFAULT_CKPT_EVERY
+    log_every: int | None = None  # None: DEFAULT_LOG_EVERY
     shuffle_buffer: int | None = None  # None: DEFAULT_SHUFFLE_BUFFER
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
@@ -148,7 +157,9 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
     """
     defaults = {"arch": method_cls.default_arch, "epochs": method_cls.default_epochs, "max_steps": None,
                 "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
-                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER}
+                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER, "workers": None,
+                "ckpt_every": DEFAULT_CKPT_EVERY, "log_every": DEFAULT_LOG_EVERY,
+                "amp": None}  # amp None: bf16 autocast on CUDA only; recorded as the precision that ran
     settings = {name: getattr(cfg, name) if getattr(cfg, name) is not None else recorded.get(name, default)
                 for name, default in defaults.items()}
     known = {f.name for f in fields(method_cls.Options)}
@@ -159,8 +170,17 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
 
 # What a resumed run must share with the run it continues: the checkpoint's weights, optimiser state, schedules,
 # RNG streams and position in the epoch only mean something with the same data, batches and hyper-parameters.
-# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change.
+# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change; of
+# those, these change the result, so a resume that changes them says it no longer continues the run bit for bit.
 MUST_MATCH_ON_RESUME = ("batch_size", "seed", "shuffle_buffer", "options", "data_identity")
+CHANGE_THE_RESULT_ON_RESUME = {"workers": "the shuffle buffer is per DataLoader worker", "amp": "bf16 autocast"}
+
+
+def warn_inexact_resume(recorded: dict[str, Any], settings: dict[str, Any]) -> None:
+    for name, why in CHANGE_THE_RESULT_ON_RESUME.items():
+        if name in recorded and recorded[name] is not None and settings[name] not in (None, recorded[name]):
+            log.warning("--%s %s where the run recorded %s (%s): the resumed run will not match an "
+                        "uninterrupted one", name, settings[name], recorded[name], why)
 
 
 def _data_identity(source: Source) -> dict[str, Any]:
@@ -201,12 +221,35 @@ def check_resume_matches(ckpt_path: Path, recorded: dict[str, Any], current: dic
                               f"resume with the recorded ones or choose another --out")
 
 
-def build_options(method_cls: type[Method], overrides: dict[str, Any]):
+def build_options(method_cls: type[Method], overrides: dict[str, Any], arch: str | None = None):
+    """The method's Options with ``overrides``, every value checked (and, given ``arch``, checked against the
+    architecture): an :class:`OptionError` before any work, as the command line's usage errors."""
     known = {f.name for f in fields(method_cls.Options)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TrainError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
-    return method_cls.Options(**overrides)
+        raise OptionError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
+    opts = method_cls.Options(**overrides)
+    if arch is not None:
+        method_cls.check_options(opts, arch)
+    return opts
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """The loop's own numbers against SETTING_BOUNDS (what the command line's ranges are built from)."""
+    from train.models import list_encoders
+
+    if settings["arch"] not in list_encoders():
+        raise OptionError(f"Invalid value for '--arch': {settings['arch']!r} is not one of "
+                          f"{', '.join(map(repr, list_encoders()))}.")
+    for name, bounds in SETTING_BOUNDS.items():
+        value = settings[name]
+        if value is None and name in ("max_steps", "workers"):  # None: no limit; the default share of the CPUs
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {value!r} is not an integer.")
+        problem = bounds.problem(value)
+        if problem:
+            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {problem}")
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -343,11 +386,17 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")
     recorded = {**ckpt.get("config", {}), "arch": ckpt["arch"]} if ckpt is not None else {}
     settings = resolve_settings(cfg, method_cls, recorded)
+    check_settings(settings)
     arch, epochs, batch_size = settings["arch"], settings["epochs"], settings["batch_size"]
     seed, max_steps = settings["seed"], settings["max_steps"]
+    # workers: given, else recorded, else this process's share of the CPUs (recorded as used, in run_config)
+    workers = default_workers() if settings["workers"] is None else settings["workers"]
+    ckpt_every, log_every = settings["ckpt_every"], settings["log_every"]
     if ckpt is not None and ckpt["arch"] != arch:
         raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
-    opts = build_options(method_cls, settings["options"])
+    if ckpt is not None:
+        warn_inexact_resume(recorded, settings)
+    opts = build_options(method_cls, settings["options"], arch)
 
     torch.manual_seed(seed)
     if cuda:
@@ -408,8 +457,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    use_amp = cuda if cfg.amp is None else cfg.amp
-    workers = default_workers() if cfg.workers is None else cfg.workers
+    use_amp = cuda if settings["amp"] is None else settings["amp"]
     # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
     # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
     # run stops at, which --max-steps or --epochs decides, whichever comes first.
@@ -520,14 +568,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 unit="step", dynamic_ncols=True)
     method.train()
     # only around the loop: before it a Ctrl-C has nothing to save and ends the start-up at once
-    stop = StopSignals(sync_every=cfg.log_every)
+    stop = StopSignals(sync_every=log_every)
     stop.install()
     try:
         while step < total:
             if stop.requested(step, device):
                 stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
-                               workers=workers, pin_memory=cuda, autocast=autocast)
+                               workers=workers, pin_memory=cuda, autocast=autocast, progress=cfg.progress)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
@@ -556,9 +604,9 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 step += 1
                 batch_in_epoch += 1
                 pbar.update(1)
-                if step % cfg.log_every == 0 or step == total:
+                if step % log_every == 0 or step == total:
                     flush_metrics(pbar)
-                if cfg.ckpt_every and step % cfg.ckpt_every == 0 and batch_in_epoch < spe:
+                if ckpt_every and step % ckpt_every == 0 and batch_in_epoch < spe:
                     check_finite()
                     save_checkpoint()
                 if step >= total:

@@ -374,8 +374,7 @@ def test_the_clustering_pass_runs_in_fp32_without_autocast_or_tf32(monkeypatch):
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
-        with pytest.warns(UserWarning, match="fewer than 39 per centroid"):
-            m.on_epoch_start(ctx)
+        m.on_epoch_start(ctx)  # 8 samples per cluster: a one-line log note, not a warning
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

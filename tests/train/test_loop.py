@@ -64,6 +64,22 @@ def test_each_method_trains_on_shards(method, tiny_set, tmp_path):
         assert (ckpt["extra"]["labels"] >= 0).all() and ckpt["extra"]["clustered_epoch"] == 1
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_deepcluster_shows_what_its_clustering_pass_is_doing(progress, tiny_set, tmp_path, caplog, capfd):
+    caplog.set_level("INFO")
+    train(cfg("deepcluster", tiny_set, tmp_path / "run", max_steps=1, progress=progress))
+    phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deepcluster: clustering")]
+    stderr = capfd.readouterr().err
+    wanted = ["features of 256 samples", "PCA to 16 dimensions, fitted on", "k-means, k = 4, on 256 x 16",
+              "done in"]
+    if progress:  # the bar names each phase; log lines would tear it
+        assert phases == [] and "clustering, epoch 0" in stderr
+        assert all(w in stderr for w in wanted), stderr
+    else:
+        assert all(any(w in p for p in phases) for w in wanted), phases
+        assert all(p.startswith("deepcluster: clustering, epoch 0: ") for p in phases)
+
+
 def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_path):
     out = tmp_path / "rot"
     train(cfg("rotnet", tiny_set, out, batch_size=32, max_steps=40, options={"head_dim": 0, "lr": 0.05}))
@@ -103,12 +119,15 @@ def _assert_same_checkpoint_at_step_12(ref: Path, run: Path) -> None:
     assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
 
 
-def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
+def test_resume_after_sigkill_with_resume_alone_is_bit_identical(tiny_set, tmp_path):
+    # --resume alone: every setting that shapes the result (here --workers 1: the shuffle buffer is per worker, and
+    # the default is 4) and the checkpoint and logging intervals come from the run's record, not the defaults.
     # 8 steps per epoch: the reference runs 12 steps (crossing an epoch end and a re-clustering)
-    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *DC_ARGS)
+    args = [*DC_ARGS, "--workers", "1", "--max-steps", "12"]
+    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), *args)
 
     run = tmp_path / "killed"
-    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *DC_ARGS)
+    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), *args)
     ckpt = run / "checkpoint.pt"
     deadline = time.time() + 240
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -118,10 +137,12 @@ def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
     killed_at = torch.load(ckpt, weights_only=True)["step"]
     assert 4 <= killed_at < 12, killed_at
 
-    _finish("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *DC_ARGS)
+    _finish("deepcluster", str(tiny_set), "--out", str(run), "--resume")
     _assert_same_checkpoint_at_step_12(tmp_path / "ref", run)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["workers"], config["ckpt_every"], config["log_every"], config["amp"]) == (1, 4, 2, False)
     steps = [r["step"] for r in read_metrics(run) if "loss" in r and "event" not in r]
-    assert steps == sorted(set(steps))  # lines the killed run wrote after its checkpoint were dropped
+    assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # the killed run's lines after its checkpoint went
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -286,6 +307,8 @@ def test_cli_help_explains_with_examples():
         r = runner.invoke(main, [name, "--help"])
         assert r.exit_code == 0 and "Example" in r.output and f"train {name}" in r.output
         assert "--max-steps" in r.output and "--resume" in r.output
+        # only the methods that read rendered sets can use a set's manifest
+        assert ("--manifest" in r.output) == (not get_method(name).needs_labels), name
     r = runner.invoke(main, ["rotnet", "--help"])
     assert "--milestones" in r.output and "10,20,25" in r.output
 
@@ -368,7 +391,7 @@ def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
-def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
+def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path, caplog):
     import shutil
 
     out = tmp_path / "run"
@@ -377,6 +400,9 @@ def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
     summary = train(cfg("rotnet", moved, out, max_steps=20, epochs=200, resume=True, workers=1, log_every=2,
                         ckpt_every=0))
     assert summary["step"] == 20
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["--workers 1 where the run recorded 0 (the shuffle buffer is per DataLoader worker): the "
+                      "resumed run will not match an uninterrupted one"]
     config = json.loads((out / "config.json").read_text())
     assert config["data"] == str(moved) and config["max_steps"] == 20 and config["epochs"] == 200
     assert config["workers"] == 1 and config["batch_size"] == 16

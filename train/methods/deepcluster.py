@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from train import augment, clustering
 from train import distributed as D
@@ -63,18 +64,45 @@ def _in_full_fp32(method: Callable) -> Callable:
 
 @dataclass
 class DeepClusterOptions(MethodOptions):
-    lr: float = opt(0.05, "SGD learning rate")
-    weight_decay: float = opt(1e-5, "weight decay")
-    momentum: float = opt(0.9, "SGD momentum")
-    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)")
-    pca_dim: int = opt(256, "PCA dimensions before k-means")
-    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)")
-    kmeans_iters: int = opt(20, "k-means iterations")
-    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)")
-    head_dim: int = opt(4096, "width of fc6/fc7")
+    lr: float = opt(0.05, "SGD learning rate", min=0, min_open=True)
+    weight_decay: float = opt(1e-5, "weight decay", min=0)
+    momentum: float = opt(0.9, "SGD momentum", min=0, max=1, max_open=True)
+    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)",
+                 min=2, auto=0)
+    pca_dim: int = opt(256, "PCA dimensions before k-means", min=1)
+    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)", min=1)
+    kmeans_iters: int = opt(20, "k-means iterations", min=1)
+    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)",
+                              choices=("auto", "faiss", "torch"))
+    head_dim: int = opt(4096, "width of fc6/fc7", min=1)
     sobel: bool = opt(False, "grayscale + Sobel filtering in front of conv1, as in the DeepCluster paper")
     uniform: bool = opt(True, "weight the loss so that every cluster counts equally (uniform sampling)")
-    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)")
+    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)", min=1, auto=0)
+
+
+class _PassProgress:
+    """What a clustering pass is doing (minutes at ImageNet scale): a bar over the feature batches, its description
+    naming the phase (features, PCA, k-means), when progress is shown; otherwise one INFO line per phase. Only the
+    main process reports."""
+
+    def __init__(self, ctx: EpochContext, batches: int) -> None:
+        self.epoch = ctx.epoch
+        self.bar = tqdm(total=batches, unit="batch", dynamic_ncols=True, leave=False,
+                        disable=not (ctx.progress and D.is_main()), desc=f"clustering, epoch {ctx.epoch}")
+        self.log = D.is_main() and not ctx.progress
+
+    def phase(self, text: str) -> None:
+        if self.log:
+            log.info("deepcluster: clustering, epoch %d: %s", self.epoch, text)
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def close(self, text: str = "") -> None:
+        if text:
+            self.phase(text)
+        self.bar.close()
 
 
 @register_method
@@ -90,6 +118,9 @@ class DeepCluster(Method):
         self.k = opts.k or clustering.default_k(num_samples)
         if self.k > num_samples:
             raise ValueError(f"deepcluster: k = {self.k} clusters for only {num_samples} samples")
+        note = clustering.sparse_clusters_note(num_samples, self.k, k_given=opts.k > 0)
+        if note and D.is_main():
+            log.warning("deepcluster: %s", note)
         feat_dim = math.prod(self.encoder.output_shape())
         self.head = classifier_head(feat_dim, opts.head_dim, None, dropout=0.5)
         self.top_layer = nn.Linear(opts.head_dim, self.k)
@@ -128,14 +159,19 @@ class DeepCluster(Method):
         frac = min(1.0, self.input_size / images.shape[-1])
         return augment.center_crop_resize(augment.to_unit_range(images), self.input_size, crop_fraction=frac)
 
+    def feature_batch_size(self, ctx: EpochContext) -> int:
+        return self.opts.feature_batch_size or 2 * ctx.batch_size
+
     @torch.no_grad()
     @_in_full_fp32
-    def compute_features(self, ctx: EpochContext) -> tuple[Tensor | None, Tensor | None]:
+    def compute_features(self, ctx: EpochContext, shown: _PassProgress | None = None,
+                         ) -> tuple[Tensor | None, Tensor | None]:
         """PCA-reduced features and indices of the whole set, on rank 0 (None elsewhere)."""
         o: DeepClusterOptions = self.opts
         was = self.training
         self.eval()
-        bs = o.feature_batch_size or 2 * ctx.batch_size
+        bs = self.feature_batch_size(ctx)
+        shown = shown or _PassProgress(ctx, 0)
         pca_rows = max(o.pca_dim + 1, math.ceil(o.pca_samples / D.world_size()))
         raw, raw_idx, red, red_idx = [], [], [], []
         pca: clustering.PCA | None = None
@@ -150,11 +186,15 @@ class DeepCluster(Method):
                 raw_idx.append(batch.index.cpu())
                 n_raw += len(f)
                 if n_raw >= pca_rows:
+                    shown.phase(f"PCA to {o.pca_dim} dimensions, fitted on {n_raw} x {f.shape[1]} features")
                     pca = self._fit_pca(torch.cat(raw))
+                    shown.phase("features, projected to the PCA while streaming")
             else:
                 red.append(pca(f).cpu())
                 red_idx.append(batch.index.cpu())
+            shown.advance()
         if pca is None:  # this rank's share was smaller than the PCA sample
+            shown.phase(f"PCA to {o.pca_dim} dimensions, fitted on {n_raw} features")
             pca = self._fit_pca(torch.cat(raw) if raw else torch.zeros(0, o.head_dim))
         if raw:
             red.insert(0, torch.cat([pca(r.to(pca.proj.device)).cpu() for r in raw]))
@@ -204,11 +244,16 @@ class DeepCluster(Method):
         if self.clustered_epoch == ctx.epoch:
             return {}  # resumed mid-epoch: the checkpoint carried this epoch's labels
         t0 = time.perf_counter()
-        feats, idx = self.compute_features(ctx)
+        shown = _PassProgress(ctx, math.ceil(self.num_samples / D.world_size() / self.feature_batch_size(ctx)))
+        shown.phase(f"features of {self.num_samples} samples")
+        feats, idx = self.compute_features(ctx, shown)
         t_feat = time.perf_counter() - t0
         stats: dict[str, float] = {}
         if D.is_main():
+            shown.phase(f"k-means, k = {self.k}, on {feats.shape[0]} x {feats.shape[1]} "
+                        f"({self.opts.kmeans_iters} iterations; features took {t_feat:.1f} s)")
             labels, stats = self.cluster(feats, idx, seed=ctx.seed * 1000 + ctx.epoch)
+            shown.close(f"done in {time.perf_counter() - t0:.1f} s")
             prev = self.labels.cpu()
             if (prev >= 0).all():
                 stats["nmi_prev"] = clustering.nmi(labels, prev)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
-from train.encoder_io import atomic_torch_save, plain, save_encoder
+from train.encoder_io import atomic_torch_save, load_torch_file, plain, save_encoder
 from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
 from train.methods import EpochContext, Method, get_method
@@ -173,11 +173,7 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    ckpt = load_torch_file(path, "checkpoint", CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint of this project")
     return ckpt

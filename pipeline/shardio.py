@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from pipeline import FORMAT_VERSION
 from pipeline.errors import ShardSetError
+from pipeline.fileio import atomic_file, atomic_write_bytes
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "patches-{:06d}.tar"
@@ -41,28 +41,18 @@ def write_tar(path: Path, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]
     Every header field that could vary between machines or runs is fixed (mtime 0, owner root, mode 0644), so the
     bytes depend only on the samples. Returns the shard's size and sha256.
     """
-    tmp = path.with_name(f"{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
     digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as raw:
-            hashing = _HashingWriter(raw, digest)
-            with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for key, members in samples:
-                    for ext, data in members:
-                        info = tarfile.TarInfo(f"{key}.{ext}")
-                        info.size, info.mtime, info.mode = len(data), 0, 0o644
-                        info.uid = info.gid = 0
-                        info.uname = info.gname = ""
-                        tar.addfile(info, io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
-            size = raw.tell()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path) as raw:
+        hashing = _HashingWriter(raw, digest)
+        with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                for ext, data in members:
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+        size = hashing.tell()
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 
@@ -82,24 +72,6 @@ class _HashingWriter(io.RawIOBase):
         self._digest.update(b)
         self._pos += len(b)
         return self._raw.write(b)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(folder: Path) -> dict | None:

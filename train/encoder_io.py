@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.fileio import atomic_file
 from train.errors import EncoderFileError
 from train.models import ENCODERS, build_encoder
 
@@ -55,36 +55,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A reader (or a killed writer) never sees a half-written file under the final name.
-    """
+    """``torch.save`` through ``pipeline.fileio.atomic_file``: a reader (or a killed writer) never sees a
+    half-written file under the final name, and a failed write (a full disk) is an OSError naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    # Make the rename itself durable.
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def encoder_payload(encoder: nn.Module, arch: str, config: dict | None = None) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +14,9 @@ from click.testing import CliRunner
 
 from train.cli import main
 
-from ..faults import FullDisk
+from ..faults import FullDisk, can_mount_tmpfs
+
+REPO = Path(__file__).resolve().parents[2]
 
 ARGS = ["--arch", "cifar", "--batch-size", "16", "--max-steps", "24", "--workers", "0", "--no-progress",
         "--ckpt-every", "8", "--log-every", "4", "--shuffle-buffer", "64", "--head-dim", "64", "--device", "cpu"]
@@ -63,3 +69,22 @@ def test_train_on_a_full_disk_is_one_line_and_resumes_to_the_same_weights(tiny_s
     for name, value in reference["model"].items():
         assert torch.equal(done["model"][name], value), name
     assert (out / "encoder.pt").exists()
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_train_on_a_real_full_tmpfs_then_grown_resumes(tiny_set, tmp_path):
+    """A 40 MiB tmpfs holds the first checkpoint (25 MB) but not a second one beside it: one line, then grown,
+    `--resume` finishes the run."""
+    mount, out = tmp_path / "mnt", tmp_path / "mnt" / "run"
+    mount.mkdir()
+    steps = [a if a != "24" else "16" for a in ARGS]
+    train = " ".join([sys.executable, "-m", "train.cli", "rotnet", str(tiny_set), "--out", str(out), *steps])
+    script = (f"mount -t tmpfs -o size=40m tmpfs {mount} && {{ {train} 2>&1 | tail -1; }}; ls {out}; "
+              f"mount -o remount,size=200m {mount} && {train} --resume 2>&1 | tail -1")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env=env)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"Error: {out / 'checkpoint.pt'}: No space left on device", proc.stdout + proc.stderr
+    assert lines[1:4] == ["checkpoint.pt", "config.json", "metrics.jsonl"], proc.stdout  # no temporary left
+    assert lines[-1].startswith("done: 16 steps"), proc.stdout + proc.stderr

@@ -68,3 +68,16 @@ def can_mount_tmpfs() -> bool:
     probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || "
                             "mount -t tmpfs -o size=64k tmpfs /tmp"], capture_output=True)
     return probe.returncode == 0
+
+
+def flip_byte_in_image(shard: Path, sample: int = 0) -> str:
+    """Flip one bit in the middle of the image of the shard's `sample`-th sample, keeping the shard's size (so only
+    a hash can tell); the member's name."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        member = [m for m in tar.getmembers() if m.name.endswith((".jpg", ".png"))][sample]
+    data = bytearray(shard.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    return member.name

@@ -168,3 +168,73 @@ def test_random_bytes_as_encoder_are_one_line_without_torch_advice(tmp_path):
         line = one_error_line(run_cli("probe", "filters", encoder, "--out", tmp_path / "f.png"))
         assert f"{encoder}: not a readable encoder file" in line, line
         assert "weights_only" not in line and "trusted source" not in line, line
+
+
+# -- shards and archives ----------------------------------------------------------------------------------------
+
+def test_pickles_inside_a_shard_are_never_unpickled(tmp_path):
+    """webdataset can decode `.pyd`/`.pickle` members with pickle; the reader never asks it to."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    from pipeline.config import RenderConfig
+    from pipeline.render import render_set
+    from pipeline.shards import open_shards
+
+    folder, marker = tmp_path / "set", tmp_path / "marker"
+    render_set(folder, RenderConfig(n_patches=4, size=32, shard_size=4), log=lambda *a: None)
+    shard = folder / "patches-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    crafted = pickle.dumps(MarkerPayload(marker))
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+            if member.name.endswith(".json"):
+                for ext in ("pyd", "pickle"):
+                    extra = tarfile.TarInfo(member.name.replace(".json", f".{ext}"))
+                    extra.size = len(crafted)
+                    tar.addfile(extra, io.BytesIO(crafted))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = shard.read_bytes()
+    manifest["shards"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for decode in ("torch", "raw", "pil"):
+        samples = list(open_shards(folder, decode=decode))
+        fields = [sorted(k for k in sample if not k.startswith("__")) for sample in samples]
+        assert fields == [["image", "index", "key", "meta"]] * 4
+    assert not marker.exists()
+
+
+def test_an_archive_escaping_its_folder_is_refused(tmp_path):
+    """cifar10-jpg tarballs are extracted into the cache with tarfile's 'data' filter: no path outside the cache
+    folder (an absolute name is taken as relative to it), no links out of it, no devices."""
+    import io
+    import tarfile
+
+    from probe.archive import extracted
+
+    def archive(name: str, member: tarfile.TarInfo) -> Path:
+        path = tmp_path / f"{name}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            if member.type == tarfile.SYMTYPE:
+                tar.addfile(member)
+            else:
+                member.size = 2
+                tar.addfile(member, io.BytesIO(b"hi"))
+        return path
+
+    link = tarfile.TarInfo("train/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    for name, member in (("escape", tarfile.TarInfo("../outside.txt")), ("link", link)):
+        cache = tmp_path / "cache" / name
+        with pytest.raises(DataError, match=rf"{name}.tar.gz: cannot extract"):
+            extracted([archive(name, member)], cache, "cifar10-jpg")
+        assert not (tmp_path / "cache" / "outside.txt").exists()
+        assert not [p for p in cache.rglob("*") if p.is_file() or p.is_symlink()]
+    inside = extracted([archive("absolute", tarfile.TarInfo(str(tmp_path / "absolute.txt")))],
+                       tmp_path / "cache" / "absolute", "cifar10-jpg")
+    assert not (tmp_path / "absolute.txt").exists()
+    assert (inside / str(tmp_path / "absolute.txt").lstrip("/")).read_bytes() == b"hi"

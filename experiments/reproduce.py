@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.fileio import atomic_write_text
 from probe.errors import ProbeError
 from probe.report import NO_PAPER_ROW
 
@@ -240,7 +241,7 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
                 proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-            partial.write_text(json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+            atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
             raise TimeLimit(stage.name)
         time.sleep(1)
     if proc.returncode != 0:
@@ -248,7 +249,7 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
                          f"command again to resume")
     done = {"stage": stage.name, "command": cmd, "wall_s": round(earlier + time.time() - t0, 1),
             "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    record.write_text(json.dumps(done, indent=1) + "\n")
+    atomic_write_text(record, json.dumps(done, indent=1) + "\n")
     partial.unlink(missing_ok=True)
     return done
 
@@ -303,7 +304,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     lines += ["", *gains_section(work, [p for p, _ in results]), "---", "",
               body.read_text()]
     out = work / f"report-{target}.md"
-    out.write_text("\n".join(lines) + "\n")
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return out
 
 
@@ -417,5 +418,15 @@ def main() -> None:
     print(f"report: {report}")
 
 
+def run() -> None:
+    """main(), with a failing disk (every file is written through pipeline.fileio) reported as one line."""
+    try:
+        main()
+    except OSError as e:
+        if e.filename is None:
+            raise
+        raise SystemExit(f"{e.filename}: {e.strerror or e}") from None
+
+
 if __name__ == "__main__":
-    main()
+    run()

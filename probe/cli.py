@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import FileErrorGroup
+from pipeline.fileio import atomic_write_text
 from pipeline.options import SEED, Bounds, IntList, float_range
 from probe.errors import ProbeError, one_line
 from probe.transforms import NORMALIZATIONS
@@ -339,7 +340,7 @@ def report(results, out, against):
     plot = out.with_suffix(".png")
     markdown, groups = build_report(list(results), list(against), plot_name=plot.name if results else None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
+    atomic_write_text(out, markdown)
     if groups:
         plot_layers(groups, plot)
         click.echo(f"wrote {out} and {plot}")
@@ -352,7 +353,7 @@ def _write_results(out_dir: Path, results: dict, table: str, also: Path | None =
     from probe.results import write_json
 
     write_json(out_dir / "results.json", results)
-    (out_dir / "results.md").write_text(table)
+    atomic_write_text(out_dir / "results.md", table)
     click.echo(table)
     extra = f" and {also}" if also else ""
     click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}{extra}")

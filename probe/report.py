@@ -3,10 +3,12 @@ and a per-layer plot."""
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.fileio import atomic_write_bytes
 from probe.errors import ProbeError
 from probe.finetune import FinetuneProtocol
 from probe.linear import ProbeProtocol
@@ -301,6 +303,8 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    encoded = io.BytesIO()
+    fig.savefig(encoded, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
+    atomic_write_bytes(out, encoded.getvalue())
     return out

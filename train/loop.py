@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pipeline.fileio import append_line, atomic_write_text
 from pipeline.options import SEED, Bounds
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
-from train.encoder_io import atomic_torch_save, plain, save_encoder
+from train.encoder_io import atomic_torch_save, load_torch_file, plain, save_encoder
 from train.errors import CheckpointError, DataError, NonFiniteLossError, OptionError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
 from train.methods import EpochContext, Method, get_method
@@ -276,11 +277,7 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: to
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    ckpt = load_torch_file(path, "checkpoint", CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint of this project")
     return ckpt
@@ -298,9 +295,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue  # a line torn by the kill
         if rec.get("step", 0) <= step:
             keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(x + "\n" for x in keep))
 
 
 class _Metrics:
@@ -311,8 +306,7 @@ class _Metrics:
         if not self.enabled:
             return
         rec = {"time": round(time.time(), 3), **plain(rec)}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(self.path, json.dumps(rec))
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
@@ -473,9 +467,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     created_out = not out.exists()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(json.dumps(plain(run_config), indent=2) + "\n")
-        os.replace(tmp, out / "config.json")
+        atomic_write_text(out / "config.json", json.dumps(plain(run_config), indent=2) + "\n")
         if ckpt is None and metrics_path.exists():
             # left by a run stopped before its first checkpoint (check_run_folder): its lines describe no weights
             log.info("%s: replacing the metrics of a run that stopped before its first checkpoint", metrics_path)

@@ -39,9 +39,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.errors import DataError  # noqa: E402
 from pipeline.sources import read_rgb  # noqa: E402
 from probe.datasets import open_data  # noqa: E402
-from probe.errors import DataError  # noqa: E402
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 SPLITS = ("train", "test")

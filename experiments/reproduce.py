@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_text
-from probe.errors import ProbeError
 from probe.report import NO_PAPER_ROW
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,7 +385,7 @@ def main() -> None:
     build = cifar10_stages if args.target == "cifar10" else ablation_stages
     try:
         stages, reports = build(args.work, preset, args.src, args.data, args.device)
-    except ProbeError as e:  # the CIFAR-10 data is located (and a JPEG archive unpacked) before any stage runs
+    except ToolkitError as e:  # the CIFAR-10 data is located (and a JPEG archive unpacked) before any stage runs
         raise SystemExit(f"--data {args.data}: {e}") from None
     stages = list({s.name: s for s in stages}.values())  # shared stages once
     if args.stages:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli_group import ErrorReportingGroup
 from pipeline.config import IMAGENET_SIZE, RenderConfig
-from pipeline.errors import FileErrorGroup, PipelineError
+from pipeline.errors import ShardSetError
 from pipeline.options import float_range
 
 
@@ -27,7 +28,8 @@ class _Part(click.ParamType):
         return i, n
 
 
-@click.group(cls=FileErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=ErrorReportingGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """Render the augmented training set of single-image self-supervision (Asano et al., ICLR 2020).
 
@@ -145,7 +147,7 @@ def verify(folder, no_decode):
     for p in problems:
         click.echo(p, err=True)
     if problems:
-        raise PipelineError(f"{folder}: {len(problems)} problem(s) found")
+        raise ShardSetError(f"{folder}: {len(problems)} problem(s) found")
     click.echo(f"{folder}: OK")
 
 

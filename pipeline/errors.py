@@ -1,10 +1,86 @@
-"""Errors that carry a one-line, user-facing message naming the file and the problem."""
+"""The toolkit's errors: one hierarchy of plain exceptions, each carrying a one-line message that names the file
+(or option) and the problem.
 
-import click
+Library code in `pipeline`, `train` and `probe` raises these and nothing CLI-specific; each command line turns
+them into one line at its boundary (`pipeline.cli_group.ErrorReportingGroup`): ``Error: <message>`` with exit
+status ``exit_code`` (1; 2 for an option error, as for click's own usage errors), or ``Stopped: <message>`` with
+130 for an interrupted run.
+
+    ToolkitError
+    |-- DataError               an input that is missing, incomplete, unreadable or unusable
+    |   |-- SourceImageError    an image that cannot be used (corrupt, truncated, a decompression bomb...)
+    |   `-- ShardSetError       a set of shards that is missing, incomplete, altered or another configuration
+    |-- EncoderError            an encoder that cannot be built, or does not fit the evaluation asked for
+    |   `-- EncoderFileError    an encoder.pt that is unreadable, not an encoder, or not its architecture
+    |-- CheckpointError         a checkpoint that cannot be resumed from
+    |-- OptionError             an option value outside what can be used (exit status 2)
+    |-- DeviceError             a device that is not there, or not this process's
+    |-- NonFiniteLossError      the loss became NaN or infinite
+    `-- Interrupted             stopped on a signal after saving (exit status 130)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
 
 
-class PipelineError(click.ClickException):
-    """Base class: the CLI prints `Error: <message>` and exits with status 1."""
+class ToolkitError(Exception):
+    """Base class: a problem with the user's input or environment, reported as one line without a traceback."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DataError(ToolkitError):
+    """An input (data set, image, results file) that is missing, incomplete, unreadable or otherwise unusable."""
+
+
+class SourceImageError(DataError):
+    """An image that cannot be used (corrupt, truncated, too small, a decompression bomb...)."""
+
+
+class ShardSetError(DataError):
+    """A set of shards that is missing, incomplete, altered, or holds a different configuration."""
+
+
+class EncoderError(ToolkitError):
+    """An encoder that cannot be built or loaded, or does not fit the requested evaluation."""
+
+
+class EncoderFileError(EncoderError, ValueError):
+    """An ``encoder.pt`` that is unreadable, not an encoder, or does not match its architecture."""
+
+
+class CheckpointError(ToolkitError, ValueError):
+    """A checkpoint that cannot be resumed from (missing, other method/architecture, corrupt)."""
+
+
+class OptionError(ToolkitError, ValueError):
+    """An option value outside what the method or the loop can use: a usage error (exit status 2), raised before
+    any work, worded as click words its own range errors."""
+
+    exit_code = 2
+
+
+class DeviceError(ToolkitError):
+    """A device that is malformed, not visible, or (under torchrun) not this process's."""
+
+
+class NonFiniteLossError(ToolkitError):
+    """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+class Interrupted(ToolkitError):
+    """The run stopped on a signal after saving a checkpoint; ``--resume`` continues it. Not a failure: the command
+    lines report it as ``Stopped: <message>``."""
+
+    exit_code = 130  # the shell's convention for a process ended by SIGINT
 
 
 def one_line(error: BaseException) -> str:
@@ -19,30 +95,3 @@ def one_line(error: BaseException) -> str:
     last = lines[-1].strip()
     prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
     return last.removeprefix(prefix)
-
-
-class FileErrorGroup(click.Group):
-    """A command group that reports a file-system error naming a path (a read-only or full disk, an --out below a
-    regular file) as one 'Error: PATH: reason' line with exit status 1, as the tools' own errors are reported,
-    instead of a traceback. Errors naming no path are bugs, and keep their traceback. A tool's own error raised
-    in a DataLoader worker (which arrives with the worker's traceback folded into its message) is one line too."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except OSError as exc:
-            if exc.filename is None:
-                raise
-            raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from None
-        except click.ClickException as exc:
-            if "\n" in exc.message:
-                exc.message = one_line(exc)
-            raise
-
-
-class SourceImageError(PipelineError):
-    """A source image that cannot be used (corrupt, truncated, too small, a decompression bomb...)."""
-
-
-class ShardSetError(PipelineError):
-    """A rendered set that is missing, incomplete, altered, or holds a different configuration."""

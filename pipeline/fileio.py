@@ -4,7 +4,7 @@ Every file the tools write and later trust (shards, manifests, checkpoints, enco
 reports, pictures) goes through `atomic_file`: a temporary name in the same folder, fsync, rename over the final
 name, fsync of the folder. A write that fails (a full disk, an I/O error) removes the temporary file, leaves any
 previous version in place, and raises an OSError whose filename is the file being written, which the command-line
-groups (`pipeline.errors.FileErrorGroup`) print as one line. Append-only logs (metrics.jsonl) use `append_line`,
+groups (`pipeline.cli_group.ErrorReportingGroup`) print as one line. Append-only logs (metrics.jsonl) use `append_line`,
 which takes a failed line back out.
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.errors import PipelineError, ShardSetError
+from pipeline.errors import ShardSetError, ToolkitError
 from pipeline.fileio import atomic_write_bytes
 from pipeline.shardio import sample_key
 from pipeline.shards import decode_image, load_manifest
@@ -89,4 +89,4 @@ def _write_sheet(sheet: Image.Image, out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out, encoded.getvalue())
     except OSError as e:
-        raise PipelineError(f"{out}: cannot write the sheet ({e.strerror or e})") from None
+        raise ToolkitError(f"{out}: cannot write the sheet ({e.strerror or e})") from None

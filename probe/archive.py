@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from probe.errors import DataError
+from pipeline.errors import DataError
 
 _COMPLETE = ".complete"
 

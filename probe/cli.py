@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import FileErrorGroup
+from pipeline.cli_group import ErrorReportingGroup
+from pipeline.errors import DataError, ToolkitError, one_line
 from pipeline.fileio import atomic_write_text
 from pipeline.options import SEED, Bounds, IntList, float_range
-from probe.errors import ProbeError, one_line
 from probe.transforms import NORMALIZATIONS
 
 DATA_HELP = (
@@ -27,21 +27,7 @@ THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a CPU share
                 "threads waiting on a busy core stall every step.")
 
 
-class _ReportingGroup(FileErrorGroup):
-    """Turns a ProbeError into one 'Error: FILE: problem' line and exit status 1, without a traceback.
-
-    A DataLoader worker's ProbeError arrives re-raised as the same type with the worker's traceback in its
-    message; `one_line` recovers the original message from it.
-    """
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ProbeError as exc:
-            raise click.ClickException(one_line(exc)) from None
-
-
-@click.group(cls=_ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Evaluate encoders trained by `train` the way the paper does (section 4.1).
 
@@ -97,16 +83,16 @@ def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = 
     new_encoder = out_dir / "encoder.pt"
     if encoder is not None:
         if _same_file(Path(encoder), new_encoder):
-            raise ProbeError(f"{new_encoder}: this is the encoder being fine-tuned, which the result would "
+            raise ToolkitError(f"{new_encoder}: this is the encoder being fine-tuned, which the result would "
                              "overwrite; give another --out")
         if new_encoder.exists() and not force:
-            raise ProbeError(f"{new_encoder}: already exists; give another --out, or --force to replace it")
+            raise ToolkitError(f"{new_encoder}: already exists; give another --out, or --force to replace it")
     results = out_dir / "results.json"
     if results.exists() and not force:
         previous = _results_task(results)
         if previous != task:
             held = f"{previous} results" if previous else "a file that is not probe results"
-            raise ProbeError(f"{results}: holds {held}, which `probe {task}` would replace; give another --out, "
+            raise ToolkitError(f"{results}: holds {held}, which `probe {task}` would replace; give another --out, "
                              "or --force to replace it")
 
 
@@ -116,9 +102,9 @@ def _check_writable(out_dir: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ProbeError(f"{existing}: not a folder, so --out {out_dir} cannot be made")
+        raise ToolkitError(f"{existing}: not a folder, so --out {out_dir} cannot be made")
     if not os.access(existing, os.W_OK | os.X_OK):  # a read-only disk too (EROFS), even for root
-        raise ProbeError(f"{existing}: not writable, so --out {out_dir} cannot be written")
+        raise ToolkitError(f"{existing}: not writable, so --out {out_dir} cannot be written")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -134,7 +120,7 @@ def _results_task(path: Path) -> str | None:
 
     try:
         return read_results(path)["task"]
-    except ProbeError:
+    except DataError:
         return None
 
 

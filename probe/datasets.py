@@ -17,12 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from pipeline.errors import DataError
 from probe.archive import default_cache_dir, extracted
-from probe.errors import DataError
 from probe.image_folder import FileImages, check_same_classes, scan_image_folder
 from probe.shard_data import ShardImages, is_split_list, is_url, open_shard_splits
 from train.cifar_pickle import IMAGE_SIDE, read_cifar
-from train.errors import DataError as TrainDataError
 
 KINDS = {
     "cifar10": "CIFAR-10 python pickles: PATH is cifar-10-batches-py/ or the folder holding it",
@@ -99,10 +98,7 @@ def open_data(spec: DataSpec | str, cache_dir: Path | None = None) -> LabelledDa
     """Open the data set named by `spec`, checking its layout up front."""
     spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
     if spec.kind in ("cifar10", "cifar100"):
-        try:
-            train, test, classes = read_cifar(spec.path, spec.kind)
-        except TrainDataError as e:
-            raise DataError(e.message) from None
+        train, test, classes = read_cifar(spec.path, spec.kind)
         return LabelledData(spec, classes, ArrayImages(train.images, train.labels),
                             ArrayImages(test.images, test.labels), style="cifar")
     if spec.kind == "cifar10-jpg":

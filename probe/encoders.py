@@ -11,9 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from probe.errors import EncoderError
+from pipeline.errors import EncoderError
 from train.encoder_io import load_encoder
-from train.errors import EncoderFileError
 from train.models import ENCODERS, build_encoder
 
 RANDOM_PREFIX = "random:"
@@ -59,10 +58,7 @@ def open_encoder(spec: str, seed: int = 0) -> Encoder:
                     "random_init_seed": seed}
         return Encoder(module, arch, spec, identity)
     path = Path(spec)
-    try:
-        module, info = load_encoder(path, map_location="cpu")
-    except EncoderFileError as exc:
-        raise EncoderError(str(exc)) from None
+    module, info = load_encoder(path, map_location="cpu")  # an EncoderFileError (an EncoderError) when unusable
     identity = {"source": str(path), "sha256": _sha256(path), **info}
     return Encoder(module, info["arch"], str(path), identity)
 

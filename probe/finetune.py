@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from pipeline.errors import ToolkitError
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
-from probe.errors import ProbeError
 from probe.features import input_channels
 from probe.linear import StepSchedule
 from probe.scoring import Tally, average_crops
@@ -95,7 +95,7 @@ def build_classifier(encoder: Encoder, num_classes: int, input_size: int,
     keep = names[-1] if protocol.keep == "all" else require_layers(encoder, [protocol.keep])[0]
     frozen = [] if protocol.freeze == "none" else _up_to(names, require_layers(encoder, [protocol.freeze])[0])
     if frozen and names.index(frozen[-1]) > names.index(keep):
-        raise ProbeError(f"--freeze {protocol.freeze} would freeze freshly initialised layers "
+        raise ToolkitError(f"--freeze {protocol.freeze} would freeze freshly initialised layers "
                          f"(only layers up to --keep {keep} come from the encoder)")
     torch.manual_seed(protocol.seed)
     network = build_encoder(encoder.arch, **encoder.identity.get("arch_kwargs", {}))

@@ -8,9 +8,8 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-from pipeline.errors import SourceImageError
+from pipeline.errors import DataError
 from pipeline.sources import open_rgb
-from probe.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
 
@@ -47,11 +46,8 @@ def check_same_classes(reference: Path, ref_classes: Sequence[str], other: Path,
 def load_rgb(path: Path) -> Image.Image:
     """The image at `path` as 8-bit RGB, decoded exactly as `pipeline` decodes (EXIF orientation applied, 16-bit
     scaled rather than clipped, bombs refused), so a file reaches the probe the same way whether it is read from
-    a folder or from packed shards; a DataError naming the file when it cannot be used."""
-    try:
-        return open_rgb(path)
-    except SourceImageError as exc:  # its message already names the file
-        raise DataError(exc.message) from None
+    a folder or from packed shards; a SourceImageError (a DataError) naming the file when it cannot be used."""
+    return open_rgb(path)
 
 
 class FileImages(Dataset):

@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
+from pipeline.errors import DataError
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, absorb_batchnorm, require_input_size, require_layers
-from probe.errors import DataError
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
 from probe.heads import LinearProbes

@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_bytes
-from probe.errors import ProbeError
 from probe.finetune import FinetuneProtocol
 from probe.linear import ProbeProtocol
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
@@ -135,7 +135,7 @@ def build_report(paths: list[Path], against: list[str] | None = None,
     """The Markdown report and, per paper table part, the measurements shown in it."""
     against = list(against or [])
     if len(against) not in (0, 1, len(paths)):
-        raise ProbeError(f"--against given {len(against)} times for {len(paths)} results files "
+        raise ToolkitError(f"--against given {len(against)} times for {len(paths)} results files "
                          "(give it once for all, or once per file)")
     keys = against * len(paths) if len(against) == 1 else against or [None] * len(paths)
     measured = [measured_from(p, k) for p, k in zip(paths, keys, strict=True)]
@@ -173,11 +173,11 @@ def _check_against(m: Measured, parts: list[PaperPart]) -> None:
         return
     candidates = parts_for(m, parts)
     if not candidates:
-        raise ProbeError(f"--against {m.key!r}: no paper table holds {m.task} results on {m.dataset} "
+        raise ToolkitError(f"--against {m.key!r}: no paper table holds {m.task} results on {m.dataset} "
                          f"({m.path}); use --against {NO_PAPER_ROW}")
     if not any(p.find(m.key) for p in candidates):
         rows = list(dict.fromkeys(r.label for p in candidates for r in p.rows))
-        raise ProbeError(f"--against {m.key!r}: no paper row matches it for {m.path} ({m.task} on {m.dataset}); "
+        raise ToolkitError(f"--against {m.key!r}: no paper row matches it for {m.path} ({m.task} on {m.dataset}); "
                          f"rows: {'; '.join(rows)} (or {NO_PAPER_ROW})")
 
 

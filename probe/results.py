@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from pipeline.errors import DataError
 from pipeline.fileio import atomic_write_text
-from probe.errors import ProbeError
 
 RESULTS_FORMAT = "single-image-ssl/probe-results"
 RESULTS_VERSION = 1
@@ -62,14 +62,14 @@ def read_results(path: Path) -> dict[str, Any]:
     try:
         payload = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ProbeError(f"{path}: no such results file") from None
+        raise DataError(f"{path}: no such results file") from None
     except (OSError, ValueError) as exc:
-        raise ProbeError(f"{path}: not a readable results file ({exc})") from None
+        raise DataError(f"{path}: not a readable results file ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
-        raise ProbeError(f"{path}: not a probe results file (expected format {RESULTS_FORMAT!r})")
+        raise DataError(f"{path}: not a probe results file (expected format {RESULTS_FORMAT!r})")
     problem = _results_problem(payload)
     if problem:
-        raise ProbeError(f"{path}: not a probe results file ({problem})")
+        raise DataError(f"{path}: not a probe results file ({problem})")
     return payload
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch.utils.data import IterableDataset
 
-from pipeline.errors import ShardSetError
+from pipeline.errors import DataError, ShardSetError
 from pipeline.shards import (
     ShardPipeline,
     check_pattern_covers_manifest,
@@ -29,7 +29,6 @@ from pipeline.shards import (
     pattern_urls,
     verify_quick,
 )
-from probe.errors import DataError
 
 TRAIN_SPLIT = "train"
 TEST_SPLITS = ("val", "test")
@@ -86,12 +85,9 @@ class ShardImages(IterableDataset):
         return view
 
     def __iter__(self) -> Iterator:
-        try:
-            for sample in _interleave(self._streams()):
-                image = sample["image"]
-                yield (self.transform(image) if self.transform else image), int(sample["meta"]["label"])
-        except ShardSetError as e:  # one line for the probe CLI, also from a DataLoader worker
-            raise DataError(e.message) from None
+        for sample in _interleave(self._streams()):
+            image = sample["image"]
+            yield (self.transform(image) if self.transform else image), int(sample["meta"]["label"])
 
     def _streams(self) -> list:
         """One stream over all shards in order (testing), or INTERLEAVE streams over a partition of them that is
@@ -184,14 +180,11 @@ def _named_split(text: str, fields: dict[str, str], split: str) -> tuple[str, di
         raise DataError(f"{location}: a URL pattern needs {split}-manifest= (the split's manifest.json, path or "
                         f"URL) for its sample count, classes and checks")
     manifest_location = _expanded(manifest_location)
-    try:
-        manifest = load_manifest(manifest_location)
-    except ShardSetError as e:
-        raise DataError(e.message) from None
+    manifest = load_manifest(manifest_location)
     try:
         check_pattern_covers_manifest(pattern_urls(location), manifest)  # a short pattern: a short epoch
     except ShardSetError as e:
-        raise DataError(f"{location}: {e.message} ({manifest_location})") from None
+        raise ShardSetError(f"{location}: {e.message} ({manifest_location})") from None
     return location, _labels_checked(manifest_location, manifest)
 
 
@@ -213,7 +206,7 @@ def _labelled_manifest(location: str) -> dict:
     try:
         manifest = verify_quick(location)  # complete, and (in a folder) every shard of its listed size
     except ShardSetError as e:
-        raise DataError(f"{e.message} (expected a split packed by `pipeline pack SRC --out {location}`)") from None
+        raise ShardSetError(f"{e.message} (expected a split packed by `pipeline pack SRC --out {location}`)") from None
     return _labels_checked(location, manifest)
 
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 import pipeline.cli
 import probe.cli
 import train.cli
+from pipeline.errors import OptionError
 from pipeline.options import IntList
-from train.errors import OptionError
 from train.loop import TrainConfig
 from train.loop import train as run_training
 from train.methods import METHODS

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from pipeline.errors import FileErrorGroup
+from pipeline.cli_group import ErrorReportingGroup
 from pipeline.options import Bounds, CheckedFloat, CheckedInt, IntList
 from train.loop import (
     DEFAULT_CKPT_EVERY,
@@ -173,7 +173,8 @@ def _make_command(method: type[Method]) -> click.Command:
                          context_settings={"max_content_width": 110})
 
 
-@click.group(cls=FileErrorGroup, context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorReportingGroup,
+             context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def main(verbose: bool) -> None:
     """Train an encoder on a rendered set (streaming its shards), or the supervised baseline on labels.

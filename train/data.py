@@ -27,10 +27,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pipeline.errors import SourceImageError
+from pipeline.errors import DataError, SourceImageError
 from train import distributed as D
 from train.cifar_pickle import LAYOUTS, read_cifar
-from train.errors import DataError
 from train.interrupt import quiet_worker_signals
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.errors import EncoderFileError
 from pipeline.fileio import atomic_file
-from train.errors import EncoderFileError
 from train.models import ENCODERS, build_encoder
 
 FORMAT = "single-image-ssl/encoder"

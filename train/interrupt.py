@@ -12,26 +12,14 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import IO, Any
 
-import click
 import torch
 
 from train import distributed as D
-from train.errors import TrainError
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainInterrupted(TrainError):
-    """The run stopped on a signal after saving a checkpoint; ``--resume`` continues it."""
-
-    exit_code = 130  # the shell's convention for a process ended by SIGINT
-
-    def show(self, file: IO[Any] | None = None) -> None:  # not an error: the run did what it was asked to
-        click.echo(f"Stopped: {self.format_message()}", file=file, err=True)
 
 
 class StopSignals:

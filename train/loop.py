@@ -23,13 +23,21 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pipeline.errors import (
+    CheckpointError,
+    DataError,
+    DeviceError,
+    Interrupted,
+    NonFiniteLossError,
+    OptionError,
+    ToolkitError,
+)
 from pipeline.fileio import append_line, atomic_write_text
 from pipeline.options import SEED, Bounds
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
 from train.encoder_io import atomic_torch_save, load_torch_file, plain, save_encoder
-from train.errors import CheckpointError, DataError, NonFiniteLossError, OptionError, TrainError
-from train.interrupt import StopSignals, TrainInterrupted
+from train.interrupt import StopSignals
 from train.methods import EpochContext, Method, get_method
 
 log = logging.getLogger(__name__)
@@ -89,21 +97,21 @@ def pick_device(name: str = "auto") -> torch.device:
     would put several ranks on one GPU, where NCCL refuses to start, so it is refused here in one line.
     """
     if not DEVICE_NAME.fullmatch(name):
-        raise TrainError(f"--device {name!r}: not a device this trainer runs on ({DEVICE_HELP})")
+        raise DeviceError(f"--device {name!r}: not a device this trainer runs on ({DEVICE_HELP})")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainError(f"--device {name} asked for, but no CUDA device is visible")
+            raise DeviceError(f"--device {name} asked for, but no CUDA device is visible")
         _, local_rank, world = D.env_world()
         if world > 1 and dev.index is not None and dev.index != local_rank:
-            raise TrainError(f"--device {name} under torchrun: each process trains on the GPU of its LOCAL_RANK "
-                             f"(cuda:{local_rank} for this one); pass --device cuda (or auto)")
+            raise DeviceError(f"--device {name} under torchrun: each process trains on the GPU of its LOCAL_RANK "
+                              f"(cuda:{local_rank} for this one); pass --device cuda (or auto)")
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
         if dev.index >= torch.cuda.device_count():
-            raise TrainError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise DeviceError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(dev)
     return dev
 
@@ -410,7 +418,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     try:
         method = method_cls(opts, arch, source.num_samples, source.num_classes, device)
     except ValueError as e:
-        raise TrainError(str(e)) from None
+        raise ToolkitError(str(e)) from None
     method.total_epochs = epochs
     method.to(device)
     if cfg.channels_last:
@@ -534,12 +542,12 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     def stop_on_signal() -> None:
         if step == 0:
-            raise TrainInterrupted(f"{out}: interrupted before the first step; nothing to save")
+            raise Interrupted(f"{out}: interrupted before the first step; nothing to save")
         flush_metrics(pbar)  # raises instead of saving when the loss went non-finite
         if last_saved != step:
             save_checkpoint()
         metrics.write(event="interrupted", step=step, epoch=epoch)
-        raise TrainInterrupted(f"{ckpt_path}: interrupted at step {step} of {total}, saved; --resume continues")
+        raise Interrupted(f"{ckpt_path}: interrupted at step {step} of {total}, saved; --resume continues")
 
     def batches_until_stopped(batches: Iterable[Batch]) -> Iterator[Batch]:
         it = iter(batches)
@@ -571,7 +579,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
-                raise TrainError(str(e)) from None
+                raise ToolkitError(str(e)) from None
             except Exception:
                 if not stop.signalled or D.is_dist():
                     raise

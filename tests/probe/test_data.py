@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from pipeline.errors import DataError
 from pipeline.sources import read_rgb
 from probe.datasets import DataSpec, open_data
-from probe.errors import DataError
 from train.cifar_pickle import read_cifar
 
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from pipeline.errors import DataError
 from pipeline.pack import pack_set
 from probe.cli import main
 from probe.datasets import data_loader, open_data, subset
-from probe.errors import DataError
 
 from ..loopback import LoopbackServer
 

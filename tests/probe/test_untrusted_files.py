@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import DataError
 from probe.datasets import open_data
-from probe.errors import DataError
 from train.cifar_pickle import read_cifar
-from train.errors import DataError as TrainDataError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,7 +117,7 @@ def test_a_crafted_cifar_pickle_is_refused_without_running_it(tmp_path, writers,
 def test_object_arrays_are_refused(tmp_path, writers):
     folder = writers.cifar10(tmp_path)
     writers.pickle(folder / "test_batch", {"data": np.array([{"x": 1}], dtype=object), "labels": [0]})
-    with pytest.raises(TrainDataError, match=r"test_batch: refused, the pickle names an object dtype"):
+    with pytest.raises(DataError, match=r"test_batch: refused, the pickle names an object dtype"):
         read_cifar(folder, "cifar10")
 
 

@@ -201,13 +201,13 @@ def two_gpus_under_torchrun(monkeypatch):
 
 def test_under_torchrun_each_rank_takes_its_local_rank_gpu_and_a_conflicting_device_is_refused(
         two_gpus_under_torchrun):
-    from train.errors import TrainError
+    from pipeline.errors import DeviceError
     from train.loop import pick_device
 
     for name in ("auto", "cuda", "cuda:1"):
         assert pick_device(name) == torch.device("cuda", 1)
     assert two_gpus_under_torchrun == [torch.device("cuda", 1)] * 3
-    with pytest.raises(TrainError, match=r"^--device cuda:0 under torchrun: each process trains on the GPU of its "
+    with pytest.raises(DeviceError, match=r"^--device cuda:0 under torchrun: each process trains on the GPU of its "
                                          r"LOCAL_RANK \(cuda:1 for this one\); pass --device cuda \(or auto\)$"):
         pick_device("cuda:0")
     assert pick_device("cpu") == torch.device("cpu")  # gloo on the CPU stays possible

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from pipeline.errors import EncoderFileError
 from train.encoder_io import FORMAT, load_encoder, save_encoder
-from train.errors import EncoderFileError
 from train.models import build_encoder
 
 

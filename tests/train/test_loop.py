@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from pipeline.errors import CheckpointError, DeviceError, Interrupted, NonFiniteLossError
 from train.cli import main
 from train.data import ShardSource
 from train.encoder_io import load_encoder
-from train.errors import CheckpointError, NonFiniteLossError, TrainError
 from train.loop import TrainConfig, train
 from train.methods import get_method
 
@@ -173,8 +173,6 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_resumed_run_is_bit_identical(t
 
 
 def test_an_interrupt_in_process_stops_after_the_step_and_restores_the_handler(tiny_set, tmp_path, monkeypatch):
-    from train.interrupt import TrainInterrupted
-
     cls = get_method("rotnet")
     real_step = cls.training_step
     calls = {"n": 0}
@@ -188,7 +186,7 @@ def test_an_interrupt_in_process_stops_after_the_step_and_restores_the_handler(t
     monkeypatch.setattr(cls, "training_step", interrupted_at_third)
     handler = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
-    with pytest.raises(TrainInterrupted, match="interrupted at step 3 of 40"):
+    with pytest.raises(Interrupted, match="interrupted at step 3 of 40"):
         train(cfg("rotnet", tiny_set, out, max_steps=40, ckpt_every=100))
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
     assert signal.getsignal(signal.SIGTERM) is handler
@@ -341,7 +339,7 @@ def test_unknown_device_is_a_usage_error(tiny_set, tmp_path):
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--device", "tpu"])
     assert r.exit_code == 2 and "'tpu' is not a device" in r.output and "cuda:N" in r.output, r.output
     assert "Traceback" not in r.output and not out.exists()
-    with pytest.raises(TrainError, match="'tpu'"):  # the Python API refuses it the same way
+    with pytest.raises(DeviceError, match="'tpu'"):  # the Python API refuses it the same way
         train(cfg("rotnet", tiny_set, out, device="tpu"))
 
 

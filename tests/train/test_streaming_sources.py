@@ -7,10 +7,9 @@ import threading
 import pytest
 
 from pipeline.config import RenderConfig
-from pipeline.errors import ShardSetError
+from pipeline.errors import DataError, ShardSetError
 from pipeline.render import render_set
 from train.data import ShardSource
-from train.errors import DataError
 
 
 @pytest.fixture(scope="module")

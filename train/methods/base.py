@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import OptionError
 from pipeline.options import Bounds
 from train import distributed as D
 from train.data import Batch, Source
-from train.errors import OptionError
 from train.models import build_encoder
 
 

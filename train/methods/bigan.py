@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.errors import OptionError
 from train import augment
 from train.data import Batch
-from train.errors import OptionError
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
 from train.models import build_encoder

@@ -41,7 +41,7 @@ FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="single-image-ssl" \
       org.opencontainers.image.description="Render augmented patch shards (pipeline), train (train), probe (probe)"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-# curl: webdataset reads http(s) shards through it (pipeline.shards.open_shards("https://host/shards/mono-A/")).
+# curl: webdataset reads http(s) shards through it (pipeline.shard_reader.open_shards("https://host/shards/mono-A/")).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl ca-certificates \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log

@@ -62,7 +62,7 @@ def time_ours(src: Path, k: int, size: int) -> float:
         # load and pyramid once, as a render does per process, then time the shard path alone
         from pipeline import render as r
         from pipeline.render_patch import SourcePyramid
-        from pipeline.shardset import install_worker_state
+        from pipeline.shard_writer import install_worker_state
 
         s = load_source(src)
         install_worker_state(r._WorkerState(cfg, [SourcePyramid(s.rgb)], [(s.width, s.height)], out))

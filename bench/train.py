@@ -1,7 +1,7 @@
 """Training throughput per method against the shard reader's decode rate, on the same machine.
 
 For each method: images/s of training steps on device-resident batches (the loader taken out), after a
-warm-up. For the reader: decoded samples/s of `pipeline.shards.open_shards` through a DataLoader with W
+warm-up. For the reader: decoded samples/s of `pipeline.shard_reader.open_shards` through a DataLoader with W
 workers, the way the trainers read. The ratio line says which one limits an end-to-end run. A DeepCluster
 clustering pass (PCA-whitening + L2 + k-means on synthetic fc7-sized features) is timed too, at --cluster-n
 samples, drawn and projected in chunks as DeepCluster streams them (1,281,167 x 4096 floats would be 21 GB).

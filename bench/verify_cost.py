@@ -1,6 +1,6 @@
 """What hashing shards while streaming them costs the reader: samples/s with and without verification, one run.
 
-`pipeline.shards.open_shards` hashes each shard's bytes as they stream past and compares them with the manifest's
+`pipeline.shard_reader.open_shards` hashes each shard's bytes as they stream past and compares them with the manifest's
 sha256 at the shard's end (`verify=True`, the default). This times the reader both ways on the same set in one
 process, alternating the two so that load from other jobs falls on both alike, and prints the ratio of the medians
 (goal: >= 0.9). Sets: 32 px PNG patches (CIFAR scale) and 256 px JPEG patches (ImageNet scale), rendered into a
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import RenderConfig  # noqa: E402
 from pipeline.render import render_set  # noqa: E402
-from pipeline.shards import open_shards  # noqa: E402
+from pipeline.shard_reader import open_shards  # noqa: E402
 
 
 def samples_per_s(location: str, verify: bool, decode: str, limit: int | None) -> float:

@@ -141,7 +141,7 @@ def verify(folder, no_decode):
 
     Example: pipeline verify shards/mono-A
     """
-    from pipeline.verify import verify_set
+    from pipeline.shard_verify import verify_set
 
     problems = verify_set(folder, decode=not no_decode, progress=True)
     for p in problems:
@@ -158,7 +158,7 @@ def info(folder):
 
     Example: pipeline info shards/mono-A
     """
-    from pipeline.verify import describe_set
+    from pipeline.shard_verify import describe_set
 
     click.echo(describe_set(folder))
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import FORMAT_VERSION
 from pipeline.errors import ShardSetError, SourceImageError
-from pipeline.shardio import read_manifest, sample_key, shard_name
-from pipeline.shardset import (
+from pipeline.shard_format import new_manifest, read_manifest, sample_key, shard_name
+from pipeline.shard_writer import (
     SetSummary,
     check_part,
     config_differences,
@@ -164,16 +163,7 @@ def check_shard(shard: int) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
 
 
 def _fresh_manifest(plan: PackPlan) -> dict:
-    return {
-        "format": "single-image-ssl/shards",
-        "version": FORMAT_VERSION,
-        "kind": "labelled",
-        "config": plan.config(),
-        "classes": plan.classes,
-        "n_samples": len(plan.files),
-        "n_shards": plan.n_shards,
-        "shards": [],
-    }
+    return new_manifest(plan.config(), len(plan.files), plan.n_shards, kind="labelled", classes=plan.classes)
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -11,9 +11,9 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import ShardSetError, ToolkitError
 from pipeline.fileio import atomic_write_bytes
-from pipeline.shardio import sample_key
-from pipeline.shards import decode_image, load_manifest
-from pipeline.verify import sample_formats, shard_file_problem
+from pipeline.shard_format import load_manifest, sample_formats, sample_key
+from pipeline.shard_reader import decode_image
+from pipeline.shard_verify import shard_file_problem
 
 # The sheet's file formats, by suffix; both are lossless enough to judge patches by.
 SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}

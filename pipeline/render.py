@@ -12,12 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import FORMAT_VERSION
 from pipeline.augment import sample_params
 from pipeline.config import RenderConfig
 from pipeline.render_patch import SourcePyramid, encode, render
-from pipeline.shardio import sample_key
-from pipeline.shardset import (
+from pipeline.shard_format import new_manifest, sample_key
+from pipeline.shard_writer import (
     SetSummary,
     check_part,
     config_differences,
@@ -58,15 +57,8 @@ def render_set(out_dir: str | Path, config: RenderConfig, sources: list[str | Pa
 
 
 def _fresh_manifest(config: RenderConfig, chosen: list[SourceImage]) -> dict:
-    return {
-        "format": "single-image-ssl/shards",
-        "version": FORMAT_VERSION,
-        "config": config.to_dict(),
-        "sources": [s.manifest_entry() for s in chosen],
-        "n_samples": config.n_patches,
-        "n_shards": config.n_shards,
-        "shards": [],
-    }
+    return new_manifest(config.to_dict(), config.n_patches, config.n_shards,
+                        sources=[s.manifest_entry() for s in chosen])
 
 
 def _differences(old: dict, new: dict) -> list[str]:

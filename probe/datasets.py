@@ -18,9 +18,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pipeline.errors import DataError
+from pipeline.shard_format import is_url
 from probe.archive import default_cache_dir, extracted
 from probe.image_folder import FileImages, check_same_classes, scan_image_folder
-from probe.shard_data import ShardImages, is_split_list, is_url, open_shard_splits
+from probe.shard_data import ShardImages, is_split_list, open_shard_splits
 from train.cifar_pickle import IMAGE_SIDE, read_cifar
 
 KINDS = {

@@ -6,8 +6,8 @@ without copying it first. Or LOCATION names each split on its own, `train=SPLIT;
 http(s) URL, or a webdataset URL pattern (brace range, `pipe:` command) with its manifest in `train-manifest=` /
 `val-manifest=`. Fields are separated by `;` since a pattern may hold commas (brace lists `{a,b}`), `=` and
 spaces; a field not starting with one of the four names is refused, so a `;` inside a command is an error, never
-a guess. Samples come from `pipeline.shards.open_shards`, which splits shards across DataLoader workers and raises on a
-torn or cut shard; sample counts and classes come from the manifests.
+a guess. Samples come from `pipeline.shard_reader.open_shards`, which splits shards across DataLoader workers and
+raises on a torn or cut shard; sample counts and classes come from the manifests.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 from torch.utils.data import IterableDataset
 
 from pipeline.errors import DataError, ShardSetError
-from pipeline.shards import (
+from pipeline.shard_format import is_url, load_manifest
+from pipeline.shard_reader import (
     ShardPipeline,
     check_pattern_covers_manifest,
     is_url_pattern,
-    load_manifest,
     open_shards,
     pattern_urls,
     verify_quick,
@@ -41,10 +41,6 @@ INTERLEAVE = 8
 # The fields of LOCATION when it names each split on its own (`train=...;val=...`).
 SPLIT_FIELDS = ("train", "train-manifest", "val", "val-manifest")
 FIELD_SEPARATOR = ";"
-
-
-def is_url(location: str) -> bool:
-    return "://" in location
 
 
 def is_split_list(location: str) -> bool:

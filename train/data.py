@@ -1,10 +1,8 @@
 """Where training batches come from.
 
-* :class:`ShardSource` streams a rendered set through ``pipeline.shards.open_shards`` (the one shard reader;
-this
-  module only batches what it yields).
-* :class:`LabelledSource` reads a labelled set (ImageFolder or CIFAR pickle layout) for the supervised
-baseline.
+* :class:`ShardSource` streams a rendered set through ``pipeline.shard_reader.open_shards`` (the one shard
+  reader; this module only batches what it yields).
+* :class:`LabelledSource` reads a labelled set (ImageFolder or CIFAR pickle layout) for the supervised baseline.
 * :class:`TensorSource` serves in-memory uint8 tensors (unit tests, and the benchmark's loader-free figures).
 
 All three yield :class:`Batch` objects holding uint8 (B, 3, H, W) images (augmentation happens later,
@@ -121,9 +119,9 @@ class ShardSource:
     def __init__(self, location: str | os.PathLike, shuffle_buffer: int = 1000,
                  manifest: str | os.PathLike | None = None) -> None:
         try:
-            from pipeline import shards
+            from pipeline import shard_reader as shards
         except ImportError as e:  # the reader lives in pipeline/; say so instead of a bare traceback
-            raise DataError(f"cannot read shards: pipeline.shards is unavailable ({e})") from None
+            raise DataError(f"cannot read shards: pipeline.shard_reader is unavailable ({e})") from None
         self._shards = shards
         self.location = str(location)
         self.manifest_location = str(manifest) if manifest is not None else None
@@ -135,7 +133,7 @@ class ShardSource:
             manifest = shards.load_manifest(manifest)
             shards.check_pattern_covers_manifest(shards.pattern_urls(self.location), manifest)
         else:
-            if "://" not in self.location and not Path(self.location).exists():
+            if not shards.is_url(self.location) and not Path(self.location).exists():
                 raise DataError(f"{self.location}: no such rendered set")
             manifest = shards.verify_quick(self.location)  # one-line ShardSetError: empty, incomplete, truncated
         if manifest.get("kind") == "labelled":

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.verify import verify_set
+from pipeline.shard_verify import verify_set
 
 from ..faults import FullDisk, can_mount_tmpfs
 from .conftest import TINY, folder_bytes

@@ -16,8 +16,8 @@ from PIL import Image
 
 from pipeline.errors import SourceImageError
 from pipeline.pack import pack_set
-from pipeline.shards import open_shards
-from pipeline.verify import verify_set
+from pipeline.shard_reader import open_shards
+from pipeline.shard_verify import verify_set
 
 from .conftest import run_cli
 

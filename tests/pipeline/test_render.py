@@ -15,8 +15,8 @@ import torch
 from pipeline.config import RenderConfig
 from pipeline.errors import ShardSetError
 from pipeline.render import render_set
-from pipeline.shards import open_shards
-from pipeline.verify import verify_set
+from pipeline.shard_reader import open_shards
+from pipeline.shard_verify import verify_set
 
 from .conftest import TINY, folder_bytes, run_cli
 
@@ -195,7 +195,7 @@ def test_render_refuses_out_of_range_numbers_as_usage_errors(tmp_path, photo, op
 
 
 def test_a_manifest_lacking_fields_is_one_line_for_every_reader(tmp_path, photo, tiny_set):
-    from pipeline.shards import verify_quick
+    from pipeline.shard_reader import verify_quick
 
     out = tmp_path / "set"
     shutil.copytree(tiny_set, out)

@@ -12,7 +12,7 @@ import pytest
 from pipeline.config import RenderConfig
 from pipeline.errors import ShardSetError
 from pipeline.render import render_set
-from pipeline.shards import open_shards
+from pipeline.shard_reader import open_shards
 
 from ..loopback import LoopbackServer
 from .conftest import TINY, folder_bytes, run_cli

@@ -11,8 +11,8 @@ import pytest
 from pipeline.config import RenderConfig
 from pipeline.errors import ShardSetError
 from pipeline.render import render_set
-from pipeline.shards import is_url_pattern, open_shards, verify_quick
-from pipeline.verify import describe_set, verify_set
+from pipeline.shard_reader import is_url_pattern, open_shards, verify_quick
+from pipeline.shard_verify import describe_set, verify_set
 
 from ..faults import flip_byte_in_image
 from ..loopback import LoopbackServer

@@ -180,7 +180,7 @@ def test_pickles_inside_a_shard_are_never_unpickled(tmp_path):
 
     from pipeline.config import RenderConfig
     from pipeline.render import render_set
-    from pipeline.shards import open_shards
+    from pipeline.shard_reader import open_shards
 
     folder, marker = tmp_path / "set", tmp_path / "marker"
     render_set(folder, RenderConfig(n_patches=4, size=32, shard_size=4), log=lambda *a: None)

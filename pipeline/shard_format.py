@@ -1,77 +1,59 @@
-"""The shard format on disk: deterministic tar writing, atomic files, and the manifest under a lock.
+"""The shard format, the contract between `pipeline` and everything downstream: the names of shards and samples,
+the manifest's schema and its validation, and reading a manifest (docs/architecture.md describes the format).
 
-Several processes (`--part I/N` jobs) may write into one folder at once. Each shard is written under a temporary
-name and renamed when complete; the manifest is rewritten whole, under an exclusive lock, from its current contents
-plus the new shard, so it is never torn and never loses an entry, whatever the interleaving. Its shard list is kept
-sorted, so the final manifest is byte-identical however the shards were scheduled.
+A set is a folder: `manifest.json` plus `patches-%06d.tar` shards. A sample is `KEY.jpg` or `KEY.png` plus
+`KEY.json`, `KEY` its global index as `%09d`. The manifest holds the format name and version, the configuration,
+the set's sources (a rendered set) or classes (a labelled set packed by `pipeline pack`), and every complete shard.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import io
 import json
 import re
-import tarfile
-from collections.abc import Iterable, Iterator
+import urllib.request
 from pathlib import Path
 
-from pipeline import FORMAT_VERSION
 from pipeline.errors import ShardSetError
-from pipeline.fileio import atomic_file, atomic_write_bytes
 
+FORMAT_NAME = "single-image-ssl/shards"
+FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "patches-{:06d}.tar"
-_LOCK = ".manifest.lock"
+# The one pattern of a shard's name: the writer's names only, so a manifest never names a path elsewhere.
+SHARD_NAME = re.compile(r"patches-(\d{6})\.tar")
+SHARD_GLOB = "patches-*.tar"
+# The image extensions a sample may have (the writer's formats); its provenance or label is KEY.json.
+IMAGE_EXTENSIONS = ("jpg", "png")
 
 
 def shard_name(index: int) -> str:
     return SHARD_PATTERN.format(index)
 
 
+def shard_index(name: str) -> int:
+    """The index of shard `name` (a name SHARD_NAME matches in full)."""
+    match = SHARD_NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a shard name (patches-NNNNNN.tar)")
+    return int(match.group(1))
+
+
 def sample_key(index: int) -> str:
     return f"{index:09d}"
 
 
-def write_tar(path: Path, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> dict:
-    """Write (key, [(extension, bytes), ...]) samples as a plain POSIX tar, atomically.
-
-    Every header field that could vary between machines or runs is fixed (mtime 0, owner root, mode 0644), so the
-    bytes depend only on the samples. Returns the shard's size and sha256.
-    """
-    digest = hashlib.sha256()
-    with atomic_file(path) as raw:
-        hashing = _HashingWriter(raw, digest)
-        with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, members in samples:
-                for ext, data in members:
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size, info.mtime, info.mode = len(data), 0, 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
-        size = hashing.tell()
-    return {"bytes": size, "sha256": digest.hexdigest()}
+def is_url(location: str) -> bool:
+    """An http(s) (or other scheme's) URL rather than a local path."""
+    return "://" in location
 
 
-class _HashingWriter(io.RawIOBase):
-    """A write-only file that hashes what passes through, so a shard is not re-read to hash it."""
-
-    def __init__(self, raw, digest):
-        self._raw, self._digest, self._pos = raw, digest, 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def write(self, b) -> int:
-        self._digest.update(b)
-        self._pos += len(b)
-        return self._raw.write(b)
+def new_manifest(config: dict, n_samples: int, n_shards: int, *, kind: str | None = None, **contents: list) -> dict:
+    """The manifest of a set with no shard written yet; `contents` (its sources, or its classes) follow `config`.
+    A rendered set's manifest has no `kind` (readers take a missing kind as "rendered")."""
+    head: dict = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+    if kind is not None:
+        head["kind"] = kind
+    return {**head, "config": config, **contents, "n_samples": n_samples, "n_shards": n_shards, "shards": []}
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -92,12 +74,11 @@ _CONFIG_FIELDS = {"rendered": {"format": str, "size": int, "shard_size": int, "n
                   "labelled": {"format": str, "shard_size": int, "classes": list}}
 _SOURCE_FIELDS = {"path": str, "sha256": str, "width": int, "height": int, "mode": str}
 _SHARD_FIELDS = {"name": str, "first": int, "count": int, "bytes": int, "sha256": str}
-_SHARD_NAME = re.compile(r"patches-\d{6}\.tar")
 
 
 def check_manifest(manifest: object, where: str | Path) -> dict:
     """`manifest` (parsed JSON) if it is a manifest this tool reads; else a one-line ShardSetError naming `where`."""
-    if not isinstance(manifest, dict) or manifest.get("format") != "single-image-ssl/shards":
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ShardSetError(f"{where}: not a manifest of a rendered set")
     if manifest.get("version") != FORMAT_VERSION:
         raise ShardSetError(f"{where}: format version {manifest.get('version')}, this tool reads {FORMAT_VERSION}")
@@ -137,7 +118,7 @@ def _entries_problem(manifest: dict, key: str, fields: dict[str, type]) -> str |
         problem = _field_problem(entry, fields, f"{where}.")
         if problem:
             return problem
-        if key == "shards" and not _SHARD_NAME.fullmatch(entry["name"]):
+        if key == "shards" and not SHARD_NAME.fullmatch(entry["name"]):
             # a name is joined to the set's folder: only the writer's own names, never a path elsewhere
             return f"{where}.name {entry['name']!r} is not patches-NNNNNN.tar"
     return None
@@ -164,7 +145,7 @@ def _consistency_problem(manifest: dict, kind: str) -> str | None:
         return f"n_shards {manifest['n_shards']}, but {n} samples in shards of {shard_size} make {n_shards}"
     listed: set[str] = set()
     for i, shard in enumerate(manifest["shards"]):
-        name, k = shard["name"], int(shard["name"][len("patches-"):-len(".tar")])
+        name, k = shard["name"], shard_index(shard["name"])
         if name in listed:
             return f"shards[{i}] {name} is listed twice"
         listed.add(name)
@@ -181,25 +162,36 @@ def dump_manifest(manifest: dict) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()
 
 
-@contextlib.contextmanager
-def manifest_lock(folder: Path) -> Iterator[None]:
-    """An exclusive POSIX lock (lockf works across NFSv4 clients, unlike flock on some systems)."""
-    with open(folder / _LOCK, "a+") as f:
-        fcntl.lockf(f, fcntl.LOCK_EX)
+def load_manifest(location: str | Path) -> dict:
+    """The manifest of a set given by folder, by manifest path, or by http(s) URL of either."""
+    loc = str(location)
+    if is_url(loc):
+        url = loc if loc.endswith(".json") else loc.rstrip("/") + "/" + MANIFEST
         try:
-            yield
-        finally:
-            fcntl.lockf(f, fcntl.LOCK_UN)
+            with urllib.request.urlopen(url, timeout=60) as r:
+                manifest = json.loads(r.read())
+        except (OSError, ValueError) as e:
+            raise ShardSetError(f"{url}: cannot read the manifest ({e})") from None
+        return check_manifest(manifest, url)
+    path = Path(loc)
+    folder = path.parent if path.name == MANIFEST else path
+    if not folder.is_dir():
+        raise ShardSetError(f"{folder}: no such folder")
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ShardSetError(f"{folder}: no {MANIFEST}; is this a rendered set? (pipeline render --out {folder})")
+    return manifest
 
 
-def add_shard(folder: Path, entry: dict) -> dict:
-    """List a completed shard in the manifest (under the lock) and return the updated manifest."""
-    with manifest_lock(folder):
-        manifest = read_manifest(folder)
-        if manifest is None:
-            raise ShardSetError(f"{folder / MANIFEST}: disappeared while rendering")
-        shards = {s["name"]: s for s in manifest["shards"]}
-        shards[entry["name"]] = entry
-        manifest["shards"] = sorted(shards.values(), key=lambda s: s["first"])
-        atomic_write_bytes(folder / MANIFEST, dump_manifest(manifest))
-        return manifest
+def patch_size(manifest: dict) -> int | None:
+    """The side every patch of a rendered set has (config.size); None for a packed set, whose images keep theirs."""
+    return manifest["config"]["size"] if manifest.get("kind", "rendered") == "rendered" else None
+
+
+def sample_formats(manifest: dict) -> frozenset[str]:
+    """The image extensions a sample of this set may have: a rendered set has one; a packed (labelled) set keeps
+    each file's own, one format or "mixed"."""
+    fmt = manifest["config"]["format"]
+    if manifest.get("kind") == "labelled" and fmt == "mixed":
+        return frozenset(IMAGE_EXTENSIONS)
+    return frozenset({fmt})

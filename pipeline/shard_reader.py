@@ -1,4 +1,4 @@
-"""The reader of rendered sets, for `train/` and `probe/`: a webdataset pipeline over the manifest's shards.
+"""The reader of sets of shards, for `train/` and `probe/`: a webdataset pipeline over the manifest's shards.
 
 Each epoch yields every sample exactly once across ranks (split by node) and DataLoader workers (split by worker).
 Shard order and the sample shuffle buffer are seeded by (seed, epoch, rank, worker), so an epoch's order is
@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
-import urllib.request
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -27,14 +25,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.errors import ShardSetError
-from pipeline.shardio import MANIFEST, check_manifest, read_manifest
-
-IMAGE_EXTENSIONS = ("jpg", "png")
-_SHARD_NAME = re.compile(r"patches-\d{6}\.tar")
-
-
-def _is_url(location: str) -> bool:
-    return "://" in location
+from pipeline.shard_format import IMAGE_EXTENSIONS, MANIFEST, SHARD_NAME, is_url, load_manifest, patch_size
 
 
 def is_url_pattern(location: str | Path) -> bool:
@@ -46,35 +37,14 @@ def is_url_pattern(location: str | Path) -> bool:
         return True
     if "{" not in loc and "::" not in loc:
         return False
-    return _is_url(loc) or not Path(loc).expanduser().exists()
-
-
-def load_manifest(location: str | Path) -> dict:
-    """The manifest of a set given by folder, by manifest path, or by http(s) URL of either."""
-    loc = str(location)
-    if _is_url(loc):
-        url = loc if loc.endswith(".json") else loc.rstrip("/") + "/" + MANIFEST
-        try:
-            with urllib.request.urlopen(url, timeout=60) as r:
-                manifest = json.loads(r.read())
-        except (OSError, ValueError) as e:
-            raise ShardSetError(f"{url}: cannot read the manifest ({e})") from None
-        return check_manifest(manifest, url)
-    path = Path(loc)
-    folder = path.parent if path.name == MANIFEST else path
-    if not folder.is_dir():
-        raise ShardSetError(f"{folder}: no such folder")
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise ShardSetError(f"{folder}: no {MANIFEST}; is this a rendered set? (pipeline render --out {folder})")
-    return manifest
+    return is_url(loc) or not Path(loc).expanduser().exists()
 
 
 def shard_urls(location: str | Path, manifest: dict | None = None) -> list[str]:
     """Where each listed shard is, in index order: local paths, or URLs beside the manifest."""
     manifest = manifest or load_manifest(location)
     loc = str(location)
-    if _is_url(loc):
+    if is_url(loc):
         base = loc.rsplit("/", 1)[0] if loc.endswith(".json") else loc.rstrip("/")
         return [f"{base}/{s['name']}" for s in manifest["shards"]]
     folder = Path(loc).parent if Path(loc).name == MANIFEST else Path(loc)
@@ -95,7 +65,7 @@ def verify_quick(location: str | Path) -> dict:
         raise ShardSetError(f"{location}: empty set (no complete shard); render it first")
     if listed < expected:
         raise ShardSetError(f"{location}: incomplete set ({listed} of {expected} shards); finish the render")
-    if not _is_url(str(location)):
+    if not is_url(str(location)):
         for url, s in zip(shard_urls(location, manifest), manifest["shards"], strict=True):
             p = Path(url)
             if not p.is_file():
@@ -195,7 +165,7 @@ class _ReadShards(wds.PipelineStage):
         def opened():
             for source in url_opener(src, handler=_raise_shard_error):
                 current.clear()
-                m = _SHARD_NAME.search(source["url"])
+                m = SHARD_NAME.search(source["url"])
                 entry = self.entries.get(m.group(0)) if m else None
                 if entry is not None:
                     source["stream"] = current["reader"] = _HashingReader(source["stream"])
@@ -293,7 +263,7 @@ class _CheckShardCounts(wds.PipelineStage):
     def _check(self, url: str | None, n: int) -> None:
         if url is None:
             return
-        m = _SHARD_NAME.search(url)
+        m = SHARD_NAME.search(url)
         expected = self.counts.get(m.group(0)) if m else None
         if expected is not None and n != expected:
             raise ShardSetError(f"{url}: yielded {n} samples, the manifest lists {expected} (a cut stream or a "
@@ -307,7 +277,7 @@ def pattern_urls(pattern: str) -> list[str]:
 
 def check_pattern_covers_manifest(urls: list[str], manifest: dict) -> None:
     """A pattern must name exactly the manifest's shards: one shard too few is a silently short epoch."""
-    named = [m.group(0) for m in map(_SHARD_NAME.search, urls) if m]
+    named = [m.group(0) for m in map(SHARD_NAME.search, urls) if m]
     listed = [s["name"] for s in manifest["shards"]]
     missing, extra = sorted(set(listed) - set(named)), sorted(set(named) - set(listed))
     if missing or extra or len(named) != len(urls):
@@ -361,8 +331,7 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
         stages.append(_CheckShardCounts({name: s["count"] for name, s in listed.items()}))
     if shuffle_buffer > 0:
         stages.append(_EpochShuffle(shuffle_buffer, seed))
-    size = manifest["config"]["size"] if manifest is not None and manifest.get("kind", "rendered") == "rendered" \
-        else None
+    size = patch_size(manifest) if manifest is not None else None
     stages.append(wds.map(lambda s: decode_sample(s, decode, size)))
     pipe = ShardPipeline(*stages)
     pipe.n_samples = sum(s["count"] for s in manifest["shards"]) if manifest is not None else None

@@ -12,8 +12,15 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
-from pipeline.shardio import MANIFEST, sample_key
-from pipeline.shards import IMAGE_EXTENSIONS, load_manifest
+from pipeline.shard_format import (
+    IMAGE_EXTENSIONS,
+    MANIFEST,
+    SHARD_GLOB,
+    load_manifest,
+    patch_size,
+    sample_formats,
+    sample_key,
+)
 
 
 def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) -> list[str]:
@@ -28,7 +35,7 @@ def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) 
     listed = {s["name"] for s in manifest["shards"]}
     if len(listed) < manifest["n_shards"]:
         problems.append(f"{folder}: incomplete, {len(listed)} of {manifest['n_shards']} shards rendered")
-    for extra in sorted(p.name for p in folder.glob("patches-*.tar") if p.name not in listed):
+    for extra in sorted(p.name for p in folder.glob(SHARD_GLOB) if p.name not in listed):
         problems.append(f"{folder / extra}: not listed in {MANIFEST} (an unfinished render?)")
     formats = sample_formats(manifest)
     size = patch_size(manifest)
@@ -37,24 +44,10 @@ def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) 
     return problems
 
 
-def patch_size(manifest: dict) -> int | None:
-    """The side every patch of a rendered set has (config.size); None for a packed set, whose images keep theirs."""
-    return manifest["config"]["size"] if manifest.get("kind", "rendered") == "rendered" else None
-
-
 def _size_problem(where: str, image: np.ndarray | None, size: int | None) -> str | None:
     if image is None or size is None or image.shape[:2] == (size, size):
         return None
     return f"{where}: a {image.shape[1]}x{image.shape[0]} patch, but the manifest's config.size is {size}"
-
-
-def sample_formats(manifest: dict) -> frozenset[str]:
-    """The image extensions a sample of this set may have: a rendered set has one; a packed (labelled) set keeps
-    each file's own, one format or "mixed"."""
-    fmt = manifest["config"]["format"]
-    if manifest.get("kind") == "labelled" and fmt == "mixed":
-        return frozenset(IMAGE_EXTENSIONS)
-    return frozenset({fmt})
 
 
 def shard_file_problem(path: Path, entry: dict) -> str | None:

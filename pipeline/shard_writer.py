@@ -1,5 +1,10 @@
-"""Writing a set of shards, whatever fills them: the resume, parts, refuse-a-different-set and worker-pool logic
-shared by `pipeline render` and `pipeline pack`.
+"""Writing a set of shards: deterministic tars, the manifest under a lock, and the orchestration shared by
+`pipeline render` and `pipeline pack` (resume, parts, refusing a different set, the worker pool).
+
+Several processes (`--part I/N` jobs) may write into one folder at once. Each shard is written under a temporary
+name and renamed when complete; the manifest is rewritten whole, under an exclusive lock, from its current contents
+plus the new shard, so it is never torn and never loses an entry, whatever the interleaving. Its shard list is kept
+sorted, so the final manifest is byte-identical however the shards were scheduled.
 
 A writer gives the manifest it would start from (`fresh`), how to tell whether an existing manifest describes the
 same set, and a module-level function that writes one shard in a worker and returns its manifest entry. Shards of
@@ -9,8 +14,13 @@ of parts and workers, interrupted and resumed in any order, make the same bytes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import io
 import multiprocessing as mp
-from collections.abc import Callable, Iterator
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,16 +28,74 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
-from pipeline.fileio import atomic_write_bytes
-from pipeline.shardio import (
-    MANIFEST,
-    add_shard,
-    dump_manifest,
-    manifest_lock,
-    read_manifest,
-    shard_name,
-    write_tar,
-)
+from pipeline.fileio import atomic_file, atomic_write_bytes
+from pipeline.shard_format import MANIFEST, SHARD_GLOB, dump_manifest, read_manifest, shard_name
+
+_LOCK = ".manifest.lock"
+
+
+def write_tar(path: Path, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> dict:
+    """Write (key, [(extension, bytes), ...]) samples as a plain POSIX tar, atomically.
+
+    Every header field that could vary between machines or runs is fixed (mtime 0, owner root, mode 0644), so the
+    bytes depend only on the samples. Returns the shard's size and sha256.
+    """
+    digest = hashlib.sha256()
+    with atomic_file(path) as raw:
+        hashing = _HashingWriter(raw, digest)
+        with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                for ext, data in members:
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+        size = hashing.tell()
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes what passes through, so a shard is not re-read to hash it."""
+
+    def __init__(self, raw, digest):
+        self._raw, self._digest, self._pos = raw, digest, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, b) -> int:
+        self._digest.update(b)
+        self._pos += len(b)
+        return self._raw.write(b)
+
+
+@contextlib.contextmanager
+def manifest_lock(folder: Path) -> Iterator[None]:
+    """An exclusive POSIX lock (lockf works across NFSv4 clients, unlike flock on some systems)."""
+    with open(folder / _LOCK, "a+") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+def add_shard(folder: Path, entry: dict) -> dict:
+    """List a completed shard in the manifest (under the lock) and return the updated manifest."""
+    with manifest_lock(folder):
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise ShardSetError(f"{folder / MANIFEST}: disappeared while rendering")
+        shards = {s["name"]: s for s in manifest["shards"]}
+        shards[entry["name"]] = entry
+        manifest["shards"] = sorted(shards.values(), key=lambda s: s["first"])
+        atomic_write_bytes(folder / MANIFEST, dump_manifest(manifest))
+        return manifest
+
 
 Differences = Callable[[dict, dict], list[str]]
 
@@ -72,7 +140,7 @@ def open_set(folder: Path, fresh: dict, differences: Differences, force: bool, l
                 raise ShardSetError(f"{folder} holds a different set ({'; '.join(diff)}); use --force to replace "
                                     f"it or choose another --out")
             log(f"{folder}: replacing a different set ({'; '.join(diff)})")
-        elif any(folder.glob("patches-*.tar")) and not force:
+        elif any(folder.glob(SHARD_GLOB)) and not force:
             raise ShardSetError(f"{folder} holds shards but no {MANIFEST}; use --force to replace them")
         _remove_set(folder)
         atomic_write_bytes(folder / MANIFEST, dump_manifest(fresh))
@@ -127,7 +195,7 @@ def _drop_damaged(folder: Path, manifest: dict) -> dict:
 
 
 def _remove_set(folder: Path) -> None:
-    for f in [*folder.glob("patches-*.tar"), *folder.glob("patches-*.tar.tmp-*"), folder / MANIFEST]:
+    for f in [*folder.glob(SHARD_GLOB), *folder.glob(f"{SHARD_GLOB}.tmp-*"), folder / MANIFEST]:
         f.unlink(missing_ok=True)
 
 

@@ -8,7 +8,6 @@ byte-identical whatever the workers, parts and resumes; shards are written throu
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError, SourceImageError
+from pipeline.hashing import sha256_bytes
 from pipeline.shard_format import new_manifest, read_manifest, sample_key, shard_name
 from pipeline.shard_writer import (
     SetSummary,
@@ -59,7 +59,7 @@ class PackPlan:
 
     def config(self) -> dict:
         formats = sorted({f.ext for f in self.files})
-        listing = hashlib.sha256("\n".join(f"{f.label}\t{f.path}" for f in self.files).encode()).hexdigest()
+        listing = sha256_bytes("\n".join(f"{f.label}\t{f.path}" for f in self.files).encode())
         return {"source": str(self.source), "classes": self.classes, "shard_size": self.shard_size,
                 "format": formats[0] if len(formats) == 1 else "mixed", "listing_sha256": listing}
 
@@ -123,13 +123,13 @@ def _unpacked_shards(folder: Path, plan: PackPlan, part: tuple[int, int]) -> lis
 
 
 def check_images(plan: PackPlan, shards: list[int], workers: int = 1, progress: bool = False,
-                 log=print) -> dict[int, bytes]:
+                 log=print) -> dict[int, str]:
     """Decode-check every image of `shards` (in `workers` processes); the sha256 of each file, by sample index.
 
     Raises one SourceImageError naming the first bad file in sample order; any others are logged first, so one
     run lists every file to fix.
     """
-    digests: dict[int, bytes] = {}
+    digests: dict[int, str] = {}
     problems: list[tuple[int, str]] = []
     bar = tqdm(total=sum(len(plan.shard_range(s)) for s in shards), unit="image", desc="check",
                disable=not progress or not shards, smoothing=0.05)
@@ -150,13 +150,13 @@ def check_images(plan: PackPlan, shards: list[int], workers: int = 1, progress: 
     return digests
 
 
-def check_shard(shard: int) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
+def check_shard(shard: int) -> tuple[dict[int, str], list[tuple[int, str]]]:
     """In a worker: the digests of shard `shard`'s good images, and (index, message) for each bad one."""
     plan: PackPlan = worker_state().plan
     digests, problems = {}, []
     for i in plan.shard_range(shard):
         try:
-            digests[i] = hashlib.sha256(read_checked(plan.source / plan.files[i].path)).digest()
+            digests[i] = sha256_bytes(read_checked(plan.source / plan.files[i].path))
         except SourceImageError as e:
             problems.append((i, e.message))
     return digests, problems
@@ -178,7 +178,7 @@ def _differences(old: dict, new: dict) -> list[str]:
 class _PackState:
     plan: PackPlan
     folder: Path | None
-    digests: dict[int, bytes]  # sha256 of each file when it was decode-checked, by sample index
+    digests: dict[int, str]  # sha256 of each file when it was decode-checked, by sample index
 
 
 def pack_shard(shard: int) -> dict:
@@ -196,7 +196,7 @@ def pack_shard(shard: int) -> dict:
     return write_indexed_shard(st.folder, shard, plan.shard_range(shard), sample)
 
 
-def read_checked(path: Path, digest: bytes | None = None) -> bytes:
+def read_checked(path: Path, digest: str | None = None) -> bytes:
     """The file's bytes, once they are known to decode completely (a truncated file fails here, not in a probe).
 
     Bytes whose sha256 is `digest` were decode-checked already (by `check_images`) and are not decoded again;
@@ -206,6 +206,6 @@ def read_checked(path: Path, digest: bytes | None = None) -> bytes:
         data = path.read_bytes()
     except OSError as e:
         raise SourceImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    if digest is None or hashlib.sha256(data).digest() != digest:  # unchecked, or changed since the check
+    if digest is None or sha256_bytes(data) != digest:  # unchecked, or changed since the check
         decode_rgb(data, path)
     return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
+from pipeline.hashing import sha256_files
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
     MANIFEST,
@@ -64,11 +64,7 @@ def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool
     problem = shard_file_problem(path, entry)
     if problem:
         return [problem]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != entry["sha256"]:
+    if sha256_files(path) != entry["sha256"]:
         return [f"{path}: sha256 differs from the manifest (altered)"]
     if not decode:
         return []

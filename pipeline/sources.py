@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import warnings
@@ -13,10 +12,14 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import SourceImageError
+from pipeline.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
+# The image files every reader of a folder takes (render's sources, probe's and train's class folders): what
+# `decode_rgb` reads, torchvision's ImageFolder list plus GIF (its first frame) and PNM.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
+                            ".pnm"})
 # The one decompression-bomb limit: images of more pixels than this are refused, by every decoder of the toolkit,
 # with a message quoting it (README says the same number). Twice Pillow's default threshold, 178,956,970 pixels
 # (~179 Mpx, e.g. 16k x 11k): large photographs pass, crafted bombs do not.
@@ -47,12 +50,17 @@ def default_pool() -> list[Path]:
     return [folder / name for name in DEFAULT_POOL if (folder / name).is_file()]
 
 
+def has_image_suffix(path: str | Path) -> bool:
+    """Whether a folder reader takes `path` for an image file, by its suffix (IMAGE_SUFFIXES, any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def discover_sources(paths: list[str | Path]) -> list[Path]:
     """Expand files and folders (searched recursively) into a sorted, de-duplicated list of image files."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            images = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(f for f in p.rglob("*") if f.is_file() and has_image_suffix(f))
             if not images:
                 raise SourceImageError(f"{p}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             found.extend(images)
@@ -109,7 +117,7 @@ def load_source(path: str | Path, min_side: int = 1) -> SourceImage:
     if min(h, w) < min_side:
         raise SourceImageError(f"{path}: {w}x{h} is smaller than the minimum source side of {min_side} px "
                                f"(see --min-src-side)")
-    return SourceImage(path=str(path), sha256=hashlib.sha256(data).hexdigest(), width=w, height=h,
+    return SourceImage(path=str(path), sha256=sha256_bytes(data), width=w, height=h,
                        mode=mode, rgb=np.ascontiguousarray(rgb))
 
 

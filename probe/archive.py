@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -11,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import DataError
+from pipeline.hashing import sha256_files
 
 _COMPLETE = ".complete"
 
@@ -30,7 +30,7 @@ def extracted(archives: Sequence[Path], cache_dir: Path, name: str) -> Path:
     for archive in archives:
         if not archive.is_file():
             raise DataError(f"{archive}: missing archive")
-    target = Path(cache_dir) / f"{name}-{_digest(archives)}"
+    target = Path(cache_dir) / f"{name}-{sha256_files(*archives)[:16]}"
     if (target / _COMPLETE).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +54,3 @@ def extracted(archives: Sequence[Path], cache_dir: Path, name: str) -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
 
-
-def _digest(paths: Sequence[Path]) -> str:
-    sha = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                sha.update(block)
-    return sha.hexdigest()[:16]

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from pipeline.errors import DataError
@@ -23,6 +21,7 @@ from probe.archive import default_cache_dir, extracted
 from probe.image_folder import FileImages, check_same_classes, scan_image_folder
 from probe.shard_data import ShardImages, is_split_list, open_shard_splits
 from train.cifar_pickle import IMAGE_SIDE, read_cifar
+from train.data import ArrayImages
 
 KINDS = {
     "cifar10": "CIFAR-10 python pickles: PATH is cifar-10-batches-py/ or the folder holding it",
@@ -77,22 +76,6 @@ class LabelledData:
             "test_size": len(self.test),
             **self.notes,
         }
-
-
-class ArrayImages(Dataset):
-    """(image, label) pairs from an in-memory (N, H, W, 3) uint8 array; `transform` maps the PIL image."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
-        self.images = images
-        self.labels = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = Image.fromarray(self.images[index])
-        return (self.transform(image) if self.transform else image), int(self.labels[index])
 
 
 def open_data(spec: DataSpec | str, cache_dir: Path | None = None) -> LabelledData:

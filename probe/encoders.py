@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import EncoderError
+from pipeline.hashing import sha256_files
 from train.encoder_io import load_encoder
 from train.models import ENCODERS, build_encoder
 
@@ -59,7 +59,7 @@ def open_encoder(spec: str, seed: int = 0) -> Encoder:
         return Encoder(module, arch, spec, identity)
     path = Path(spec)
     module, info = load_encoder(path, map_location="cpu")  # an EncoderFileError (an EncoderError) when unusable
-    identity = {"source": str(path), "sha256": _sha256(path), **info}
+    identity = {"source": str(path), "sha256": sha256_files(path), **info}
     return Encoder(module, info["arch"], str(path), identity)
 
 
@@ -137,10 +137,3 @@ def _design_size(build) -> int | None:
     except Exception:  # a registered factory that needs arguments has no default size to offer
         return None
 
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()

@@ -9,9 +9,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from pipeline.errors import DataError
-from pipeline.sources import open_rgb
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
+from pipeline.sources import has_image_suffix, open_rgb
 
 
 def scan_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -71,7 +69,7 @@ class FileImages(Dataset):
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    return has_image_suffix(path) and not path.name.startswith(".") and path.is_file()
 
 
 def _some(names: list[str], limit: int = 5) -> str:

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.errors import DataError, SourceImageError
+from pipeline.sources import has_image_suffix, open_rgb
 from train import distributed as D
 from train.cifar_pickle import LAYOUTS, read_cifar
 from train.interrupt import quiet_worker_signals
@@ -191,14 +192,6 @@ class TensorSource:
             yield Batch(self.images[idx], idx.clone(), None if self.labels is None else self.labels[idx])
 
 
-def _read_image_file(path: str):
-    """ImageFolder's loader: the renderer's decoder (EXIF orientation, 16-bit scaled rather than clipped, bombs
-    refused, a one-line SourceImageError naming the file), as a PIL image for the transforms."""
-    from pipeline.sources import open_rgb
-
-    return open_rgb(path)
-
-
 @dataclass
 class _Unreadable:
     """Stands in for a sample (and then its batch) whose image could not be decoded. A DataLoader worker re-raises
@@ -244,12 +237,15 @@ class LabelledSource:
         variant = _cifar_variant(root)
         if variant is not None:
             train_split, test_split, classes = read_cifar(root, variant)
-            base = _ArrayImages(train_split if train else test_split, classes)
+            split_arrays = train_split if train else test_split
+            base = ArrayImages(split_arrays.images, split_arrays.labels, classes=classes)
             kind = variant.upper().replace("CIFAR", "CIFAR-")
         else:
             folder = root / split if (root / split).is_dir() else root
             try:
-                base = datasets.ImageFolder(folder, loader=_read_image_file)
+                # the renderer's decoder (EXIF orientation, 16-bit scaled rather than clipped, bombs refused, a
+                # one-line SourceImageError naming the file) and its image suffixes
+                base = datasets.ImageFolder(folder, loader=open_rgb, is_valid_file=has_image_suffix)
             except (FileNotFoundError, RuntimeError) as e:
                 raise DataError(f"{folder}: not an ImageFolder or CIFAR layout ({e})") from None
             kind = "ImageFolder"
@@ -332,16 +328,20 @@ def _cifar_variant(root: Path) -> str | None:
     return None
 
 
-class _ArrayImages:
-    """CIFAR arrays as the (PIL image, label) pairs torchvision's datasets give."""
+class ArrayImages(Dataset):
+    """In-memory (N, H, W, 3) uint8 images (CIFAR's arrays) as the (PIL image, label) pairs torchvision's data sets
+    give; `transform` maps the image, `classes` names the labels."""
 
-    def __init__(self, split, classes: list[str]):
-        self.images, self.labels, self.classes = split.images, split.labels, classes
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None,
+                 classes: list[str] | None = None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+        self.classes = list(classes or [])
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, index: int) -> tuple[Any, int]:
         from PIL import Image
 
-        return Image.fromarray(self.images[i]), int(self.labels[i])
+        image = Image.fromarray(self.images[index])
+        return (self.transform(image) if self.transform else image), int(self.labels[index])

@@ -24,8 +24,8 @@ source bench/gpu_common.sh
 
 if [ "${TINY:-0}" = 1 ]; then
     device=${DEVICE:-cpu} arch=cifar size=32 batch=16 steps=2 warmup=1 render_n=256
-    checks=(-m "not cuda" tests/train/test_device_paths.py tests/train/test_augment.py -k "not ddp")
-    suite=(tests/train/test_augment.py tests/train/test_models.py)
+    checks=(-m "not cuda" tests/train/test_device_paths.py tests/train/test_views.py -k "not ddp")
+    suite=(tests/train/test_views.py tests/train/test_models.py)
 else
     device=${DEVICE:-cuda} arch=alexnet size=256 batch=256 steps=20 warmup=5 render_n=8192
     checks=(-m cuda tests/train)

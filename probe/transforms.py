@@ -16,7 +16,7 @@ NORMALIZATIONS = {
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # pixel values in [0, 1] as they are
 }
 
-# `train` feeds every method pixels mapped to (-1, 1) (train.augment.to_unit_range): probe an encoder on the
+# `train` feeds every method pixels mapped to (-1, 1) (train.views.to_unit_range): probe an encoder on the
 # input range it was trained on, and the random baseline on the same range as the trained encoders.
 TRAIN_INPUT = "half"
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.errors import OptionError
-from train import augment
+from train import views
 from train.data import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
@@ -124,9 +124,9 @@ class BiGAN(Method):
 
     def views(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(encoder view at enc_size, the same crop at gan_size for D)."""
-        x = augment.random_crop(augment.to_unit_range(images), self.enc_size,
+        x = views.random_crop(views.to_unit_range(images), self.enc_size,
                                 flip_p=0.5 if self.opts.flip else 0.0, generator=generator)
-        return x, augment.resize(x, self.gan_size)
+        return x, views.resize(x, self.gan_size)
 
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
         # Uniform(-1, 1) latents as in BiGAN.

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from train import augment, clustering
+from train import clustering, views
 from train import distributed as D
 from train.data import Batch
 from train.methods import register_method
@@ -157,7 +157,7 @@ class DeepCluster(Method):
         """The deterministic view used for clustering: a centre crop of the input size (224 of 256, as
         DeepCluster's resize-256 / centre-crop-224), resized when the renders are smaller."""
         frac = min(1.0, self.input_size / images.shape[-1])
-        return augment.center_crop_resize(augment.to_unit_range(images), self.input_size, crop_fraction=frac)
+        return views.center_crop_resize(views.to_unit_range(images), self.input_size, crop_fraction=frac)
 
     def feature_batch_size(self, ctx: EpochContext) -> int:
         return self.opts.feature_batch_size or 2 * ctx.batch_size
@@ -286,7 +286,7 @@ class DeepCluster(Method):
         # No checks of the batch here: a Python test of a CUDA tensor waits for the GPU every step. The epoch's
         # clustering pass checked every index its batches carry (cluster) and that each has a label (set_labels).
         y = self.labels[batch.index]
-        x = augment.random_resized_crop(augment.to_unit_range(batch.images), self.input_size,
+        x = views.random_resized_crop(views.to_unit_range(batch.images), self.input_size,
                                         scale=(0.08, 1.0),
                                         generator=generator)
         logits = self(x)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from train import augment
+from train import views
 from train.data import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
@@ -137,10 +137,10 @@ class MonoGAN(Method):
 
     def to_critic(self, x: Tensor) -> Tensor:
         """Generated images at the critic's input size (identity at 32 px)."""
-        return augment.resize(x, self.input_size) if x.shape[-1] != self.input_size else x
+        return views.resize(x, self.input_size) if x.shape[-1] != self.input_size else x
 
     def real_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        x = augment.resize(augment.to_unit_range(images), self.input_size)
+        x = views.resize(views.to_unit_range(images), self.input_size)
         if self.opts.flip:
             flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device, non_blocking=True)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from train import augment
+from train import views
 from train.data import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, opt, sgd, step_schedule
@@ -61,15 +61,15 @@ class RotNet(Method):
         self.schedulers["main"] = step_schedule(self.optimizers["main"], o.milestones, o.gamma)
 
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        x = augment.to_unit_range(images)
-        return augment.random_crop(x, self.input_size, flip_p=0.5 if self.opts.flip else 0.0,
+        x = views.to_unit_range(images)
+        return views.random_crop(x, self.input_size, flip_p=0.5 if self.opts.flip else 0.0,
                                    generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(self.prepare(x)))
 
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
-        x, y = augment.rotate_batch(self.augment(batch.images, generator))
+        x, y = views.rotate_batch(self.augment(batch.images, generator))
         logits = self(x)
         loss = rotation_loss(logits.float(), y)
         self.optimizer_step("main", loss)
@@ -81,9 +81,9 @@ class RotNet(Method):
         """Accuracy on all four rotations of centre views of ``images`` (uint8), in eval mode."""
         was = self.training
         self.eval()
-        x = augment.center_crop_resize(augment.to_unit_range(images.to(self.device)), self.input_size,
+        x = views.center_crop_resize(views.to_unit_range(images.to(self.device)), self.input_size,
                                        crop_fraction=min(1.0, self.input_size / images.shape[-1]))
-        x, y = augment.rotate_batch(x)
+        x, y = views.rotate_batch(x)
         acc = (self(x).argmax(1) == y).float().mean().item()
         self.train(was)
         return acc

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from train import augment
+from train import views
 from train.data import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, opt, sgd, step_schedule
@@ -67,10 +67,10 @@ class Supervised(Method):
         return self.head(self.encoder(self.prepare(x)))
 
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        x = augment.to_unit_range(images)
+        x = views.to_unit_range(images)
         if self.input_size <= 64:
-            return augment.padded_random_crop(x, self.input_size, pad=4, generator=generator)
-        return augment.random_resized_crop(x, self.input_size, generator=generator)
+            return views.padded_random_crop(x, self.input_size, pad=4, generator=generator)
+        return views.random_resized_crop(x, self.input_size, generator=generator)
 
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         if batch.labels is None:

@@ -1,4 +1,5 @@
-"""Batched, device-side versions of the methods' native augmentations.
+"""Views of a batch for the methods: batched, device-side versions of their native augmentations (crops, flips,
+rescaling, rotations).
 
 The rendered patches arrive as uint8 (B, C, S, S) batches; cropping, flipping and rescaling happen here, on
 the training device, as one ``affine_grid`` + ``grid_sample`` per batch. Doing it per sample in loader

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from train import clustering  # noqa: E402
 from train.data import Batch, ShardSource, default_workers, usable_cpus  # noqa: E402
-from train.loop import amp_autocast, backend_settings, pick_device  # noqa: E402
+from train.devices import pick_device  # noqa: E402
+from train.loop import amp_autocast, backend_settings  # noqa: E402
 from train.methods import get_method  # noqa: E402
 
 

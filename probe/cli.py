@@ -67,7 +67,7 @@ def _set_threads(threads: int | None) -> None:
 
 def _device(value: str) -> str:
     """The device to run on, chosen and checked as `train` does (--device cuda without a GPU is one line)."""
-    from train.loop import pick_device
+    from train.devices import pick_device
 
     try:
         return str(pick_device(value))

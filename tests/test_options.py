@@ -39,7 +39,7 @@ FREE_TEXT = {
     "--layers": "layer names of the encoder given, known only once it is opened (before any work)",
     "--freeze": "a layer name of the encoder given (or none), checked against it",
     "--keep": "a layer name of the encoder given (or all), checked against it",
-    "--device": "auto, cpu, cuda or cuda:N: probe checks it with train.loop.pick_device before any work",
+    "--device": "auto, cpu, cuda or cuda:N: probe checks it with train.devices.pick_device before any work",
     "--against": "a part of a paper row's label, refused with the list of rows when it matches none",
 }
 

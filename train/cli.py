@@ -16,13 +16,12 @@ from click.core import ParameterSource
 
 from pipeline.cli_group import ErrorReportingGroup
 from pipeline.options import Bounds, CheckedFloat, CheckedInt, IntList
+from train.devices import DEVICE_HELP, DEVICE_NAME
 from train.loop import (
     DEFAULT_CKPT_EVERY,
     DEFAULT_LOG_EVERY,
     DEFAULT_SEED,
     DEFAULT_SHUFFLE_BUFFER,
-    DEVICE_HELP,
-    DEVICE_NAME,
     SETTING_BOUNDS,
     TrainConfig,
     train,

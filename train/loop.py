@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -26,7 +25,6 @@ from tqdm import tqdm
 from pipeline.errors import (
     CheckpointError,
     DataError,
-    DeviceError,
     Interrupted,
     NonFiniteLossError,
     OptionError,
@@ -36,6 +34,7 @@ from pipeline.fileio import append_line, atomic_write_text
 from pipeline.options import SEED, Bounds
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
+from train.devices import pick_device
 from train.encoder_io import atomic_torch_save, load_torch_file, plain, save_encoder
 from train.interrupt import StopSignals
 from train.methods import EpochContext, Method, get_method
@@ -83,37 +82,6 @@ class TrainConfig:
     deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
-
-
-# What --device accepts; anything else would reach torch.device and end in a traceback.
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
-DEVICE_HELP = "auto | cpu | cuda | cuda:N"
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA (this process's local rank under torchrun) when present, else CPU.
-
-    Under torchrun each process trains on the GPU of its LOCAL_RANK: an explicit ``cuda:N`` naming another one
-    would put several ranks on one GPU, where NCCL refuses to start, so it is refused here in one line.
-    """
-    if not DEVICE_NAME.fullmatch(name):
-        raise DeviceError(f"--device {name!r}: not a device this trainer runs on ({DEVICE_HELP})")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name} asked for, but no CUDA device is visible")
-        _, local_rank, world = D.env_world()
-        if world > 1 and dev.index is not None and dev.index != local_rank:
-            raise DeviceError(f"--device {name} under torchrun: each process trains on the GPU of its LOCAL_RANK "
-                              f"(cuda:{local_rank} for this one); pass --device cuda (or auto)")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        if dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        torch.cuda.set_device(dev)
-    return dev
 
 
 # cuBLAS's fixed-size workspace, which deterministic CUDA matrix products need; read when cuBLAS starts.

@@ -202,7 +202,7 @@ def two_gpus_under_torchrun(monkeypatch):
 def test_under_torchrun_each_rank_takes_its_local_rank_gpu_and_a_conflicting_device_is_refused(
         two_gpus_under_torchrun):
     from pipeline.errors import DeviceError
-    from train.loop import pick_device
+    from train.devices import pick_device
 
     for name in ("auto", "cuda", "cuda:1"):
         assert pick_device(name) == torch.device("cuda", 1)
@@ -226,7 +226,7 @@ def test_the_cli_refuses_a_conflicting_device_under_torchrun_in_one_line(two_gpu
 
 
 def test_without_torchrun_any_visible_gpu_may_be_named(monkeypatch):
-    from train.loop import pick_device
+    from train.devices import pick_device
 
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)

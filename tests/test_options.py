@@ -19,11 +19,10 @@ import pipeline.cli
 import probe.cli
 import train.cli
 from pipeline.errors import OptionError
-from pipeline.options import IntList
+from pipeline.options import IntList, check_fields, click_option, opt, value_problem
 from train.loop import TrainConfig
 from train.loop import train as run_training
 from train.methods import METHODS
-from train.methods.base import value_problem
 
 CLIS = {"pipeline": pipeline.cli.main, "train": train.cli.main, "probe": probe.cli.main}
 
@@ -208,3 +207,36 @@ def test_train_refuses_bad_settings_before_any_work(setting, tmp_path):
         run_training(config)
     assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@dataclasses.dataclass
+class _Protocol:
+    """A protocol dataclass outside `train` (as probe's will be): its options come from pipeline.options alone."""
+
+    epochs: int = opt(36, "training epochs", min=1)
+    lr: float = opt(0.01, "learning rate", min=0, min_open=True)
+    milestones: list[int] = opt([5, 15, 25], "epochs at which the rate drops", min=0, increasing=True)
+    crop: str = opt("ten", "test crops", choices=("ten", "center"))
+    flip: bool = opt(False, "mirror training images")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def test_any_dataclass_declares_its_options_once_for_the_command_line_and_the_python_api():
+    command = click.Command("fit", params=[click_option(f, _Protocol) for f in dataclasses.fields(_Protocol)],
+                            callback=lambda **kw: click.echo(repr(_Protocol(**kw))))
+    shown = CliRunner().invoke(command, ["--help"]).output
+    assert "--epochs INTEGER RANGE" in shown and "x>=1" in shown and "[ten|center]" in shown, shown
+    assert "--flip / --no-flip" in shown and "[default: 5,15,25]" in shown, shown
+    ok = CliRunner().invoke(command, ["--epochs", "2", "--milestones", "1,2", "--flip"])
+    assert ok.exit_code == 0 and "epochs=2" in ok.output and "milestones=[1, 2]" in ok.output, ok.output
+    for args, problem in [(["--epochs", "0"], "0 is not in the range x>=1."), (["--lr", "nan"], "nan is not in"),
+                          (["--milestones", "5,3"], "5,3 is not strictly increasing."),
+                          (["--crop", "five"], "'five' is not one of 'ten', 'center'.")]:
+        refused = CliRunner().invoke(command, args)
+        assert refused.exit_code == 2 and problem in refused.output, refused.output
+        name = args[0][2:]  # the Python API refuses the same value, in the same words
+        python_value = {"epochs": 0, "lr": math.nan, "milestones": [5, 3], "crop": "five"}[name]
+        with pytest.raises(OptionError, match=f"Invalid value for '--{name}'"):
+            _Protocol(**{name: python_value})

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import typing
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from pipeline.cli_group import ErrorReportingGroup
-from pipeline.options import Bounds, CheckedFloat, CheckedInt, IntList
+from pipeline.options import CheckedInt, click_option
 from train.devices import DEVICE_HELP, DEVICE_NAME
 from train.loop import (
     DEFAULT_CKPT_EVERY,
@@ -49,31 +48,6 @@ class _DeviceName(click.ParamType):
         if not DEVICE_NAME.fullmatch(str(value)):
             self.fail(f"{value!r} is not a device this trainer runs on ({DEVICE_HELP})", param, ctx)
         return str(value)
-
-
-def _option_for(f: dataclasses.Field, owner: type) -> click.Option:
-    """The command-line option of an Options field, with the range or choices its ``opt(...)`` declares."""
-    hints = typing.get_type_hints(owner)
-    kind = hints.get(f.name, str)
-    flag = "--" + f.name.replace("_", "-")
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    help_ = f.metadata.get("help", "")
-    bounds: Bounds = f.metadata.get("bounds", Bounds())
-    if kind is bool:
-        decls = [f"{flag}/--no-{flag[2:]}", f.name]
-        return click.Option(decls, default=default, show_default=True, help=help_)
-    if kind is list or typing.get_origin(kind) is list:
-        return click.Option([flag, f.name], type=IntList(bounds, f.metadata.get("increasing", False)),
-                            default=",".join(map(str, default)), show_default=True, help=help_)
-    if kind is str and f.metadata.get("choices"):
-        type_: click.ParamType = click.Choice(f.metadata["choices"])
-    elif kind is int:
-        type_ = CheckedInt(bounds)
-    elif kind is float:
-        type_ = CheckedFloat(bounds)
-    else:
-        raise TypeError(f"{owner.__name__}.{f.name}: no command-line type for {kind!r}; declare choices or a range")
-    return click.Option([flag, f.name], type=type_, default=default, show_default=True, help=help_)
 
 
 def _setting(name: str) -> CheckedInt:
@@ -165,7 +139,7 @@ def _make_command(method: type[Method]) -> click.Command:
             "http(s) URL of it or of its manifest, or a webdataset URL pattern with --manifest.")
     examples = "\n".join("  " + line for line in EXAMPLES[method.name].split("\n"))
     help_text = f"{first}\n\n{data}\n\n\b\nExample:\n{examples}"
-    params = _common_options(method) + [_option_for(f, method.Options) for f in opt_fields
+    params = _common_options(method) + [click_option(f, method.Options) for f in opt_fields
                                         if f.name not in COMMON]
     return click.Command(method.name, callback=callback, params=params, help=help_text,
                          short_help=first.split(":")[0][:80],

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.errors import OptionError
+from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
+from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule
 from train.models import build_encoder
 from train.models.gan import DCGANGenerator, JointDiscriminator
 

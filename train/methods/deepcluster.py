@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pipeline.options import opt
 from train import clustering, views
 from train import distributed as D
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import EpochContext, Method, MethodOptions, constant_schedule, opt, sgd
+from train.methods.base import EpochContext, Method, MethodOptions, constant_schedule, sgd
 from train.models.heads import classifier_head
 
 log = logging.getLogger(__name__)

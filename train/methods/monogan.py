@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
+from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule
 from train.models.gan import GENERATOR_UPSAMPLING, DCGANGenerator
 
 

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, opt, sgd, step_schedule
+from train.methods.base import Method, MethodOptions, sgd, step_schedule
 from train.models.heads import classifier_head
 
 

@@ -11,6 +11,7 @@ from pipeline.cli_group import ErrorReportingGroup
 from pipeline.config import IMAGENET_SIZE, RenderConfig
 from pipeline.errors import ShardSetError
 from pipeline.options import float_range
+from pipeline.shard_writer import SetSummary
 
 
 class _Part(click.ParamType):
@@ -95,10 +96,8 @@ def render(n_src, sources, out, n_patches, size, seed, recipe, no_scale, no_rota
         raise click.UsageError(str(e)) from None
     summary = render_set(out, config, sources=list(sources) or None, n_src=n_src,
                          workers=workers or default_workers(), part=part, force=force, progress=True,
-                         min_src_side=min_src_side, skip_bad=skip_bad, log=lambda m: click.echo(m, err=True))
-    if summary.rendered:
-        state = "complete" if summary.complete else f"part {part[0]}/{part[1]} done, other parts pending"
-        click.echo(f"{out}: rendered {summary.rendered} shards ({state})")
+                         min_src_side=min_src_side, skip_bad=skip_bad, log=_log)
+    _report_written(out, summary, part, "rendered")
 
 
 @main.command()
@@ -127,10 +126,19 @@ def pack(src, out, shard_size, workers, part, force):
     from pipeline.render import default_workers
 
     summary = pack_set(src, out, shard_size=shard_size, workers=workers or default_workers(), part=part,
-                       force=force, progress=True, log=lambda m: click.echo(m, err=True))
+                       force=force, progress=True, log=_log)
+    _report_written(out, summary, part, "packed")
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _report_written(out: str, summary: SetSummary, part: tuple[int, int], verb: str) -> None:
+    """One line for the shards this call wrote (nothing when it found them all written)."""
     if summary.rendered:
         state = "complete" if summary.complete else f"part {part[0]}/{part[1]} done, other parts pending"
-        click.echo(f"{out}: packed {summary.rendered} shards ({state})")
+        click.echo(f"{out}: {verb} {summary.rendered} shards ({state})")
 
 
 @main.command()

@@ -166,6 +166,16 @@ def test_cli_help_info_and_preview(tiny_set, tmp_path):
     assert Image.open(tmp_path / "p.png").size == (3 * 34 + 2, 2 * 34 + 2)
 
 
+def test_cli_says_which_shards_it_wrote(tmp_path, photo):
+    out = tmp_path / "parts"
+    render = ("render", "--src", str(photo), "--out", str(out), "--n-patches", "20", "--size", "16", "--shard-size",
+              "8", "--workers", "1")
+    first = run_cli(*render, "--part", "1/2", check=True).stdout
+    assert first == f"{out}: rendered 1 shards (part 1/2 done, other parts pending)\n"
+    assert run_cli(*render, check=True).stdout == f"{out}: rendered 2 shards (complete)\n"
+    assert run_cli(*render, check=True).stdout == ""  # nothing left to write: said on stderr only
+
+
 def test_cli_sets_rotation_range_and_smallest_crop(tmp_path, photo):
     out = tmp_path / "narrow"
     run_cli("render", "--src", str(photo), "--out", str(out), "--n-patches", "60", "--size", "32", "--workers", "1",

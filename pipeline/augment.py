@@ -48,7 +48,7 @@ class PaperParams:
 
 @dataclass(frozen=True)
 class ReleasedParams:
-    """One patch of the authors' released generator (see DESIGN.md), step by step."""
+    """One patch of the authors' released generator (docs/architecture.md), step by step."""
 
     source: int
     crop0: tuple[int, int, int]  # first random crop: x, y, side (half the short side)

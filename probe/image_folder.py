@@ -49,11 +49,10 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 class FileImages(Dataset):
-    """(image, label) pairs read from files; `transform` maps the PIL image."""
+    """(PIL image, label) pairs read from files (`probe.datasets.transformed` applies a transform)."""
 
-    def __init__(self, samples: Sequence[tuple[Path, int]], transform=None, expected_size: int | None = None):
+    def __init__(self, samples: Sequence[tuple[Path, int]], expected_size: int | None = None):
         self.samples = list(samples)
-        self.transform = transform
         self.expected_size = expected_size
 
     def __len__(self) -> int:
@@ -65,7 +64,7 @@ class FileImages(Dataset):
         if self.expected_size is not None and image.size != (self.expected_size, self.expected_size):
             side = self.expected_size
             raise DataError(f"{path}: image is {image.size[0]}x{image.size[1]}, expected {side}x{side}")
-        return (self.transform(image) if self.transform else image), label
+        return image, label
 
 
 def _is_image(path: Path) -> bool:

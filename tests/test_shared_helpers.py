@@ -80,5 +80,5 @@ def test_cifar_arrays_are_one_dataset_class_for_train_and_probe(tmp_path):
 
     assert ProbeArrayImages is ArrayImages
     images = np.zeros((3, 4, 4, 3), np.uint8)
-    data = ArrayImages(images, np.array([2, 0, 1]), transform=lambda image: image.size, classes=["x", "y", "z"])
-    assert (len(data), data[0], data.classes) == (3, ((4, 4), 2), ["x", "y", "z"])
+    data = ArrayImages(images, np.array([2, 0, 1]), classes=["x", "y", "z"])
+    assert (len(data), data[0][0].size, data[0][1], data.classes) == (3, (4, 4), 2, ["x", "y", "z"])

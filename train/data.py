@@ -330,12 +330,10 @@ def _cifar_variant(root: Path) -> str | None:
 
 class ArrayImages(Dataset):
     """In-memory (N, H, W, 3) uint8 images (CIFAR's arrays) as the (PIL image, label) pairs torchvision's data sets
-    give; `transform` maps the image, `classes` names the labels."""
+    give; `classes` names the labels."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None,
-                 classes: list[str] | None = None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-        self.classes = list(classes or [])
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str] | None = None) -> None:
+        self.images, self.labels, self.classes = images, labels, list(classes or [])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -343,5 +341,4 @@ class ArrayImages(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         from PIL import Image
 
-        image = Image.fromarray(self.images[index])
-        return (self.transform(image) if self.transform else image), int(self.labels[index])
+        return Image.fromarray(self.images[index]), int(self.labels[index])

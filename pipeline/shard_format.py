@@ -13,6 +13,8 @@ import re
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.errors import ShardSetError
 
 FORMAT_NAME = "single-image-ssl/shards"
@@ -186,6 +188,14 @@ def load_manifest(location: str | Path) -> dict:
 def patch_size(manifest: dict) -> int | None:
     """The side every patch of a rendered set has (config.size); None for a packed set, whose images keep theirs."""
     return manifest["config"]["size"] if manifest.get("kind", "rendered") == "rendered" else None
+
+
+def patch_size_problem(where: str, image: np.ndarray | None, size: int | None) -> str | None:
+    """Why a decoded patch (H x W x C) does not belong to a set whose patches are `size` pixels (None: it does,
+    or there is no image or no size to compare)."""
+    if image is None or size is None or image.shape[:2] == (size, size):
+        return None
+    return f"{where}: a {image.shape[1]}x{image.shape[0]} patch, but the manifest's config.size is {size}"
 
 
 def sample_formats(manifest: dict) -> frozenset[str]:

@@ -25,7 +25,15 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.errors import ShardSetError
-from pipeline.shard_format import IMAGE_EXTENSIONS, MANIFEST, SHARD_NAME, is_url, load_manifest, patch_size
+from pipeline.shard_format import (
+    IMAGE_EXTENSIONS,
+    MANIFEST,
+    SHARD_NAME,
+    is_url,
+    load_manifest,
+    patch_size,
+    patch_size_problem,
+)
 
 
 def is_url_pattern(location: str | Path) -> bool:
@@ -108,9 +116,9 @@ def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) 
         image = Image.fromarray(decode_rgb(sample[ext], where)[0])
     else:
         image = decode_image(sample[ext], where)
-        if size is not None and image.shape[:2] != (size, size):
-            raise ShardSetError(f"{where}: a {image.shape[1]}x{image.shape[0]} patch, but the manifest's "
-                                f"config.size is {size}")
+        problem = patch_size_problem(where, image, size)
+        if problem:
+            raise ShardSetError(problem)
         if decode == "torch":
             import torch
 

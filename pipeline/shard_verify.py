@@ -18,6 +18,7 @@ from pipeline.shard_format import (
     SHARD_GLOB,
     load_manifest,
     patch_size,
+    patch_size_problem,
     sample_formats,
     sample_key,
 )
@@ -42,12 +43,6 @@ def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) 
     for s in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
         problems.extend(_verify_shard(folder / s["name"], s, formats, decode, size))
     return problems
-
-
-def _size_problem(where: str, image: np.ndarray | None, size: int | None) -> str | None:
-    if image is None or size is None or image.shape[:2] == (size, size):
-        return None
-    return f"{where}: a {image.shape[1]}x{image.shape[0]} patch, but the manifest's config.size is {size}"
 
 
 def shard_file_problem(path: Path, entry: dict) -> str | None:
@@ -86,7 +81,7 @@ def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | 
                     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                     if image is None:
                         problems.append(f"{path}:{member.name}: image does not decode")
-                    elif not sized and (problem := _size_problem(f"{path}:{member.name}", image, size)):
+                    elif not sized and (problem := patch_size_problem(f"{path}:{member.name}", image, size)):
                         problems.append(problem)  # one line per shard: a set of another size has many
                         sized = True
                 elif ext == "json":
@@ -115,7 +110,7 @@ def _first_patch_problem(folder: Path, manifest: dict) -> str | None:
                 if member.name.partition(".")[2] in IMAGE_EXTENSIONS:
                     data = tar.extractfile(member).read()
                     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                    return _size_problem(f"{path}:{member.name.partition('.')[0]}", image, size)
+                    return patch_size_problem(f"{path}:{member.name.partition('.')[0]}", image, size)
     except (tarfile.TarError, OSError):
         return None
     return None

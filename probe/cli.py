@@ -84,7 +84,7 @@ def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = 
     if encoder is not None:
         if _same_file(Path(encoder), new_encoder):
             raise ToolkitError(f"{new_encoder}: this is the encoder being fine-tuned, which the result would "
-                             "overwrite; give another --out")
+                               "overwrite; give another --out")
         if new_encoder.exists() and not force:
             raise ToolkitError(f"{new_encoder}: already exists; give another --out, or --force to replace it")
     results = out_dir / "results.json"
@@ -93,7 +93,7 @@ def _check_out_dir(out_dir: Path, task: str, force: bool, encoder: str | None = 
         if previous != task:
             held = f"{previous} results" if previous else "a file that is not probe results"
             raise ToolkitError(f"{results}: holds {held}, which `probe {task}` would replace; give another --out, "
-                             "or --force to replace it")
+                               "or --force to replace it")
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -96,7 +96,7 @@ def build_classifier(encoder: Encoder, num_classes: int, input_size: int,
     frozen = [] if protocol.freeze == "none" else _up_to(names, require_layers(encoder, [protocol.freeze])[0])
     if frozen and names.index(frozen[-1]) > names.index(keep):
         raise ToolkitError(f"--freeze {protocol.freeze} would freeze freshly initialised layers "
-                         f"(only layers up to --keep {keep} come from the encoder)")
+                           f"(only layers up to --keep {keep} come from the encoder)")
     torch.manual_seed(protocol.seed)
     network = build_encoder(encoder.arch, **encoder.identity.get("arch_kwargs", {}))
     for name in _up_to(names, keep):

@@ -136,7 +136,7 @@ def build_report(paths: list[Path], against: list[str] | None = None,
     against = list(against or [])
     if len(against) not in (0, 1, len(paths)):
         raise ToolkitError(f"--against given {len(against)} times for {len(paths)} results files "
-                         "(give it once for all, or once per file)")
+                           "(give it once for all, or once per file)")
     keys = against * len(paths) if len(against) == 1 else against or [None] * len(paths)
     measured = [measured_from(p, k) for p, k in zip(paths, keys, strict=True)]
     parts = paper_parts()
@@ -174,11 +174,11 @@ def _check_against(m: Measured, parts: list[PaperPart]) -> None:
     candidates = parts_for(m, parts)
     if not candidates:
         raise ToolkitError(f"--against {m.key!r}: no paper table holds {m.task} results on {m.dataset} "
-                         f"({m.path}); use --against {NO_PAPER_ROW}")
+                           f"({m.path}); use --against {NO_PAPER_ROW}")
     if not any(p.find(m.key) for p in candidates):
         rows = list(dict.fromkeys(r.label for p in candidates for r in p.rows))
         raise ToolkitError(f"--against {m.key!r}: no paper row matches it for {m.path} ({m.task} on {m.dataset}); "
-                         f"rows: {'; '.join(rows)} (or {NO_PAPER_ROW})")
+                           f"rows: {'; '.join(rows)} (or {NO_PAPER_ROW})")
 
 
 def _unmatched_markdown(unmatched: list[Measured]) -> list[str]:

@@ -24,7 +24,7 @@ def test_blocks_and_features(arch):
     torch.manual_seed(0)
     enc = build_encoder(arch)
     names = tuple(f"conv{i}" for i in range(1, len(CHANNELS[arch]) + 1))
-    assert enc.layer_names == names
+    assert enc.taps == names
     for name, ch in zip(names, CHANNELS[arch], strict=True):
         block = getattr(enc, name)
         assert isinstance(block, nn.Sequential)
@@ -32,7 +32,7 @@ def test_blocks_and_features(arch):
         assert isinstance(block.bn, nn.BatchNorm2d) and isinstance(block.relu, nn.ReLU)
     enc.eval()
     x = torch.randn(2, 3, SIZES[arch], SIZES[arch])
-    feats = enc.forward_features(x)
+    feats = enc.forward_taps(x)
     assert list(feats) == list(names)
     for name, f in feats.items():
         assert f.min() >= 0  # post-ReLU
@@ -42,17 +42,17 @@ def test_blocks_and_features(arch):
     expected = last.pool(feats[names[-1]]) if hasattr(last, "pool") else feats[names[-1]]
     torch.testing.assert_close(enc(x), expected)
     # asking for one early layer gives the same tensor as the full pass
-    torch.testing.assert_close(enc.forward_features(x, ["conv2"])["conv2"], feats["conv2"])
+    torch.testing.assert_close(enc.forward_taps(x, ["conv2"])["conv2"], feats["conv2"])
     with pytest.raises(KeyError):
-        enc.forward_features(x, ["conv9"])
+        enc.forward_taps(x, ["conv9"])
 
 
 def test_alexnet_geometry_matches_the_paper():
     enc = build_encoder("alexnet").eval()
-    feats = enc.forward_features(torch.randn(1, 3, 224, 224))
+    feats = enc.forward_taps(torch.randn(1, 3, 224, 224))
     assert [tuple(f.shape[2:]) for f in feats.values()] == [(55, 55), (27, 27), (13, 13), (13, 13), (13, 13)]
     assert enc.output_shape() == (256, 6, 6)
-    assert [hasattr(getattr(enc, n), "pool") for n in enc.layer_names] == [True, True, False, False, True]
+    assert [hasattr(getattr(enc, n), "pool") for n in enc.taps] == [True, True, False, False, True]
     c = enc.conv1.conv
     assert c.kernel_size == (11, 11) and c.stride == (4, 4)
     assert enc.conv2.conv.kernel_size == (5, 5)
@@ -60,17 +60,17 @@ def test_alexnet_geometry_matches_the_paper():
 
 def test_cifar_encoder_kernels_and_strides():
     enc = build_encoder("cifar")
-    convs = [getattr(enc, n).conv for n in enc.layer_names]
+    convs = [getattr(enc, n).conv for n in enc.taps]
     assert [c.kernel_size[0] for c in convs] == [7, 5, 3, 3]
     assert [c.stride[0] for c in convs] == [3, 2, 2, 1]
-    feats = enc.eval().forward_features(torch.randn(1, 3, 32, 32))
+    feats = enc.eval().forward_taps(torch.randn(1, 3, 32, 32))
     assert feats["conv1"][0].numel() == 9600  # the probes' conv1 size without pooling
 
 
 def test_options_leaky_in_channels_sobel():
     enc = build_encoder("cifar", leaky_relu=True)
     assert isinstance(enc.conv1.relu, nn.LeakyReLU) and enc.conv1.relu.negative_slope == pytest.approx(0.2)
-    f = enc.eval().forward_features(torch.randn(2, 3, 32, 32))["conv1"]
+    f = enc.eval().forward_taps(torch.randn(2, 3, 32, 32))["conv1"]
     assert f.min() < 0  # leaky: negative values survive
     enc2 = build_encoder("alexnet", in_channels=2)
     assert enc2.conv1.conv.in_channels == 2
@@ -93,7 +93,7 @@ def test_bn_can_be_folded_into_conv():
         enc(torch.randn(8, 3, 32, 32))  # give BN non-trivial running stats
     enc.eval()
     x = torch.randn(2, 3, 32, 32)
-    ref = enc.forward_features(x, ["conv1"])["conv1"]
+    ref = enc.forward_taps(x, ["conv1"])["conv1"]
     b = enc.conv1
     scale = b.bn.weight / torch.sqrt(b.bn.running_var + b.bn.eps)
     w = b.conv.weight * scale[:, None, None, None]

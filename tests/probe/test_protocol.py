@@ -11,6 +11,7 @@ from probe.heads import LinearProbes
 from probe.linear import ProbeProtocol, evaluate_probes, train_probes
 from probe.scoring import average_crops, topk_correct
 from train.models import build_encoder
+from train.models.contract import select_taps
 from train.models.folding import fold_conv_bn
 
 
@@ -58,6 +59,36 @@ def test_alexnet_probes_are_pooled_to_the_papers_dimensions():
     features = FrozenFeatures(trunk, plans)(torch.zeros(2, 3, 224, 224))
     assert {name: tuple(f.shape) for name, f in features.items()} == {
         "conv1": (2, 9600), "conv2": (2, 9216), "conv3": (2, 9600), "conv4": (2, 9600), "conv5": (2, 9216)}
+
+
+class _MapAndVector(nn.Module):
+    """A minimal contract encoder with taps that are not AlexNet's: a 64 x 30 x 30 map and a 16-d vector."""
+
+    taps = ("map", "vec")
+    input_size = 64
+    input_channels = 3
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 5, stride=2)
+        self.fc = nn.Linear(64, 16)
+
+    def forward_taps(self, x, names=None):
+        wanted = select_taps(self.taps, names)
+        out = {"map": torch.relu(self.conv(x))}
+        if "vec" in wanted:
+            out["vec"] = self.fc(out["map"].mean(dim=(2, 3)))
+        return {name: value for name, value in out.items() if name in wanted}
+
+
+def test_any_spatial_tap_is_pooled_to_about_9600_dims_and_vectors_never():
+    trunk = _MapAndVector().eval()
+    plans = plan_layers(trunk, ["map", "vec"], 64, reduce=True)
+    assert [(p.shape, p.pooled_side, p.dims) for p in plans] == [((64, 30, 30), 12, 64 * 12 * 12), ((16,), None, 16)]
+    features = FrozenFeatures(trunk, plans)(torch.rand(2, 3, 64, 64))
+    assert {name: tuple(f.shape) for name, f in features.items()} == {"map": (2, 9216), "vec": (2, 16)}
+    cifar_style = plan_layers(trunk, ["map", "vec"], 64, reduce=False)
+    assert [(p.pooled_side, p.dims) for p in cifar_style] == [(None, 64 * 30 * 30), (None, 16)]
 
 
 def test_cifar_probes_keep_the_whole_map():

@@ -22,14 +22,14 @@ Rules every encoder keeps (``tests/train/test_models.py`` checks each registered
   anything ``forward`` applies after the last tap to the last one).
 - ``for_probing()``: an eval-mode copy to take frozen features from, with normalisation folded into the layers
   where that applies (BatchNorm into the preceding convolution, see :func:`train.models.folding.fold_batchnorm`),
-  else a plain eval-mode copy; its ``forward_taps`` equals the original's in eval mode.
+  else a plain eval-mode copy (``copy.deepcopy(self).eval()``); its ``forward_taps`` equals the original's in eval
+  mode, and the original is left as it was.
 - It is rebuilt from its registered name and keyword arguments and its ``state_dict`` (``encoder.pt``), so every
   tensor it needs is a parameter or a buffer, and every registered factory builds with no arguments.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -118,7 +118,3 @@ def tap_shapes(encoder: TapEncoder, names: Sequence[str], input_size: int | None
         encoder.train(was_training)
     return {name: tuple(value.shape[1:]) for name, value in taps.items()}
 
-
-def eval_copy(encoder: nn.Module) -> nn.Module:
-    """A deep copy in eval mode: ``for_probing`` for an encoder with no normalisation to fold."""
-    return copy.deepcopy(encoder).eval()

@@ -30,7 +30,8 @@ Rules every encoder keeps (``tests/train/test_models.py`` checks each registered
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -90,6 +91,17 @@ def select_taps(taps: Sequence[str], names: Sequence[str] | None) -> list[str]:
     return wanted
 
 
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode for the block; its previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def output_shape(encoder: TapEncoder, input_size: int | None = None) -> tuple[int, ...]:
     """The shape of ``forward``'s output for one square input (default: the encoder's design size), in eval mode
@@ -97,12 +109,8 @@ def output_shape(encoder: TapEncoder, input_size: int | None = None) -> tuple[in
     size = input_size or encoder.input_size
     reference = next(iter(encoder.parameters()), None) if isinstance(encoder, nn.Module) else None
     device, dtype = (reference.device, reference.dtype) if reference is not None else (None, None)
-    was_training = encoder.training
-    encoder.eval()
-    try:
+    with evaluating(encoder):
         y = encoder(torch.zeros(1, encoder.input_channels, size, size, device=device, dtype=dtype))
-    finally:
-        encoder.train(was_training)
     return tuple(y.shape[1:])
 
 
@@ -110,11 +118,6 @@ def output_shape(encoder: TapEncoder, input_size: int | None = None) -> tuple[in
 def tap_shapes(encoder: TapEncoder, names: Sequence[str], input_size: int | None = None) -> dict[str, tuple]:
     """The shape (without the batch dimension) of each named tap for one square input, in eval mode."""
     size = input_size or encoder.input_size
-    was_training = encoder.training
-    encoder.eval()
-    try:
+    with evaluating(encoder):
         taps = encoder.forward_taps(torch.zeros(1, encoder.input_channels, size, size), list(names))
-    finally:
-        encoder.train(was_training)
     return {name: tuple(value.shape[1:]) for name, value in taps.items()}
-

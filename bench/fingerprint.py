@@ -98,9 +98,12 @@ def main() -> int:
     args = ap.parse_args()
     rows = fingerprints(args.methods.split(","))
     print(f"{'render':20s} {rows['render']}")
-    if args.check is None:
-        return 0
-    expected = dict(re.findall(r"^\|?\s*`?([\w-]+)`?\s*\|?\s*`?([0-9a-f]{16})`?", args.check.read_text(), re.M))
+    return 0 if args.check is None else check_against(rows, args.check)
+
+
+def check_against(rows: dict[str, str], reference: Path) -> int:
+    """Print each digest that moved or is not recorded in `reference`, then 'identical'; 1 when one moved."""
+    expected = dict(re.findall(r"^\|?\s*`?([\w-]+)`?\s*\|?\s*`?([0-9a-f]{16})`?", reference.read_text(), re.M))
     moved = [f"{k}: {expected[k]} -> {v}" for k, v in rows.items() if k in expected and expected[k] != v]
     missing = [k for k in rows if k not in expected]
     for line in moved:

@@ -76,6 +76,10 @@ class NonFiniteLossError(ToolkitError):
     """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
 
 
+class PluginError(ToolkitError):
+    """A plugin named in SINGLE_IMAGE_SSL_PLUGINS that is missing, not a .py file, or fails to import."""
+
+
 class Interrupted(ToolkitError):
     """The run stopped on a signal after saving a checkpoint; ``--resume`` continues it. Not a failure: the command
     lines report it as ``Stopped: <message>``."""

@@ -1,8 +1,11 @@
-"""Encoders to evaluate: an `encoder.pt` from `train`, or `random:ARCH` (the random-init baseline)."""
+"""Encoders to evaluate: an `encoder.pt` from `train`, or `random:ARCH` (the random-init baseline).
+
+The probes use only the encoder contract (train/models/contract.py): named taps, input size and channels,
+`for_probing`, `first_layer_weight`, `tap_module`; any registered encoder can be evaluated.
+"""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +25,14 @@ RANDOM_PREFIX = "random:"
 class Encoder:
     """A network under evaluation with what identifies it in a results file."""
 
-    module: nn.Module
+    module: nn.Module  # implements train.models.contract.TapEncoder
     arch: str
     source: str  # the path of its encoder.pt, or "random:ARCH"
     identity: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(self.module.layer_names)
+    def taps(self) -> tuple[str, ...]:
+        return tuple(self.module.taps)
 
     @property
     def input_size(self) -> int:
@@ -64,14 +67,14 @@ def open_encoder(spec: str, seed: int = 0) -> Encoder:
 
 
 def require_layers(encoder: Encoder, layers: list[str] | None) -> list[str]:
-    """The requested layers in network order (all of them when None); an error naming the unknown ones."""
+    """The requested taps in network order (all of them when None); an error naming the unknown ones."""
     if not layers:
-        return list(encoder.layer_names)
-    unknown = [name for name in layers if name not in encoder.layer_names]
+        return list(encoder.taps)
+    unknown = [name for name in layers if name not in encoder.taps]
     if unknown:
         raise EncoderError(f"{encoder.source}: architecture {encoder.arch!r} has no layer "
-                           f"{', '.join(unknown)} (it has {', '.join(encoder.layer_names)})")
-    return [name for name in encoder.layer_names if name in layers]
+                           f"{', '.join(unknown)} (it has {', '.join(encoder.taps)})")
+    return [name for name in encoder.taps if name in layers]
 
 
 def require_input_size(encoder: Encoder, size: int, data_name: str) -> None:
@@ -83,35 +86,12 @@ def require_input_size(encoder: Encoder, size: int, data_name: str) -> None:
                            f"(use {' or '.join(fits) or 'another architecture'})")
 
 
-def absorb_batchnorm(module: nn.Module) -> nn.Module:
-    """A copy of `module` with every block's `bn` folded into its `conv`, and `bn` replaced by Identity.
-
-    In eval mode BatchNorm is an affine map per channel, so it can be absorbed into the preceding convolution:
-    the probes then see exactly the same activations from a network that has no BatchNorm left to misuse.
-    """
-    folded = copy.deepcopy(module).eval()
-    for block in folded.modules():
-        conv, bn = getattr(block, "conv", None), getattr(block, "bn", None)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            block.conv = fold_conv_bn(conv, bn)
-            block.bn = nn.Identity()
-    return folded
-
-
-@torch.no_grad()
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """The convolution computing bn(conv(x)) with `bn` in eval mode (its running statistics)."""
-    if bn.running_mean is None or bn.running_var is None:
-        raise EncoderError("cannot absorb a BatchNorm without running statistics (track_running_stats=False)")
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.affine:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
-    fused = copy.deepcopy(conv)
-    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter(bias * scale + shift, requires_grad=conv.weight.requires_grad)
-    return fused
+def probing_trunk(encoder: Encoder) -> nn.Module:
+    """The encoder as the probes read it: its `for_probing` copy (eval mode, BatchNorm folded where it has one)."""
+    try:
+        return encoder.module.for_probing()
+    except ValueError as exc:  # e.g. a BatchNorm without running statistics, which cannot be folded
+        raise EncoderError(f"{encoder.source}: cannot prepare {encoder.arch!r} for probing ({exc})") from None
 
 
 def _parse_options(spec: str, text: str) -> dict[str, Any]:

@@ -1,4 +1,11 @@
-"""What each linear probe reads: a probed layer's activation map, max-pooled (or not) and flattened."""
+"""What each linear probe reads: a probed tap's output, max-pooled (or not) and flattened.
+
+The pooling rule (Zhang et al., 2017, kept by the paper): on ImageNet-style data a spatial tap (C, H, W) is
+adaptively max-pooled to a square grid s x s with C * s * s nearest a target of about 9,600 dimensions: AlexNet's
+conv1..conv5 take the paper's targets (`PAPER_POOLED_DIMS`), any other spatial tap `DEFAULT_POOLED_DIMS`; a map
+that is already at most s x s is kept whole. On CIFAR-style data nothing is pooled (the paper probes CIFAR "without
+dimensionality reduction"), and a vector tap (D,) is never pooled.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from train.models.contract import TapEncoder, tap_shapes
+
 # Zhang et al. (2017), kept by the paper: conv1..conv5 of AlexNet pooled to these many dimensions.
 PAPER_POOLED_DIMS = {"conv1": 9600, "conv2": 9216, "conv3": 9600, "conv4": 9600, "conv5": 9216}
+DEFAULT_POOLED_DIMS = 9600
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """How one layer is reduced: activation shape (C, H, W), pooled grid side (None: kept whole), dims."""
+    """How one tap is reduced: its shape ((C, H, W) or (D,)), pooled grid side (None: kept whole), dims."""
 
     name: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     pooled_side: int | None
     dims: int
 
@@ -34,34 +44,26 @@ def pooled_side(channels: int, target_dims: int) -> int:
     return max(1, round(math.sqrt(target_dims / channels)))
 
 
-@torch.no_grad()
-def plan_layers(module: nn.Module, layers: list[str], input_size: int, reduce: bool) -> list[LayerPlan]:
-    """Reduction plans for `layers`, from one forward of a zero image at `input_size`."""
-    probe_input = torch.zeros(1, input_channels(module), input_size, input_size)
-    was_training = module.training
-    module.eval()
-    try:
-        activations = module.forward_features(probe_input, layers)
-        shapes = {name: tuple(f.shape[1:]) for name, f in activations.items()}
-    finally:
-        module.train(was_training)
+def pooling_target(name: str, shape: tuple[int, ...], reduce: bool) -> int | None:
+    """The dimensions tap `name` of `shape` is pooled towards (None: not pooled), by the module's rule."""
+    if not reduce or len(shape) != 3:
+        return None
+    return PAPER_POOLED_DIMS.get(name, DEFAULT_POOLED_DIMS)
+
+
+def plan_layers(module: TapEncoder, layers: list[str], input_size: int, reduce: bool) -> list[LayerPlan]:
+    """Reduction plans for the taps `layers`, from one forward of a zero image at `input_size`."""
+    shapes = tap_shapes(module, layers, input_size)
     plans = []
     for name in layers:
-        channels, height, width = shapes[name]
-        target = PAPER_POOLED_DIMS.get(name) if reduce else None
-        side = pooled_side(channels, target) if target else None
-        if side is not None and side >= max(height, width):
+        shape = shapes[name]
+        target = pooling_target(name, shape, reduce)
+        side = pooled_side(shape[0], target) if target else None
+        if side is not None and side >= max(shape[1:]):
             side = None  # the map is already at most that small: pooling would only copy it
-        dims = channels * side * side if side else channels * height * width
-        plans.append(LayerPlan(name, (channels, height, width), side, dims))
+        dims = shape[0] * side * side if side else math.prod(shape)
+        plans.append(LayerPlan(name, shape, side, dims))
     return plans
-
-
-def input_channels(module: nn.Module) -> int:
-    """Channels of the images the encoder takes (RGB where a Sobel front end turns them into gradients)."""
-    if getattr(module, "sobel", None) is not None:
-        return 3
-    return module.conv1.conv.in_channels
 
 
 class FeatureReducer(nn.Module):
@@ -94,4 +96,4 @@ class FrozenFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        return self.reducer(self.trunk.forward_features(images, self.layers))
+        return self.reducer(self.trunk.forward_taps(images, self.layers))

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
+from pipeline.errors import EncoderError
 from pipeline.fileio import atomic_write_bytes
+from train.models.contract import TapEncoder
 
 
 def normalized_filters(weight: Tensor) -> Tensor:
@@ -45,17 +47,25 @@ def filter_grid(weight: Tensor, columns: int | None = None, scale: int = 4, bord
     return (canvas * 255).round().astype(np.uint8)
 
 
-def first_layer_weight(encoder: nn.Module) -> Tensor:
-    """The conv1 weights as trained (BatchNorm not folded in: its per-channel scale would be normalised
-    away anyway, and a negative BN scale would flip the picture of a filter)."""
-    return encoder.conv1.conv.weight
+def first_layer_weight(encoder: TapEncoder) -> Tensor:
+    """The encoder's first-layer filters as trained, (out, in, k, k); an error for an encoder without them."""
+    weight = encoder.first_layer_weight()
+    arch = getattr(encoder, "arch", type(encoder).__name__)
+    if weight is None:
+        raise EncoderError(f"architecture {arch!r} has no learnt first-layer filters to draw")
+    if weight.dim() != 4:
+        raise EncoderError(f"architecture {arch!r}: first-layer weight of shape {tuple(weight.shape)}, "
+                           "expected (out, in, k, k)")
+    return weight
 
 
-def save_filter_grid(encoder: nn.Module, out: Path, columns: int | None = None, scale: int = 4) -> Path:
+def save_filter_grid(encoder: TapEncoder, out: Path, columns: int | None = None, scale: int = 4) -> Path:
+    """Write `encoder`'s first-layer filters as a PNG grid (atomically); returns `out`."""
+    weight = first_layer_weight(encoder)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     encoded = io.BytesIO()
     with torch.no_grad():
-        Image.fromarray(filter_grid(first_layer_weight(encoder), columns, scale)).save(encoded, "PNG")
+        Image.fromarray(filter_grid(weight, columns, scale)).save(encoded, "PNG")
     atomic_write_bytes(out, encoded.getvalue())
     return out

@@ -8,12 +8,12 @@ the defaults are the usual AlexNet ones (SGD, lr 0.01, momentum 0.9, weight deca
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
@@ -22,8 +22,7 @@ from tqdm import tqdm
 from pipeline.errors import ToolkitError
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
-from probe.features import input_channels
-from probe.linear import StepSchedule
+from probe.fit import SingleOutput, StepSchedule, fit
 from probe.scoring import Tally, average_crops
 from probe.transforms import (
     Normalization,
@@ -31,9 +30,7 @@ from probe.transforms import (
     imagenet_test_transform,
     imagenet_train_transform,
 )
-from train.models import build_encoder
-
-ALEXNET_HIDDEN = 4096
+from train.models import build_encoder, default_head, output_shape
 
 
 @dataclass(frozen=True)
@@ -54,34 +51,21 @@ class FinetuneProtocol(StepSchedule):
 
 
 class Classifier(nn.Module):
-    """Encoder + classifier: AlexNet's fc6-fc8 for the AlexNet family, one linear layer otherwise.
+    """Encoder + head on its flattened `forward` output. Frozen taps' modules stay in eval mode (their
+    BatchNorm statistics are part of what is kept)."""
 
-    Frozen blocks stay in eval mode (their BatchNorm statistics are part of what is kept).
-    """
-
-    def __init__(self, encoder: nn.Module, arch: str, num_classes: int, input_size: int,
-                 frozen: Iterable[str] = ()):
+    def __init__(self, encoder: nn.Module, head: nn.Module, frozen: Iterable[str] = ()):
         super().__init__()
         self.encoder = encoder
-        with torch.no_grad():
-            encoder.eval()
-            probe_input = torch.zeros(1, input_channels(encoder), input_size, input_size)
-            dims = encoder(probe_input).flatten(1).shape[1]
-        if arch.startswith("alexnet"):
-            self.head = nn.Sequential(
-                nn.Dropout(0.5), nn.Linear(dims, ALEXNET_HIDDEN), nn.ReLU(inplace=True),
-                nn.Dropout(0.5), nn.Linear(ALEXNET_HIDDEN, ALEXNET_HIDDEN), nn.ReLU(inplace=True),
-                nn.Linear(ALEXNET_HIDDEN, num_classes))
-        else:
-            self.head = nn.Linear(dims, num_classes)
+        self.head = head
         self.frozen = list(frozen)
         for name in self.frozen:
-            getattr(encoder, name).requires_grad_(False)
+            encoder.tap_module(name).requires_grad_(False)
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
         for name in self.frozen:
-            getattr(self.encoder, name).eval()
+            self.encoder.tap_module(name).eval()
         return self
 
     def forward(self, images: Tensor) -> Tensor:
@@ -90,8 +74,9 @@ class Classifier(nn.Module):
 
 def build_classifier(encoder: Encoder, num_classes: int, input_size: int,
                      protocol: FinetuneProtocol) -> Classifier:
-    """The network to retrain: the encoder's layers up to `keep`, fresh seeded layers after it, a new head."""
-    names = list(encoder.layer_names)
+    """The network to retrain: the encoder's taps up to `keep`, fresh seeded layers after it, and the head
+    registered with the architecture (AlexNet's fc6-fc8 for the AlexNet family; one linear layer by default)."""
+    names = list(encoder.taps)
     keep = names[-1] if protocol.keep == "all" else require_layers(encoder, [protocol.keep])[0]
     frozen = [] if protocol.freeze == "none" else _up_to(names, require_layers(encoder, [protocol.freeze])[0])
     if frozen and names.index(frozen[-1]) > names.index(keep):
@@ -100,8 +85,10 @@ def build_classifier(encoder: Encoder, num_classes: int, input_size: int,
     torch.manual_seed(protocol.seed)
     network = build_encoder(encoder.arch, **encoder.identity.get("arch_kwargs", {}))
     for name in _up_to(names, keep):
-        getattr(network, name).load_state_dict(getattr(encoder.module, name).state_dict())
-    return Classifier(network, encoder.arch, num_classes, input_size, frozen)
+        network.tap_module(name).load_state_dict(encoder.module.tap_module(name).state_dict())
+    dims = math.prod(output_shape(network, input_size))
+    head = default_head(encoder.arch)(dims, num_classes)
+    return Classifier(network, head, frozen)
 
 
 def _up_to(names: list[str], last: str) -> list[str]:
@@ -132,30 +119,14 @@ def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtoco
     test_loader = data_loader(transformed(subset(data.test, limit_test, protocol.seed + 1), test_tf),
                               max(1, protocol.batch_size // crops), workers=workers)
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=protocol.lr, momentum=protocol.momentum,
-                                weight_decay=protocol.weight_decay)
-    history = []
-    for epoch in range(protocol.epochs):
-        lr = protocol.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        tally = Tally(["model"])
+    def batches_for_epoch(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         start_epoch(train_loader, epoch)
-        for images, labels in tqdm(train_loader, disable=not progress, leave=False,
-                                   desc=f"epoch {epoch + 1}/{protocol.epochs}"):
-            images, labels = images.to(device), labels.to(device)
-            scores = model(images)
-            loss = F.cross_entropy(scores, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            tally.add({"model": scores}, labels, {"model": loss})
-        history.append({"epoch": epoch + 1, "lr": lr, "train": tally.summary()["model"]})
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{protocol.epochs} lr {lr:.2e} "
-                       f"train top-1 {history[-1]['train']['top1']:.1f}")
+        return ((images.to(device), labels.to(device)) for images, labels in train_loader)
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    history = [row | {"train": row["train"]["model"]}
+               for row in fit(SingleOutput(model), parameters, batches_for_epoch, protocol, len(train_loader),
+                              progress)]
     scores = evaluate_classifier(model, test_loader, device, progress)
     fields = {
         "scores": scores,

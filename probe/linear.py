@@ -13,34 +13,22 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from pipeline.errors import DataError
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
-from probe.encoders import Encoder, absorb_batchnorm, require_input_size, require_layers
+from probe.encoders import Encoder, probing_trunk, require_input_size, require_layers
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
+from probe.fit import StepSchedule, fit
 from probe.heads import LinearProbes
 from probe.results import new_results
-from probe.scoring import Tally, average_crops, top1_line
+from probe.scoring import Tally, average_crops
 from probe.transforms import Normalization, cifar_transform, imagenet_test_transform, imagenet_train_transform
 
 Batches = Iterable[tuple[dict[str, Tensor], Tensor]]
-
-
-class StepSchedule:
-    """A learning rate divided by `lr_divisor` at each of `milestones` (epochs); mixed into the protocols."""
-
-    lr: float
-    lr_divisor: float
-    milestones: tuple[int, ...]
-
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of (0-based) `epoch`."""
-        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
 
 
 @dataclass(frozen=True)
@@ -86,14 +74,15 @@ def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
                layers: list[str] | None = None, normalization: Normalization, device: str = "cpu",
                workers: int = 0, limit_train: int | None = None, limit_test: int | None = None,
                progress: bool = True) -> LinearRun:
-    """Train one linear probe per layer on the frozen, BN-absorbed `encoder` and test them on `data`."""
+    """Train one linear probe per tap on the frozen `encoder` (its `for_probing` copy: BN absorbed) and test
+    them on `data`."""
     started = time.perf_counter()
     layers = require_layers(encoder, layers)
     cifar_style = data.style == "cifar"
     input_size = 32 if cifar_style else protocol.crop
     require_input_size(encoder, input_size, f"{data.spec.kind} data")
 
-    trunk = absorb_batchnorm(encoder.module)
+    trunk = probing_trunk(encoder)
     plans = plan_layers(trunk, layers, input_size, reduce=not cifar_style)
     extractor = FrozenFeatures(trunk, plans).to(device)
     torch.manual_seed(protocol.seed)
@@ -187,33 +176,8 @@ def _protocol_record(protocol: ProbeProtocol, cifar_style: bool, input_size: int
 
 def train_probes(probes: LinearProbes, batches_for_epoch: Callable[[int], Batches], protocol: ProbeProtocol,
                  steps_per_epoch: int | None = None, progress: bool = True) -> list[dict]:
-    """SGD on all probes at once.
-
-    One summed loss: the probes' parameters are disjoint, so each still receives exactly its own gradient.
-    """
-    optimizer = torch.optim.SGD(probes.parameters(), lr=protocol.lr, momentum=protocol.momentum,
-                                weight_decay=protocol.weight_decay)
-    history = []
-    for epoch in range(protocol.epochs):
-        lr = protocol.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        probes.train()
-        tally = Tally(probes.keys())
-        bar = tqdm(batches_for_epoch(epoch), total=steps_per_epoch, disable=not progress, leave=False,
-                   desc=f"epoch {epoch + 1}/{protocol.epochs}")
-        for features, labels in bar:
-            scores = probes(features)
-            losses = {name: F.cross_entropy(s, labels) for name, s in scores.items()}
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
-            tally.add(scores, labels, losses)
-        summary = tally.summary()
-        history.append({"epoch": epoch + 1, "lr": lr, "train": summary})
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{protocol.epochs} lr {lr:.2e} train top-1: {top1_line(summary)}")
-    return history
+    """SGD on all probes at once (:func:`probe.fit.fit`, one summed loss)."""
+    return fit(probes, probes.parameters(), batches_for_epoch, protocol, steps_per_epoch, progress)
 
 
 @torch.no_grad()

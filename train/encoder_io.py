@@ -176,7 +176,7 @@ def load_encoder(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn
 
     ``info`` holds ``arch``, ``arch_kwargs``, ``config`` (the training configuration), ``format`` and
     ``version``.
-    Raises :class:`~train.errors.EncoderFileError` (one line naming the file and the problem) for a file that
+    Raises :class:`~pipeline.errors.EncoderFileError` (one line naming the file and the problem) for a file that
     is not an encoder or whose weights do not match its architecture.
     """
     payload = read_encoder_file(path, map_location=map_location)

@@ -197,3 +197,15 @@ def test_finetune_departures_include_the_layers_frozen(tmp_path):
     write_json(tmp_path / "ft.json", tuned)
     markdown, _ = build_report([tmp_path / "ft.json"], against=["random"])
     assert "protocol differs from the paper's: freeze none (paper: conv2)." in markdown
+
+
+def test_an_encoder_without_first_layer_filters_is_refused_before_anything_is_written(tmp_path):
+    import pytest
+
+    from pipeline.errors import EncoderError
+
+    encoder = build_encoder("cifar")
+    encoder.first_layer_weight = lambda: None  # as a learning-free encoder (scattering) answers
+    with pytest.raises(EncoderError, match="^architecture 'cifar' has no learnt first-layer filters to draw$"):
+        save_filter_grid(encoder, tmp_path / "sub" / "conv1.png")
+    assert not (tmp_path / "sub").exists()

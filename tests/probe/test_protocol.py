@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.encoders import absorb_batchnorm, fold_conv_bn
 from probe.feature_cache import FeatureCache
 from probe.features import FeatureReducer, FrozenFeatures, plan_layers
 from probe.heads import LinearProbes
 from probe.linear import ProbeProtocol, evaluate_probes, train_probes
 from probe.scoring import average_crops, topk_correct
 from train.models import build_encoder
+from train.models.contract import select_taps
+from train.models.folding import fold_conv_bn
 
 
 def _with_trained_bn_statistics(encoder: nn.Module, seed: int = 0) -> nn.Module:
@@ -30,14 +31,14 @@ def _with_trained_bn_statistics(encoder: nn.Module, seed: int = 0) -> nn.Module:
 def test_absorbing_batchnorm_leaves_every_layer_output_unchanged():
     torch.manual_seed(0)
     encoder = _with_trained_bn_statistics(build_encoder("cifar"))
-    folded = absorb_batchnorm(encoder)
+    folded = encoder.for_probing()
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        before = encoder.forward_features(images)
-        after = folded.forward_features(images)
+        before = encoder.forward_taps(images)
+        after = folded.forward_taps(images)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules())  # the original is untouched
-    for name in encoder.layer_names:
+    for name in encoder.taps:
         torch.testing.assert_close(after[name], before[name], rtol=1e-4, atol=1e-4)
         assert before[name].abs().max() > 0.1  # the comparison is not between zeros
 
@@ -51,13 +52,43 @@ def test_folding_a_convolution_without_bias():
 
 
 def test_alexnet_probes_are_pooled_to_the_papers_dimensions():
-    trunk = absorb_batchnorm(build_encoder("alexnet"))
-    plans = plan_layers(trunk, list(trunk.layer_names), 224, reduce=True)
+    trunk = build_encoder("alexnet").for_probing()
+    plans = plan_layers(trunk, list(trunk.taps), 224, reduce=True)
     assert [p.dims for p in plans] == [9600, 9216, 9600, 9600, 9216]
     assert [p.shape[1] for p in plans] == [55, 27, 13, 13, 13]
     features = FrozenFeatures(trunk, plans)(torch.zeros(2, 3, 224, 224))
     assert {name: tuple(f.shape) for name, f in features.items()} == {
         "conv1": (2, 9600), "conv2": (2, 9216), "conv3": (2, 9600), "conv4": (2, 9600), "conv5": (2, 9216)}
+
+
+class _MapAndVector(nn.Module):
+    """A minimal contract encoder with taps that are not AlexNet's: a 64 x 30 x 30 map and a 16-d vector."""
+
+    taps = ("map", "vec")
+    input_size = 64
+    input_channels = 3
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 5, stride=2)
+        self.fc = nn.Linear(64, 16)
+
+    def forward_taps(self, x, names=None):
+        wanted = select_taps(self.taps, names)
+        out = {"map": torch.relu(self.conv(x))}
+        if "vec" in wanted:
+            out["vec"] = self.fc(out["map"].mean(dim=(2, 3)))
+        return {name: value for name, value in out.items() if name in wanted}
+
+
+def test_any_spatial_tap_is_pooled_to_about_9600_dims_and_vectors_never():
+    trunk = _MapAndVector().eval()
+    plans = plan_layers(trunk, ["map", "vec"], 64, reduce=True)
+    assert [(p.shape, p.pooled_side, p.dims) for p in plans] == [((64, 30, 30), 12, 64 * 12 * 12), ((16,), None, 16)]
+    features = FrozenFeatures(trunk, plans)(torch.rand(2, 3, 64, 64))
+    assert {name: tuple(f.shape) for name, f in features.items()} == {"map": (2, 9216), "vec": (2, 16)}
+    cifar_style = plan_layers(trunk, ["map", "vec"], 64, reduce=False)
+    assert [(p.pooled_side, p.dims) for p in cifar_style] == [(None, 64 * 30 * 30), (None, 16)]
 
 
 def test_cifar_probes_keep_the_whole_map():
@@ -88,7 +119,7 @@ def test_a_probe_separates_a_linearly_separable_problem():
 
 def test_ten_crop_scores_are_the_mean_of_the_crops_scores():
     torch.manual_seed(0)
-    trunk = absorb_batchnorm(build_encoder("cifar"))
+    trunk = build_encoder("cifar").for_probing()
     plans = plan_layers(trunk, ["conv2", "conv3"], 32, reduce=False)
     extractor = FrozenFeatures(trunk, plans)
     probes = LinearProbes({p.name: p.dims for p in plans}, num_classes=5).eval()

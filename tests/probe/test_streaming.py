@@ -14,13 +14,13 @@ def test_one_trunk_forward_feeds_every_probe(tmp_path, writers, monkeypatch):
     data = open_data(f"imagefolder:{tmp_path}")
     encoder = open_encoder("random:alexnet-small")
     calls = []
-    original = type(encoder.module).forward_features
+    original = type(encoder.module).forward_taps
 
     def counting(self, images, layers=None):
         calls.append((images.shape[0], tuple(layers)))
         return original(self, images, layers)
 
-    monkeypatch.setattr(type(encoder.module), "forward_features", counting)
+    monkeypatch.setattr(type(encoder.module), "forward_taps", counting)
     protocol = ProbeProtocol(epochs=1, batch_size=2, seed=0)
     run = run_linear(encoder, data, protocol, layers=["conv1", "conv3", "conv5"],
                      normalization=Normalization.named("imagenet"), progress=False)

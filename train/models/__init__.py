@@ -1,11 +1,13 @@
-"""Network registry (timm-like): ``build_encoder('alexnet')``, ``ENCODERS``, ``register_encoder``.
+"""Encoders and heads. An encoder is anything with named feature taps: :class:`TapEncoder` (contract.py).
 
-Every encoder is a :class:`~train.models.encoders.ConvEncoder`: a stack of blocks ``conv1``..``convN``, each
-an ``nn.Sequential`` with children ``conv``, ``bn``, ``relu`` (and ``pool``), so that probe code can fold
-BatchNorm into ``conv`` and tap post-activation features by layer name.
+The registry (timm-like: ``build_encoder('alexnet')``, ``list_encoders()``, ``@register_encoder``) finds every
+module of this package and the plugin files of ``SINGLE_IMAGE_SSL_PLUGINS`` when it is first read, so a new
+encoder is one new file (docs/encoder-contract.md).
 """
 
+from train.models.contract import TapEncoder, output_shape
 from train.models.encoders import ConvEncoder, Sobel
-from train.models.registry import ENCODERS, build_encoder, list_encoders, register_encoder
+from train.models.registry import ENCODERS, build_encoder, default_head, list_encoders, register_encoder
 
-__all__ = ["ENCODERS", "ConvEncoder", "Sobel", "build_encoder", "list_encoders", "register_encoder"]
+__all__ = ["ENCODERS", "ConvEncoder", "Sobel", "TapEncoder", "build_encoder", "default_head", "list_encoders",
+           "output_shape", "register_encoder"]

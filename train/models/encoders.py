@@ -12,11 +12,15 @@ probes use, and no pooling is needed (the paper probes CIFAR "without dimensiona
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from train.models.contract import output_shape, select_taps
+from train.models.folding import fold_batchnorm
+from train.models.heads import alexnet_classifier
 from train.models.registry import register_encoder
 
 
@@ -73,10 +77,11 @@ class Sobel(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """conv -> BN -> (leaky) ReLU [-> max-pool] blocks named ``conv1``..``convN``.
+    """conv -> BN -> (leaky) ReLU [-> max-pool] blocks named ``conv1``..``convN``; implements the encoder contract
+    (:class:`train.models.contract.TapEncoder`).
 
-    ``forward_features`` returns post-activation, pre-pool outputs by block name (what the linear probes tap);
-    ``forward`` returns the output of the last block (after its pool, where it has one).
+    The taps are the blocks' post-activation, pre-pool outputs (what the linear probes read); ``forward`` returns
+    the output of the last block (after its pool, where it has one). ``tap_module(name)`` is the block itself.
     """
 
     def __init__(
@@ -89,7 +94,8 @@ class ConvEncoder(nn.Module):
         input_size: int = 224,
     ) -> None:
         super().__init__()
-        self.input_size = input_size  # the resolution the network was designed for (informational)
+        self.input_size = input_size  # the resolution the network was designed for
+        self.input_channels = in_channels  # RGB in, also with the Sobel front end (which feeds conv1 2 channels)
         self.sobel = Sobel() if sobel else None
         channels = 2 if sobel else in_channels
         if sobel and in_channels != 3:
@@ -100,7 +106,7 @@ class ConvEncoder(nn.Module):
             layers: OrderedDict[str, nn.Module] = OrderedDict()
             layers["conv"] = nn.Conv2d(channels, s.out_channels, s.kernel, s.stride, s.padding)
             layers["bn"] = nn.BatchNorm2d(s.out_channels)
-            # inplace activations would overwrite the tensors forward_features hands out when a pool follows.
+            # inplace activations would overwrite the tensors forward_taps hands out when a pool follows.
             layers["relu"] = nn.LeakyReLU(LEAKY_SLOPE) if leaky_relu else nn.ReLU()
             if s.pool:
                 layers["pool"] = nn.MaxPool2d(kernel_size=3, stride=2)
@@ -108,7 +114,7 @@ class ConvEncoder(nn.Module):
             self.add_module(name, nn.Sequential(layers))
             names.append(name)
             channels = s.out_channels
-        self.layer_names: tuple[str, ...] = tuple(names)
+        self.taps: tuple[str, ...] = tuple(names)
         self.out_channels = channels
         self.reset_parameters()
 
@@ -122,25 +128,20 @@ class ConvEncoder(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def blocks(self) -> list[tuple[str, nn.Sequential]]:
-        return [(name, getattr(self, name)) for name in self.layer_names]
+    def _blocks(self) -> list[tuple[str, nn.Sequential]]:
+        return [(name, getattr(self, name)) for name in self.taps]
 
-    def forward_features(
-        self, x: Tensor, layers: list[str] | tuple[str, ...] | None = None
-    ) -> dict[str, Tensor]:
+    def forward_taps(self, x: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Post-activation (after ReLU, before pool) outputs of the requested blocks, by name.
 
         Stops after the deepest requested block, so tapping conv1 does not pay for conv5.
         """
-        wanted = list(self.layer_names) if layers is None else list(layers)
-        unknown = [n for n in wanted if n not in self.layer_names]
-        if unknown:
-            raise KeyError(f"unknown layer(s) {unknown}; this encoder has {list(self.layer_names)}")
-        last = max(self.layer_names.index(n) for n in wanted) if wanted else -1
+        wanted = select_taps(self.taps, names)
+        last = max(self.taps.index(n) for n in wanted) if wanted else -1
         out: dict[str, Tensor] = {}
         if self.sobel is not None:
             x = self.sobel(x)
-        for i, (name, block) in enumerate(self.blocks()):
+        for i, (name, block) in enumerate(self._blocks()):
             if i > last:
                 break
             x = block.relu(block.bn(block.conv(x)))
@@ -153,33 +154,37 @@ class ConvEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.sobel is not None:
             x = self.sobel(x)
-        for _, block in self.blocks():
+        for _, block in self._blocks():
             x = block(x)
         return x
 
-    @torch.no_grad()
+    def first_layer_weight(self) -> Tensor:
+        """conv1's weights as trained (BatchNorm not folded in: its per-channel scale would be normalised away in
+        a picture anyway, and a negative BN scale would flip the picture of a filter)."""
+        return self.tap_module(self.taps[0]).conv.weight
+
+    def tap_module(self, name: str) -> nn.Sequential:
+        """The block producing tap ``name`` (conv, bn, relu and the pool after the tap)."""
+        select_taps(self.taps, [name])
+        return getattr(self, name)
+
+    def for_probing(self) -> ConvEncoder:
+        """An eval-mode copy with each block's BatchNorm folded into its convolution (``bn`` -> Identity)."""
+        return fold_batchnorm(self, [(f"{name}.conv", f"{name}.bn") for name in self.taps])
+
     def output_shape(self, input_size: int | None = None) -> tuple[int, int, int]:
         """(C, H, W) of ``forward`` for a square input (default: the design resolution)."""
-        size = input_size or self.input_size
-        was_training = self.training
-        self.eval()
-        try:
-            p = next(self.parameters())
-            y = self(torch.zeros(1, 3 if self.sobel is not None else self.conv1.conv.in_channels, size, size,
-                                 device=p.device, dtype=p.dtype))
-        finally:
-            self.train(was_training)
-        return tuple(y.shape[1:])  # type: ignore[return-value]
+        return output_shape(self, input_size)  # type: ignore[return-value]
 
 
-@register_encoder("alexnet")
+@register_encoder("alexnet", head=alexnet_classifier)
 def alexnet(in_channels: int = 3, leaky_relu: bool = False, sobel: bool = False) -> ConvEncoder:
     """AlexNet with BatchNorm, 96-256-384-384-256, 224 px input (the paper's ImageNet network)."""
     return ConvEncoder(ALEXNET_SPEC, in_channels=in_channels, leaky_relu=leaky_relu, sobel=sobel,
                        input_size=224)
 
 
-@register_encoder("alexnet-small")
+@register_encoder("alexnet-small", head=alexnet_classifier)
 def alexnet_small(in_channels: int = 3, leaky_relu: bool = False, sobel: bool = False) -> ConvEncoder:
     """RotNet's narrower AlexNet-BN, 64-192-384-256-256, 224 px input."""
     return ConvEncoder(ALEXNET_SMALL_SPEC, in_channels=in_channels, leaky_relu=leaky_relu, sobel=sobel,

@@ -2,7 +2,7 @@
 
 The registry (timm-like: ``build_encoder('alexnet')``, ``list_encoders()``, ``@register_encoder``) finds every
 module of this package and the plugin files of ``SINGLE_IMAGE_SSL_PLUGINS`` when it is first read, so a new
-encoder is one new file (docs/encoder-contract.md).
+encoder is one new file (docs/architecture.md, "How to add an encoder").
 """
 
 from train.models.contract import TapEncoder, output_shape

@@ -3,7 +3,8 @@
 ``probe`` (linear probes, fine-tuning, filter pictures) and ``train`` (the heads the methods put on an encoder) use
 only what :class:`TapEncoder` declares, so an AlexNet's conv1..conv5, a ResNet's stages or a ViT's blocks are
 probed alike. A new encoder implements it (subclassing is not needed: it is a structural ``Protocol``) and is
-registered with :func:`train.models.registry.register_encoder`; docs/encoder-contract.md walks through one.
+registered with :func:`train.models.registry.register_encoder`; docs/architecture.md ("How to add an encoder")
+walks through one.
 
 Rules every encoder keeps (``tests/train/test_models.py`` checks each registered encoder against them):
 

@@ -12,8 +12,10 @@ is handed on; each shard must yield the samples it lists; each rendered patch mu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
+import warnings
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 import webdataset as wds
+from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import pytorch_worker_info
 
@@ -34,6 +37,7 @@ from pipeline.shard_format import (
     patch_size,
     patch_size_problem,
 )
+from pipeline.sources import MAX_SOURCE_PIXELS
 
 
 def is_url_pattern(location: str | Path) -> bool:
@@ -84,11 +88,29 @@ def verify_quick(location: str | Path) -> dict:
     return manifest
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+def decode_bgr(data: bytes, name: str = "image") -> np.ndarray:
+    """The one decoder of images stored in shards (reader, verify, preview): OpenCV's, as BGR, after the header's
+    size is checked against the toolkit's decompression-bomb limit (a packed or hostile shard can hold any image;
+    OpenCV's own limit is 2**30 pixels, six times ours)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data)).size  # reads the header only
+    except Image.DecompressionBombError:
+        width = height = MAX_SOURCE_PIXELS  # Pillow's own hard limit is above ours: refused below either way
+    except (OSError, ValueError):
+        width = height = 0  # not an image Pillow knows: OpenCV decides
+    if width * height > MAX_SOURCE_PIXELS:
+        raise ShardSetError(f"{name}: more than {MAX_SOURCE_PIXELS:,} pixels (decompression bomb?), refused")
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if arr is None:
         raise ShardSetError(f"{name}: cannot decode the image")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return arr
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """An image stored in a shard as RGB (see decode_bgr)."""
+    return cv2.cvtColor(decode_bgr(data, name), cv2.COLOR_BGR2RGB)
 
 
 def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) -> dict[str, Any]:

@@ -6,8 +6,6 @@ import json
 import tarfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
@@ -22,6 +20,7 @@ from pipeline.shard_format import (
     sample_formats,
     sample_key,
 )
+from pipeline.shard_reader import decode_bgr
 
 
 def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) -> list[str]:
@@ -78,10 +77,12 @@ def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | 
                 data = tar.extractfile(member).read()
                 seen.setdefault(key, set()).add(ext)
                 if ext in IMAGE_EXTENSIONS:
-                    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                    if image is None:
-                        problems.append(f"{path}:{member.name}: image does not decode")
-                    elif not sized and (problem := patch_size_problem(f"{path}:{member.name}", image, size)):
+                    try:
+                        image = decode_bgr(data, f"{path}:{member.name}")
+                    except ShardSetError as e:
+                        problems.append(str(e))
+                        continue
+                    if not sized and (problem := patch_size_problem(f"{path}:{member.name}", image, size)):
                         problems.append(problem)  # one line per shard: a set of another size has many
                         sized = True
                 elif ext == "json":
@@ -109,8 +110,12 @@ def _first_patch_problem(folder: Path, manifest: dict) -> str | None:
             for member in tar:
                 if member.name.partition(".")[2] in IMAGE_EXTENSIONS:
                     data = tar.extractfile(member).read()
-                    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                    return patch_size_problem(f"{path}:{member.name.partition('.')[0]}", image, size)
+                    where = f"{path}:{member.name.partition('.')[0]}"
+                    try:
+                        image = decode_bgr(data, where)
+                    except ShardSetError as e:
+                        return str(e)
+                    return patch_size_problem(where, image, size)
     except (tarfile.TarError, OSError):
         return None
     return None

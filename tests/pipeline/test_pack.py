@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -167,3 +168,28 @@ def test_a_packed_manifest_with_inconsistent_classes_is_one_line(split, tmp_path
             proc = run_cli(command, str(out))
             assert proc.returncode == 1, proc.stderr
             assert proc.stderr.strip().splitlines()[-1] == f"Error: {manifest}: malformed manifest ({problem})"
+
+
+def test_a_shard_holding_a_decompression_bomb_is_refused_before_decoding(split, tmp_path):
+    """A set made elsewhere can hold any image, self-consistently listed: the shard decoder checks the header's
+    size against the one limit before OpenCV allocates the pixels (its own limit is six times ours)."""
+    from pipeline.errors import ShardSetError
+    from pipeline.hashing import sha256_files
+
+    out = tmp_path / "set"
+    pack_set(split, out, shard_size=10, log=lambda m: None)
+    shard, bomb = out / "patches-000000.tar", tmp_path / "bomb.png"
+    _bomb_png(bomb)
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w") as tar:
+        for member, data in members:
+            data = bomb.read_bytes() if member.name == "000000001.png" else data
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["shards"][0].update(sha256=sha256_files(shard), bytes=shard.stat().st_size)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_set(out) == [f"{shard}:000000001.png: more than 178,956,970 pixels (decompression bomb?), refused"]
+    with pytest.raises(ShardSetError, match=r"000000001: more than 178,956,970 pixels \(decompression bomb\?\)"):
+        list(open_shards(out))

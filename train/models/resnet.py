@@ -1,7 +1,8 @@
 """ResNet-18 from timm as tap encoders: ``resnet18`` (ImageNet stem, 224 px) and ``resnet18-cifar`` (32 px).
 
-The layers are timm's (``timm.models.resnet``: BasicBlock, Kaiming init, the last BatchNorm of each block
-zero-initialised), regrouped so that each tap is one submodule: ``stem`` (conv, BN, ReLU), ``layer1``..``layer4``.
+The stages are timm's (``timm.models.resnet.make_blocks`` of BasicBlocks, timm's init: Kaiming convolutions, the
+last BatchNorm of each block at zero); the stem is built here, since timm's fixes it at 64 channels. Each tap is one
+submodule: ``stem`` (conv, BN, ReLU), ``layer1``..``layer4``.
 
 - ``resnet18``: He et al. (2016)'s ImageNet stem, a 7x7/2 convolution and a 3x3/2 max-pool; at 224 px the taps
   are 64x112x112 (stem, before the pool), 64x56x56, 128x28x28, 256x14x14, 512x7x7.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from timm.models.resnet import BasicBlock, ResNet
+from timm.models.resnet import BasicBlock, make_blocks
 from torch import Tensor, nn
 
 from train.models.contract import select_taps
@@ -40,17 +41,29 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be a positive number of channels, got {width}")
-        net = ResNet(BasicBlock, list(RESNET18_BLOCKS), num_classes=0, stem_width=width,
-                     channels=tuple(width * 2 ** i for i in range(4)))
-        if cifar_stem:
-            net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
-            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # timm's init
-            net.maxpool = nn.Identity()
+        # timm's ResNet fixes the stem at 64 channels; its make_blocks takes any widths, so the stem is built here
+        stem_conv = (nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False) if cifar_stem
+                     else nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False))
         self.input_size = 32 if cifar_stem else 224
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.act1)
-        self.maxpool = net.maxpool  # parameter-free: between the stem tap and layer1
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.stem = nn.Sequential(stem_conv, nn.BatchNorm2d(width), nn.ReLU())
+        # parameter-free, between the stem tap and layer1
+        self.maxpool = nn.Identity() if cifar_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        stages, _ = make_blocks((BasicBlock,) * 4, tuple(width * 2 ** i for i in range(4)), RESNET18_BLOCKS,
+                                inplanes=width)
+        for name, stage in stages:
+            self.add_module(name, stage)
+        self._init_weights()
         self.out_channels = 8 * width
+
+    def _init_weights(self) -> None:
+        """timm's ResNet initialisation: Kaiming (fan out) convolutions, BatchNorm at identity, and the last
+        BatchNorm of each residual branch at zero (each block starts as its shortcut)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        for module in self.modules():
+            if isinstance(module, BasicBlock):
+                module.zero_init_last()
 
     def forward_taps(self, x: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         wanted = select_taps(self.taps, names)

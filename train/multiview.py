@@ -9,9 +9,9 @@ and each method's recipe is a preset below, with its reference.
 Every random number is drawn from one CPU ``torch.Generator`` (the loop checkpoints it), in a fixed order: the
 views are deterministic for a seed, differ between views (successive draws), and a resumed run draws the same
 ones whatever the device. The operations themselves are batched tensor ops on the images' device: crops through
-:func:`train.views._affine_sample` (one ``grid_sample``), jitter and greyscale as per-sample affine maps, hue by
-``kornia.enhance.adjust_hue`` (per-sample factors), blur as one grouped separable convolution with a kernel per
-sample. bench/multiview.py measures this against kornia.augmentation and torchvision's tensor transforms
+:func:`train.views._affine_sample` (one ``grid_sample``), jitter and greyscale as per-sample affine maps,
+hue by the closed form of an HSV rotation (:func:`shift_hue`), blur as one grouped separable convolution with a
+kernel per sample. bench/multiview.py measures this against kornia.augmentation and torchvision's tensor transforms
 (bench/results/multiview.md).
 
 Input: a uint8 batch (B, 3, H, W) (or float in [0, 255]); output: float views in (-1, 1), the range every method
@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from kornia.enhance import adjust_hue
 from torch import Tensor
 
 from train.views import _affine_sample
@@ -134,7 +133,22 @@ def colour_jitter(x: Tensor, brightness: Tensor, contrast: Tensor, saturation: T
     x = ((x - mean) * _per_sample(contrast, x) + mean).clamp(0, 1)
     grey = _grey(x)
     x = ((x - grey) * _per_sample(saturation, x) + grey).clamp(0, 1)
-    return adjust_hue(x, hue.to(device=x.device, dtype=x.dtype) * 2 * math.pi).clamp(0, 1)
+    return shift_hue(x, hue)
+
+
+def shift_hue(x: Tensor, hue: Tensor) -> Tensor:
+    """torchvision's ``adjust_hue`` (HSV hue rotated by ``hue`` turns, per sample) without building an HSV image:
+    a hue rotation keeps each pixel's max and min, so the result is ``max - (max - min) * clamp(min(k, 4 - k),
+    0, 1)`` with ``k = (n + 6 h') mod 6``, n = 5, 3, 1 for R, G, B (the closed form of HSV -> RGB)."""
+    r, g, b = x.unbind(dim=1)
+    top, bottom = x.amax(dim=1), x.amin(dim=1)
+    spread = top - bottom
+    safe = torch.where(spread > 0, spread, torch.ones_like(spread))
+    sector = torch.where(top == r, (g - b) / safe, torch.where(top == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    sector = (sector + 6 * _per_sample(hue, x)[:, 0]).remainder(6)  # the hue in sixths of a turn, [0, 6)
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).reshape(1, 3, 1, 1)
+    k = (n + sector[:, None]).remainder(6)
+    return top[:, None] - spread[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:

@@ -60,7 +60,7 @@ def test_colour_jitter_equals_torchvisions_functional_ops_per_sample():
         expected = TF.adjust_contrast(expected, c[i].item())
         expected = TF.adjust_saturation(expected, s[i].item())
         expected = TF.adjust_hue(expected, h[i].item())
-        torch.testing.assert_close(ours[i], expected, atol=2e-3, rtol=0)  # kornia's and torchvision's HSV round
+        torch.testing.assert_close(ours[i], expected, atol=1e-5, rtol=0)
 
 
 def test_gaussian_blur_uses_each_samples_sigma_as_torchvision():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from timm.models.resnet import BasicBlock, make_blocks
 from torch import Tensor, nn
 
 from train.models.contract import select_taps
@@ -38,6 +37,10 @@ class ResNetEncoder(nn.Module):
     input_channels = 3
 
     def __init__(self, *, cifar_stem: bool, width: int = 64) -> None:
+        # timm is imported here, not at module level: the registry imports every module of train/models whenever
+        # it is read, and importing timm costs every probe and train command about a second
+        from timm.models.resnet import BasicBlock, make_blocks
+
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be a positive number of channels, got {width}")
@@ -62,7 +65,7 @@ class ResNetEncoder(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         for module in self.modules():
-            if isinstance(module, BasicBlock):
+            if hasattr(module, "zero_init_last"):  # timm's blocks
                 module.zero_init_last()
 
     def forward_taps(self, x: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:

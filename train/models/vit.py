@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from train.models.contract import select_taps
 from train.models.registry import register_encoder
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 TAPPED_BLOCKS = (3, 6, 9, 12)
 
@@ -64,6 +67,10 @@ class ViTEncoder(nn.Module):
     input_channels = 3
 
     def __init__(self, *, embed_dim: int, num_heads: int, input_size: int, patch_size: int | None) -> None:
+        # imported here, not at module level: the registry imports every module of train/models whenever it is
+        # read, and importing timm costs every probe and train command about a second
+        from timm.models.vision_transformer import VisionTransformer
+
         super().__init__()
         patch_size = patch_size or (4 if input_size <= 64 else 16)
         if input_size % patch_size:

@@ -35,7 +35,7 @@ from reproduce import (
     SHARED,
     Interrupted,
     Stage,
-    cifar_imagefolder,
+    finished_record,
     git_commit,
     probe_stage,
     render_stage,
@@ -50,18 +50,20 @@ from probe.errors import ProbeError
 METHOD = "rotnet"
 METHOD_NAMES = {"rotnet": "RotNet", "monogan": "MonoGAN", "deepcluster": "DeepCluster", "bigan": "BiGAN"}
 LAYERS = ("conv1", "conv2")
+DATA_NAMES = {"cifar10": "CIFAR-10", "cifar10-jpg": "CIFAR-10 (JPEG copy)", "cifar100": "CIFAR-100"}
 # The baseline: train seeds the encoder first (train/loop.py, train/methods/base.py), so with the same seed this is
 # the trained encoder's own initialisation (tests/experiments/test_demo.py checks it).
 RANDOM = "random:cifar"
-# The schedules. `demo` was chosen by measurement on the 2-core CPU (bench/results/demo.md): RotNet, fp32 (this
-# CPU has no native bf16: `--amp` ran 20x slower), batch 64, SGD lr 0.1 divided by 5 for the last quarter.
+# The schedules. `demo` was chosen by measurement on the 2-core CPU (bench/results/demo.md): RotNet gave the largest
+# gains per CPU-second of the candidates (MonoGAN's steps cost 2.4x as much), batch 32 a little more per image than
+# 64; SGD lr 0.1 divided by 5 for the last quarter; fp32 (this CPU has no native bf16: `--amp` ran 20x slower).
 # The probe protocol is the paper's (BatchNorm + linear on frozen features, SGD momentum 0.9, batch 192, lr 0.01
-# divided by 5 at milestones) shortened: conv1 and conv2 only, 10,000 of the 50,000 training images, 5,000 of the
-# 10,000 test images, 10 epochs instead of 36 with the milestones moved to epochs 3, 6 and 8.
+# divided by 5 at milestones) shortened: conv1 and conv2 only, a seeded 10,000 of the 50,000 training images and
+# 5,000 of the 10,000 test images, 10 epochs instead of 36 with the milestones moved to epochs 3, 6 and 8.
 PRESETS: dict[str, dict] = {
     "demo": {
-        "n_patches": 6400,  # 100 steps per epoch at batch 64
-        "train": ["--epochs", "8", "--milestones", "6,7", "--batch-size", "64", "--head-dim", "1024",
+        "n_patches": 4800,  # 150 steps per epoch at batch 32: 600 steps, each patch seen 4 times
+        "train": ["--epochs", "4", "--milestones", "3", "--batch-size", "32", "--head-dim", "1024",
                   "--workers", "1"],
         "probe": ["--layers", ",".join(LAYERS), "--limit-train", "10000", "--limit-test", "5000",
                   "--epochs", "10", "--milestones", "3,6,8"],
@@ -129,13 +131,14 @@ def demo_stages(work: Path, preset: dict, src: Path, seed: int, data: str | None
             probe_stage(work, "random", RANDOM, probe, data, device)]
 
 
-def unpack_data(data: str) -> None:
-    """The shared JPEG copy is unpacked once into the user cache (half a minute), before the probes, so that the
-    probe stages time only themselves; the probe finds it there (keyed by the archives' content)."""
-    kind, _, path = data.partition(":")
-    if kind == "cifar10-jpg" and not (Path(path) / "train").is_dir():
-        print("[data] unpacking the CIFAR-10 JPEG copy into the user cache (once)", flush=True)
-        cifar_imagefolder(Path(path))
+def check_data(data: str) -> None:
+    """Open the probe data before any stage: a wrong DEMO_DATA is then one line up front, and the shared JPEG copy is
+    unpacked into the user cache here (once, about half a minute; the probes find it there by content), so that the
+    probe stages time only themselves."""
+    from probe.datasets import open_data
+
+    print(f"[data] opening {data} (a JPEG copy is unpacked into the user cache on first use)", flush=True)
+    open_data(data)
 
 
 def top1(result: Path) -> dict[str, float]:
@@ -152,7 +155,8 @@ def summarize(work: Path, src: Path, data: str | None, records: dict[str, dict])
     trained, random = work / "probes" / METHOD / "results.json", work / "probes" / "random" / "results.json"
     if data is not None and trained.exists() and random.exists():
         used = json.loads(trained.read_text())["data"]
-        summary.update(train_images=used.get("train_used", used["train_size"]),
+        summary.update(dataset=DATA_NAMES.get(used["kind"], used["kind"]),
+                       train_images=used.get("train_used", used["train_size"]),
                        test_images=used.get("test_used", used["test_size"]),
                        trained=top1(trained), random=top1(random))
         summary["gain"] = {name: round(summary["trained"][name] - summary["random"][name], 2) for name in LAYERS}
@@ -167,7 +171,7 @@ def finding(summary: dict, picture: Path, no_data: str) -> str:
     beats = "beats" if min(summary["gain"].values()) > 0 else "does not beat"
     layers = ", ".join(f"{name} {summary['trained'][name]:.1f}% vs {summary['random'][name]:.1f}% "
                        f"({summary['gain'][name]:+.1f})" for name in LAYERS)
-    return (f"finding: {what} {beats} its random initialisation in linear probes on CIFAR-10 "
+    return (f"finding: {what} {beats} its random initialisation in linear probes on {summary['dataset']} "
             f"({summary['train_images']:,} train / {summary['test_images']:,} test images): {layers}; "
             f"picture: {picture}")
 
@@ -215,7 +219,7 @@ def draw_picture(work: Path, summary: dict, seed: int, no_data: str) -> Path:
         bars.set_xticks(list(x), LAYERS)
         bars.set_ylim(0, max(max(summary["trained"].values()), max(summary["random"].values())) + 10)
         bars.set_ylabel("top-1 (%)")
-        bars.set_title(f"linear probes on CIFAR-10 ({summary['train_images']:,} train / "
+        bars.set_title(f"linear probes on {summary['dataset']} ({summary['train_images']:,} train / "
                        f"{summary['test_images']:,} test images)", fontsize=10)
         bars.legend(loc="lower right", fontsize=9)
     else:
@@ -262,15 +266,16 @@ def main() -> None:
     print(f"[demo] probe data: {data} ({where})" if data else f"[demo] {where}", flush=True)
     records_dir, records, reused = work / "stages", {}, set()
     try:
-        if data is not None:
-            unpack_data(data)
-        for stage in demo_stages(work, PRESETS[args.preset], src, args.seed, data, args.device):
+        stages = demo_stages(work, PRESETS[args.preset], src, args.seed, data, args.device)
+        if any(s.name.startswith("probe-") and finished_record(s, records_dir) is None for s in stages):
+            check_data(data)
+        for stage in stages:
             started = time.time()
             records[stage.name] = run_stage(stage, records_dir, None)
             if (records_dir / f"{stage.name}.json").stat().st_mtime < started:
                 reused.add(stage.name)
-    except ProbeError as e:  # --data that probe cannot open, found while unpacking
-        raise SystemExit(f"--data {data}: {e}") from None
+    except ProbeError as e:  # data that probe cannot open
+        raise SystemExit(f"probe data {data}: {e}") from None
     except (Interrupted, KeyboardInterrupt) as e:
         stage = f" during {e}" if isinstance(e, Interrupted) else ""
         print(f"\ninterrupted{stage}; run `make demo` (or this command) again to continue", flush=True)
@@ -280,6 +285,8 @@ def main() -> None:
     summary = summarize(work, src, data, records)
     picture = draw_picture(work, summary, args.seed, where)
     records["picture"] = {"wall_s": round(time.time() - drawn, 1)}
+    summary["stage_s"]["picture"] = records["picture"]["wall_s"]
+    summary["this_run_s"] = round(time.time() - start, 1)
     line = finding(summary, picture, where)
     atomic_write_bytes(work / "finding.txt", (line + "\n").encode())
     atomic_write_bytes(work / "demo.json", (json.dumps({**summary, "finding": line, "load_average": os.getloadavg()},

@@ -226,8 +226,8 @@ def draw_picture(work: Path, summary: dict, seed: int, no_data: str) -> Path:
         bars.axis("off")
         bars.text(0.5, 0.5, "not probed:\n" + no_data.replace(": ", ":\n", 1), ha="center", va="center",
                   wrap=True, fontsize=9)
-    fig.suptitle(f"What {name} learns from one image: {summary['train_s'] / 60:.1f} min on this machine "
-                 f"(commit {summary['commit']})", fontsize=12)
+    fig.suptitle(f"What {name} learns from one image ({summary['source']}) in {summary['train_s'] / 60:.1f} min of "
+                 f"training on this machine (commit {summary['commit']})", fontsize=12)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

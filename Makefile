@@ -17,10 +17,11 @@ $(STAMP): setup.cfg pyproject.toml
 # their random initialisation -> one picture, runs/demo/seed-$(SEED)/demo.png (see experiments/demo.py).
 # Completed stages are reused, so a second run takes seconds and an interrupted one continues. SEED=N runs
 # another seed in its own folder; DEMO_DATA=KIND:PATH points at CIFAR-10 where ../shared/data/cifar10-jpg is absent
-# (otherwise it is downloaded into the user cache).
+# (otherwise it is downloaded into the user cache); DEMO_ARGS passes more options (experiments/demo.py --help).
 SEED ?= 0
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/python experiments/demo.py --seed $(SEED)
+	$(BIN)/python experiments/demo.py --seed $(SEED) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

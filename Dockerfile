@@ -1,7 +1,9 @@
 # The batch-job image: `pipeline`, `train` and `probe` on a CUDA PyTorch base, with pillow-simd in place of pillow.
 #
 #   docker build -t single-image-ssl .
-#   docker run --rm --gpus all -v /srv/ssl:/data single-image-ssl train rotnet shards/mono-A --out runs/rotnet-A
+#   docker run --rm --gpus all --ipc=host -v /srv/ssl:/data single-image-ssl train rotnet shards/mono-A --out runs/rotnet-A
+#
+# --ipc=host (or --shm-size=16g): loader workers pass decoded batches through /dev/shm, which Docker caps at 64 MB.
 #
 # BASE_IMAGE is a Python (3.10+) image with torch==2.14.1 and torchvision==0.29.1 installed, as the official PyTorch
 # images are: pip keeps the base's builds (see the constraint below), and the build fails rather than replace them with

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 import pipeline.render  # noqa: E402
 from pipeline.augment import PaperParams, sample_paper_params, sample_rng  # noqa: E402
 from pipeline.config import RenderConfig  # noqa: E402
-from pipeline.shardio import MANIFEST, atomic_write_bytes, dump_manifest, read_manifest  # noqa: E402
+from pipeline.fileio import atomic_write_bytes  # noqa: E402
+from pipeline.shardio import MANIFEST, dump_manifest, read_manifest  # noqa: E402
 from pipeline.sources import load_source  # noqa: E402
 
 EXPERIMENT = "crop boxes, flips and jitter drawn as for this config (with rotation); every angle then set to 0"

@@ -4,7 +4,9 @@ For each method: images/s of training steps on device-resident batches (the load
 warm-up. For the reader: decoded samples/s of `pipeline.shards.open_shards` through a DataLoader with W
 workers, the way the trainers read. The ratio line says which one limits an end-to-end run. A DeepCluster
 clustering pass (PCA-whitening + L2 + k-means on synthetic fc7-sized features) is timed too, at --cluster-n
-samples.
+samples, drawn and projected in chunks as DeepCluster streams them (1,281,167 x 4096 floats would be 21 GB).
+Steps run with train's kernel settings (cuDNN autotuning and TF32 on CUDA, train.loop.backend_settings) and its
+bf16 autocast region (train.loop.amp_autocast).
 
     .venv/bin/python bench/train.py                          # CPU: CIFAR encoder, 32 px
     .venv/bin/python bench/train.py --arch alexnet --size 256 --batch-size 256 --cluster-n 1281167  # GPU
@@ -25,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from train import clustering  # noqa: E402
-from train.data import Batch, ShardSource  # noqa: E402
-from train.loop import pick_device  # noqa: E402
+from train.data import Batch, ShardSource, default_workers, usable_cpus  # noqa: E402
+from train.loop import amp_autocast, backend_settings, pick_device  # noqa: E402
 from train.methods import get_method  # noqa: E402
 
 
@@ -54,15 +56,12 @@ def bench_method(name: str, arch: str, size: int, batch_size: int, steps: int, w
     imgs = (torch.rand(batch_size, 3, size, size, generator=g) * 255).to(torch.uint8).to(device)
     batch = Batch(imgs, torch.arange(batch_size, device=device),
                   torch.randint(0, 1000, (batch_size,), device=device) if cls.needs_labels else None)
-    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (amp and device.type == "cuda") else None
+    use_amp = amp and device.type == "cuda"
     m.train()
 
     def step():
-        if ctx is None:
+        with amp_autocast(device.type, use_amp):
             m.training_step(batch, g)
-        else:
-            with ctx():
-                m.training_step(batch, g)
 
     for _ in range(warmup):
         step()
@@ -88,19 +87,39 @@ def bench_reader(location: str, batch_size: int, workers: int, max_samples: int)
     return seen / (time.perf_counter() - t)
 
 
-def bench_clustering(n: int, dim: int, k: int, device: torch.device, backend: str) -> dict[str, float]:
-    g = torch.Generator().manual_seed(0)
-    feats = torch.randn(n, dim, generator=g)
-    t0 = time.perf_counter()
-    pca = clustering.fit_pca(feats[:20_000].to(device), 256)
-    reduced = torch.cat([pca(feats[i:i + 65536].to(device)) for i in range(0, n, 65536)])
-    x = clustering.l2_normalize(reduced)
-    sync(device)
-    t1 = time.perf_counter()
-    clustering.kmeans(x, k, niter=20, seed=0, backend=backend)
-    sync(device)
-    t2 = time.perf_counter()
-    return {"pca_s": t1 - t0, "kmeans_s": t2 - t1}
+def feature_chunks(n: int, dim: int, device: torch.device, chunk: int = 65536, seed: int = 0):
+    """n synthetic fc7-like rows in chunks of at most ``chunk``, drawn on ``device`` (the first chunk holds the PCA
+    sample)."""
+    g = torch.Generator(device).manual_seed(seed)
+    for start in range(0, n, chunk):
+        yield torch.randn(min(chunk, n - start), dim, generator=g, device=device)
+
+
+def bench_clustering(n: int, dim: int, k: int, device: torch.device, backend: str,
+                     pca_samples: int = 20_000) -> dict[str, float]:
+    """PCA fit + projection + L2 (seconds, the rows' generation left out) and k-means, as one clustering pass does
+    them in fp32 (clustering.full_fp32); one chunk of raw rows exists at a time."""
+    chunks = feature_chunks(n, dim, device, chunk=max(65536, pca_samples))
+    generating, reduced, pca = 0.0, [], None
+    with clustering.full_fp32(device.type):
+        t0 = time.perf_counter()
+        while True:
+            t = time.perf_counter()
+            rows = next(chunks, None)
+            sync(device)
+            generating += time.perf_counter() - t
+            if rows is None:
+                break
+            if pca is None:
+                pca = clustering.fit_pca(rows[:pca_samples], 256)
+            reduced.append(pca(rows))
+        x = clustering.l2_normalize(torch.cat(reduced))
+        sync(device)
+        t1 = time.perf_counter()
+        clustering.kmeans(x, k, niter=20, seed=0, backend=backend)
+        sync(device)
+        t2 = time.perf_counter()
+    return {"pca_s": t1 - t0 - generating, "kmeans_s": t2 - t1}
 
 
 def main() -> None:
@@ -110,10 +129,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--methods", default="rotnet,deepcluster,bigan,monogan,supervised")
+    ap.add_argument("--methods", default="rotnet,deepcluster,bigan,monogan,supervised", help="'': no step timing")
     ap.add_argument("--set", default=None, help="a rendered set to read (default: render a temporary one)")
-    ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set")
-    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set (0 and no --set: no "
+                    "reader timing)")
+    ap.add_argument("--workers", type=int, default=default_workers(), help="loader workers (default: train's)")
     ap.add_argument("--cluster-n", type=int, default=50_000, help="0: skip the clustering benchmark")
     ap.add_argument("--cluster-dim", type=int, default=0, help="feature width (0: 4096)")
     ap.add_argument("--device", default="auto")
@@ -121,18 +141,34 @@ def main() -> None:
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{usable_cpus()} CPU cores"
     print(f"# device {device} ({what}), torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    with backend_settings(device):  # train's kernel settings: cuDNN autotuning and TF32 on CUDA
+        run(args, device)
 
+
+def run(args: argparse.Namespace, device: torch.device) -> None:
     rates = {}
-    for name in args.methods.split(","):
+    for name in filter(None, args.methods.split(",")):
         ips = bench_method(name, args.arch, args.size, args.batch_size, args.steps, args.warmup, device,
                            not args.no_amp)
         rates[name] = ips
         print(f"train  {name:12s} {args.arch:13s} {args.size:4d} px  batch {args.batch_size:4d}  "
               f"{ips:10.1f} images/s")
 
+    if args.set is not None or args.render_n > 0:
+        bench_reading(args, rates)
+    if args.cluster_n > 0:
+        dim = args.cluster_dim or 4096
+        k = clustering.default_k(args.cluster_n)
+        backend = "torch" if device.type == "cuda" else "faiss"
+        c = bench_clustering(args.cluster_n, dim, k, device, backend)
+        print(f"cluster deepcluster n={args.cluster_n} dim={dim}->256 k={k} ({backend}): "
+              f"PCA+L2 {c['pca_s']:.1f} s, k-means 20 iters {c['kmeans_s']:.1f} s")
+
+
+def bench_reading(args: argparse.Namespace, rates: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         location = args.set
         if location is None:
@@ -143,21 +179,12 @@ def main() -> None:
             render_set(location, RenderConfig(n_patches=args.render_n, size=args.size,
                                               shard_size=max(64, args.render_n // 8)),
                        workers=args.workers, log=lambda *a, **k: None)
-        reader = bench_reader(location, args.batch_size, args.workers, max_samples=args.render_n)
+        reader = bench_reader(location, args.batch_size, args.workers, max_samples=args.render_n or 20_000)
     print(f"reader open_shards decode   {args.size:4d} px  workers {args.workers:3d}  "
           f"{reader:10.1f} samples/s")
     for name, ips in rates.items():
         limit = "the reader limits" if reader < ips else "training limits"
         print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
-
-    if args.cluster_n <= 0:
-        return
-    dim = args.cluster_dim or 4096
-    k = clustering.default_k(args.cluster_n)
-    backend = "torch" if device.type == "cuda" else "faiss"
-    c = bench_clustering(args.cluster_n, dim, k, device, backend)
-    print(f"cluster deepcluster n={args.cluster_n} dim={dim}->256 k={k} ({backend}): "
-          f"PCA+L2 {c['pca_s']:.1f} s, k-means 20 iters {c['kmeans_s']:.1f} s")
 
 
 if __name__ == "__main__":

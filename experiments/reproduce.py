@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.fileio import atomic_write_text
 from probe.errors import ProbeError
 from probe.report import NO_PAPER_ROW
 
@@ -61,10 +62,12 @@ PRESETS: dict[str, dict] = {
             # 90-epoch row, and 1,000 steps left conv1 at 59.2 against 63.1 after 8 epochs
             "supervised": ["--epochs", "8", "--batch-size", "64", "--head-dim", "1024"],
         },
+        "workers": 2,  # loader workers of every training stage (the 2-core machine the results were measured on)
         "probe": [],
     },
     # One GPU: the paper-scale schedules at d = 50,000: the tools' defaults but for the epochs (DeepCluster 100, not
-    # its ImageNet-scale 500) and the supervised batch (128, not 256).
+    # its ImageNet-scale 500) and the supervised batch (128, not 256). Loader workers: train's default (the CPUs the
+    # process may use, less one).
     "full": {
         "n_patches": 50_000,
         "train": {
@@ -80,6 +83,7 @@ PRESETS: dict[str, dict] = {
         "n_patches": 256,
         "train": {m: ["--max-steps", "3", "--batch-size", "16", "--ckpt-every", "2"]
                   for m in ("monogan", "rotnet", "deepcluster", "supervised")},
+        "workers": 2,
         "probe": ["--epochs", "1", "--batch-size", "64", "--workers", "0"],
     },
 }
@@ -151,9 +155,14 @@ def train_and_probe(work: Path, method: str, shards: Path, preset: dict, data: s
                     run_name: str | None = None) -> list[Stage]:
     run = work / "runs" / (run_name or method)
     train = Stage(f"train-{run.name}", [str(BIN / "train"), method, str(shards), "--arch", "cifar", "--out", str(run),
-                                        "--device", device, "--workers", "2", *preset["train"][method]],
+                                        "--device", device, *workers_option(preset), *preset["train"][method]],
                   [run / "encoder.pt"], run_dir=run, inputs=[shards / "manifest.json"])
     return [train, probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device)]
+
+
+def workers_option(preset: dict) -> list[str]:
+    """The preset's loader workers for training stages, or none: train's default for the machine."""
+    return ["--workers", str(preset["workers"])] if "workers" in preset else []
 
 
 def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
@@ -161,7 +170,7 @@ def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
     sup_data = str(cifar_imagefolder(Path(path)) if kind == "cifar10-jpg" else Path(path))
     run = work / "runs" / "supervised"
     sup = Stage("train-supervised", [str(BIN / "train"), "supervised", sup_data, "--arch", "cifar", "--out", str(run),
-                                     "--device", device, "--workers", "2", *preset["train"]["supervised"]],
+                                     "--device", device, *workers_option(preset), *preset["train"]["supervised"]],
                 [run / "encoder.pt"], run_dir=run)
     # two random baselines: the plain encoder, and MonoGAN's leaky-ReLU variant (its like-for-like baseline)
     return [sup, probe_stage(work, "supervised", str(run / "encoder.pt"), preset, data, device),
@@ -236,19 +245,19 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
         while proc.poll() is None:
             if deadline is not None and time.time() > deadline:
                 stop_stage(proc)
-                partial.write_text(json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+                atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
                 raise TimeLimit(stage.name)
             time.sleep(0.2)
     except KeyboardInterrupt:
         stop_stage(proc)
-        partial.write_text(json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+        atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
         raise Interrupted(stage.name) from None
     if proc.returncode != 0:
         raise SystemExit(f"[{stage.name}] failed with exit status {proc.returncode}; fix the cause and run the same "
                          f"command again to resume")
     done = {"stage": stage.name, "command": cmd, "wall_s": round(earlier + time.time() - t0, 1),
             "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    record.write_text(json.dumps(done, indent=1) + "\n")
+    atomic_write_text(record, json.dumps(done, indent=1) + "\n")
     partial.unlink(missing_ok=True)
     return done
 
@@ -277,10 +286,13 @@ def git_commit() -> str:
 
 
 def device_name(device: str) -> str:
+    """The device the stages ran on: the GPU that --device names (cuda and auto: the trainers' cuda:LOCAL_RANK)."""
     import torch
 
     if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+        named = torch.device("cuda" if device == "auto" else device)
+        index = named.index if named.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
@@ -314,7 +326,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     lines += ["", *gains_section(work, [p for p, _ in results]), "---", "",
               body.read_text()]
     out = work / f"report-{target}.md"
-    out.write_text("\n".join(lines) + "\n")
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return out
 
 
@@ -431,5 +443,15 @@ def main() -> None:
     print(f"report: {report}")
 
 
+def run() -> None:
+    """main(), with a failing disk (every file is written through pipeline.fileio) reported as one line."""
+    try:
+        main()
+    except OSError as e:
+        if e.filename is None:
+            raise
+        raise SystemExit(f"{e.filename}: {e.strerror or e}") from None
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -9,6 +9,7 @@ import click
 
 from pipeline.config import IMAGENET_SIZE, RenderConfig
 from pipeline.errors import FileErrorGroup, PipelineError
+from pipeline.options import float_range
 
 
 class _Part(click.ParamType):
@@ -55,9 +56,9 @@ def main() -> None:
 @click.option("--no-rotate", is_flag=True, help="No rotation.")
 @click.option("--no-jitter", is_flag=True, help="No colour jitter.")
 @click.option("--no-flip", is_flag=True, help="No horizontal flip.")
-@click.option("--max-angle", type=float, default=RenderConfig.max_angle, show_default=True,
+@click.option("--max-angle", type=float_range(0, 90), default=RenderConfig.max_angle, show_default=True,
               help="Paper recipe: rotation uniform in (-A, A) degrees.")
-@click.option("--min-area", type=float, default=RenderConfig.min_area, show_default=True,
+@click.option("--min-area", type=float_range(0, 1, min_open=True), default=RenderConfig.min_area, show_default=True,
               help="Paper recipe: smallest crop, as a fraction beta of the source's area.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default=None,
               help="Image format [default: png at S <= 64, else jpg].")

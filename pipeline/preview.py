@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import PipelineError, ShardSetError
-from pipeline.shardio import atomic_write_bytes, sample_key
+from pipeline.fileio import atomic_write_bytes
+from pipeline.shardio import sample_key
 from pipeline.shards import decode_image, load_manifest
 from pipeline.verify import sample_formats, shard_file_problem
 

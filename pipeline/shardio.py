@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from pipeline import FORMAT_VERSION
 from pipeline.errors import ShardSetError
+from pipeline.fileio import atomic_file, atomic_write_bytes
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "patches-{:06d}.tar"
@@ -41,28 +41,18 @@ def write_tar(path: Path, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]
     Every header field that could vary between machines or runs is fixed (mtime 0, owner root, mode 0644), so the
     bytes depend only on the samples. Returns the shard's size and sha256.
     """
-    tmp = path.with_name(f"{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
     digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as raw:
-            hashing = _HashingWriter(raw, digest)
-            with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for key, members in samples:
-                    for ext, data in members:
-                        info = tarfile.TarInfo(f"{key}.{ext}")
-                        info.size, info.mtime, info.mode = len(data), 0, 0o644
-                        info.uid = info.gid = 0
-                        info.uname = info.gname = ""
-                        tar.addfile(info, io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
-            size = raw.tell()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path) as raw:
+        hashing = _HashingWriter(raw, digest)
+        with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                for ext, data in members:
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+        size = hashing.tell()
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 
@@ -84,24 +74,6 @@ class _HashingWriter(io.RawIOBase):
         return self._raw.write(b)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_manifest(folder: Path) -> dict | None:
     path = folder / MANIFEST
     if not path.exists():
@@ -116,7 +88,7 @@ def read_manifest(folder: Path) -> dict | None:
 # What every reader of a manifest relies on, by kind of set; checked once here so that no reader meets a KeyError.
 _FIELDS = {"config": dict, "n_samples": int, "n_shards": int, "shards": list}
 _KIND_FIELDS = {"rendered": {"sources": list}, "labelled": {"classes": list}}
-_CONFIG_FIELDS = {"rendered": {"format": str, "size": int, "shard_size": int},
+_CONFIG_FIELDS = {"rendered": {"format": str, "size": int, "shard_size": int, "n_patches": int},
                   "labelled": {"format": str, "shard_size": int, "classes": list}}
 _SOURCE_FIELDS = {"path": str, "sha256": str, "width": int, "height": int, "mode": str}
 _SHARD_FIELDS = {"name": str, "first": int, "count": int, "bytes": int, "sha256": str}
@@ -138,7 +110,8 @@ def check_manifest(manifest: object, where: str | Path) -> dict:
                or (kind == "rendered" and _entries_problem(manifest, "sources", _SOURCE_FIELDS))
                # readers label by `classes`, a resumed pack compares `config.classes`: they must be one list
                or (kind == "labelled" and manifest["config"]["classes"] != manifest["classes"]
-                   and "config.classes differs from classes"))
+                   and "config.classes differs from classes")
+               or _consistency_problem(manifest, kind))
     if problem:
         raise ShardSetError(f"{where}: malformed manifest ({problem})")
     return manifest
@@ -167,6 +140,40 @@ def _entries_problem(manifest: dict, key: str, fields: dict[str, type]) -> str |
         if key == "shards" and not _SHARD_NAME.fullmatch(entry["name"]):
             # a name is joined to the set's folder: only the writer's own names, never a path elsewhere
             return f"{where}.name {entry['name']!r} is not patches-NNNNNN.tar"
+    return None
+
+
+def _consistency_problem(manifest: dict, kind: str) -> str | None:
+    """What makes a manifest disagree with itself: no samples, no sources or classes, or shards whose place in
+    the set is not the one the writer gives shard k (samples k * shard_size onwards, shard_size of them, the last
+    one shorter), which also rules out overlapping shards and shards beyond the sample count."""
+    n, config = manifest["n_samples"], manifest["config"]
+    shard_size = config["shard_size"]
+    if n == 0:
+        return "n_samples is 0; a set holds at least one sample"
+    if shard_size == 0:
+        return "config.shard_size is 0"
+    if kind == "rendered" and not manifest["sources"]:
+        return "'sources' is empty; a rendered set comes from at least one image"
+    if kind == "rendered" and config["n_patches"] != n:
+        return f"config.n_patches {config['n_patches']} differs from n_samples {n}"
+    if kind == "labelled" and not manifest["classes"]:
+        return "'classes' is empty"
+    n_shards = -(-n // shard_size)
+    if manifest["n_shards"] != n_shards:
+        return f"n_shards {manifest['n_shards']}, but {n} samples in shards of {shard_size} make {n_shards}"
+    listed: set[str] = set()
+    for i, shard in enumerate(manifest["shards"]):
+        name, k = shard["name"], int(shard["name"][len("patches-"):-len(".tar")])
+        if name in listed:
+            return f"shards[{i}] {name} is listed twice"
+        listed.add(name)
+        if k >= n_shards:
+            return f"shards[{i}] {name} is beyond the set's {n_shards} shards"
+        first, count = k * shard_size, min(shard_size, n - k * shard_size)
+        if (shard["first"], shard["count"]) != (first, count):
+            return (f"shards[{i}] {name} lists samples from {shard['first']}, {shard['count']} of them; shard {k} "
+                    f"of {n} samples in shards of {shard_size} holds {count} from {first}")
     return None
 
 

@@ -3,10 +3,15 @@
 Each epoch yields every sample exactly once across ranks (split by node) and DataLoader workers (split by worker).
 Shard order and the sample shuffle buffer are seeded by (seed, epoch, rank, worker), so an epoch's order is
 reproducible, which exact resume relies on. Call `set_epoch` before each epoch, as with DistributedSampler.
+
+What is read is checked as it streams, whatever the transport (file, http, `pipe:`): each shard's bytes are hashed
+as they pass (no second read) and compared with the manifest's sha256 at the shard's end, before its last sample
+is handed on; each shard must yield the samples it lists; each rendered patch must have the manifest's size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -18,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.errors import ShardSetError
@@ -32,9 +38,15 @@ def _is_url(location: str) -> bool:
 
 
 def is_url_pattern(location: str | Path) -> bool:
-    """A webdataset URL list (`pipe:` command, brace pattern, `::`-joined) rather than a set folder or manifest."""
+    """A webdataset URL list (`pipe:` command, brace pattern, `::`-joined) rather than a set folder or manifest.
+
+    A local path that exists is a folder or manifest whatever characters it holds (`{`, `::`)."""
     loc = str(location)
-    return loc.startswith("pipe:") or "{" in loc or "::" in loc
+    if loc.startswith("pipe:"):
+        return True
+    if "{" not in loc and "::" not in loc:
+        return False
+    return _is_url(loc) or not Path(loc).expanduser().exists()
 
 
 def load_manifest(location: str | Path) -> dict:
@@ -66,7 +78,8 @@ def shard_urls(location: str | Path, manifest: dict | None = None) -> list[str]:
         base = loc.rsplit("/", 1)[0] if loc.endswith(".json") else loc.rstrip("/")
         return [f"{base}/{s['name']}" for s in manifest["shards"]]
     folder = Path(loc).parent if Path(loc).name == MANIFEST else Path(loc)
-    return [str(folder / s["name"]) for s in manifest["shards"]]
+    # absolute: the reader would take a relative folder named `pipe:x` or `a::b` for a scheme or a URL list
+    return [str(folder.absolute() / s["name"]) for s in manifest["shards"]]
 
 
 def count_samples(location: str | Path) -> int:
@@ -100,14 +113,20 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 
-def decode_sample(sample: dict, decode: str = "torch") -> dict[str, Any]:
-    """A raw webdataset sample (bytes by extension) -> {'key', 'index', 'image', 'meta'}."""
+def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) -> dict[str, Any]:
+    """A raw webdataset sample (bytes by extension) -> {'key', 'index', 'image', 'meta'}; with `size` (a rendered
+    set's config.size), a decoded patch of any other size is an error."""
     key = sample["__key__"]
     ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
     where = f"{sample.get('__url__', '?')}:{key}"
     if ext is None or "json" not in sample:
         raise ShardSetError(f"{where}: sample lacks an image or its .json")
-    meta = json.loads(sample["json"])
+    try:
+        meta = json.loads(sample["json"])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ShardSetError(f"{where}: its .json is not a JSON object")
     if decode == "raw":
         image: Any = sample[ext]
     elif decode == "pil":
@@ -119,6 +138,9 @@ def decode_sample(sample: dict, decode: str = "torch") -> dict[str, Any]:
         image = Image.fromarray(decode_rgb(sample[ext], where)[0])
     else:
         image = decode_image(sample[ext], where)
+        if size is not None and image.shape[:2] != (size, size):
+            raise ShardSetError(f"{where}: a {image.shape[1]}x{image.shape[0]} patch, but the manifest's "
+                                f"config.size is {size}")
         if decode == "torch":
             import torch
 
@@ -133,6 +155,72 @@ def _raise_shard_error(exn: Exception) -> bool:
     where = exn.args[-1] if len(exn.args) > 1 and isinstance(exn.args[-1], str) else "shard"
     raise ShardSetError(f"{where}: unreadable shard, truncated or corrupt ({exn.args[0] if exn.args else exn})") \
         from exn
+
+
+class _HashingReader:
+    """A read-only stream that hashes the bytes passing through it: a shard is verified by the one read of it."""
+
+    def __init__(self, stream):
+        self._stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self.digest.update(data)
+        return data
+
+    def drain(self) -> None:
+        """Read to the end: the tar reader stops at the end-of-archive marker and leaves the padding after it."""
+        while self.read(1 << 16):
+            pass
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _ReadShards(wds.PipelineStage):
+    """Opens each shard URL and yields its raw samples (webdataset's tarfile_to_samples), hashing the bytes as
+    they stream past when the manifest lists the shard's sha256 (`digests`: name -> manifest entry).
+
+    At the end of a shard, before its last sample is yielded (webdataset holds a sample until its shard's
+    end-of-file marker), the rest of the stream is read and the digest compared: a damaged shard stops the epoch
+    with one line naming it and the samples it holds. Samples before the last have been yielded by then; a
+    trainer stops at the error, and `pipeline verify` tells which sample is damaged."""
+
+    def __init__(self, entries: dict[str, dict] | None):
+        self.entries = entries or {}
+
+    def run(self, src):
+        current: dict[str, Any] = {}
+
+        def opened():
+            for source in url_opener(src, handler=_raise_shard_error):
+                current.clear()
+                m = _SHARD_NAME.search(source["url"])
+                entry = self.entries.get(m.group(0)) if m else None
+                if entry is not None:
+                    source["stream"] = current["reader"] = _HashingReader(source["stream"])
+                    current.update(url=source["url"], entry=entry)
+                yield source
+
+        def checked(files):
+            for file in files:
+                if file == {} and current:  # the end-of-file marker of a shard whose bytes were hashed
+                    _check_digest(current["url"], current["reader"], current["entry"])
+                yield file
+
+        return group_by_keys(checked(tar_file_expander(opened(), handler=_raise_shard_error)),
+                             handler=_raise_shard_error)
+
+
+def _check_digest(url: str, reader: _HashingReader, entry: dict) -> None:
+    try:
+        reader.drain()
+    except OSError as e:
+        raise ShardSetError(f"{url}: unreadable shard ({e.strerror or e})") from None
+    if reader.digest.hexdigest() != entry["sha256"]:
+        first, last = entry["first"], entry["first"] + entry["count"] - 1
+        raise ShardSetError(f"{url}: sha256 differs from the manifest's, a damaged or altered shard (samples "
+                            f"{first:09d}..{last:09d}); stopped. `pipeline verify` names the damaged sample")
 
 
 class _EpochShardList(wds.PipelineStage):
@@ -237,7 +325,7 @@ def check_pattern_covers_manifest(urls: list[str], manifest: dict) -> None:
 def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
                 decode: str = "torch", split_by_node: bool = True, split_by_worker: bool = True,
                 check: bool = True, manifest: str | Path | dict | None = None,
-                only: Collection[str] | None = None) -> ShardPipeline:
+                only: Collection[str] | None = None, verify: bool = True) -> ShardPipeline:
     """Open a rendered set for streaming: an IterableDataset of {'key', 'index', 'image', 'meta'} dicts.
 
     `location` is a set folder, its manifest.json, an http(s) URL of either, or a webdataset URL pattern
@@ -245,6 +333,8 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
     dict) to get sample counts and per-shard checks. A torn, truncated or cut shard raises: an epoch is never
     silently short. For a folder or URL, a `manifest` dict already read is used as is (no second fetch), and
     `only` (shard names) restricts the epoch to those shards, so a reader can interleave several streams.
+    With a manifest, each shard is hashed as it streams and checked against it (`verify=False`: not, for
+    benchmarks), and a rendered set's patches must have its config.size.
     """
     if is_url_pattern(location):
         if only is not None:
@@ -265,12 +355,15 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
         stages.append(wds.split_by_node)
     if split_by_worker:
         stages.append(wds.split_by_worker)
-    stages.append(wds.tarfile_to_samples(handler=_raise_shard_error))
+    listed = {s["name"]: s for s in manifest["shards"]} if manifest is not None else {}
+    stages.append(_ReadShards(listed if verify else None))
     if manifest is not None:
-        stages.append(_CheckShardCounts({s["name"]: s["count"] for s in manifest["shards"]}))
+        stages.append(_CheckShardCounts({name: s["count"] for name, s in listed.items()}))
     if shuffle_buffer > 0:
         stages.append(_EpochShuffle(shuffle_buffer, seed))
-    stages.append(wds.map(lambda s: decode_sample(s, decode)))
+    size = manifest["config"]["size"] if manifest is not None and manifest.get("kind", "rendered") == "rendered" \
+        else None
+    stages.append(wds.map(lambda s: decode_sample(s, decode, size)))
     pipe = ShardPipeline(*stages)
     pipe.n_samples = sum(s["count"] for s in manifest["shards"]) if manifest is not None else None
     pipe.manifest = manifest

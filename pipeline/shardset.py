@@ -18,10 +18,10 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
+from pipeline.fileio import atomic_write_bytes
 from pipeline.shardio import (
     MANIFEST,
     add_shard,
-    atomic_write_bytes,
     dump_manifest,
     manifest_lock,
     read_manifest,

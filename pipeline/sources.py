@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,12 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import SourceImageError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm"}
-# Twice Pillow's default bomb threshold (~179 Mpx, e.g. 16k x 11k): large photographs pass, crafted bombs do not.
+# The one decompression-bomb limit: images of more pixels than this are refused, by every decoder of the toolkit,
+# with a message quoting it (README says the same number). Twice Pillow's default threshold, 178,956,970 pixels
+# (~179 Mpx, e.g. 16k x 11k): large photographs pass, crafted bombs do not.
 MAX_SOURCE_PIXELS = 2 * 89_478_485
 # scikit-image's bundled photographs: NASA (public domain) and CC0 images, shipped inside an installed dependency.
 DEFAULT_POOL = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "hubble_deep_field.jpg")
@@ -135,7 +140,7 @@ def _plain_rgb_jpeg(path: str | Path) -> Image.Image | None:
     """
     try:
         with Image.open(path, formats=("JPEG",)) as image:
-            if (image.mode != "RGB" or image.width * image.height > MAX_SOURCE_PIXELS // 2
+            if (image.mode != "RGB" or image.width * image.height > MAX_SOURCE_PIXELS
                     or image.getexif().get(ExifTags.Base.Orientation, 1) != 1):
                 return None
             image.load()
@@ -144,35 +149,49 @@ def _plain_rgb_jpeg(path: str | Path) -> Image.Image | None:
         return None
 
 
+class _UndefinedPixels(ValueError):
+    """Pixel values whose meaning as an 8-bit intensity cannot be known (see `_float_to_grey8`)."""
+
+
 def decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
     """Encoded image bytes -> (H x W x 3 uint8 RGB, the file's own mode); a SourceImageError naming `name`."""
     if not data:
         raise SourceImageError(f"{name}: empty file")
     try:
-        return _decode_rgb(data)
+        return _decode_rgb(data, name)
     except Image.DecompressionBombError:
         raise SourceImageError(f"{name}: image too large, a possible decompression bomb "
                                f"(limit {MAX_SOURCE_PIXELS:,} pixels)") from None
+    except _UndefinedPixels as e:
+        raise SourceImageError(f"{name}: {e}") from None
     except UnidentifiedImageError:
         raise SourceImageError(f"{name}: not an image file, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise SourceImageError(f"{name}: corrupt or truncated image ({e})") from None
 
 
-def _decode_rgb(data: bytes) -> tuple[np.ndarray, str]:
+_NOTICED_FRAMES: set[str] = set()  # files whose extra frames were reported, once per process
+
+
+def _decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         old_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS // 2  # Pillow raises at twice this and warns at once this
+        # Pillow warns above this many pixels (an error here) and raises above twice it: one limit, MAX_SOURCE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
         try:
             img = Image.open(io.BytesIO(data))
             mode = img.mode
-            img.load()
+            img.load()  # the first frame of a multi-frame file (GIF, TIFF pages, APNG, animated WebP)
+            frames = getattr(img, "n_frames", 1)
             img = ImageOps.exif_transpose(img)
         except Image.DecompressionBombWarning:
             raise Image.DecompressionBombError("bomb") from None
         finally:
             Image.MAX_IMAGE_PIXELS = old_limit
+    if frames > 1 and str(name) not in _NOTICED_FRAMES:
+        _NOTICED_FRAMES.add(str(name))
+        log.warning("%s: %d frames; the first is used", name, frames)
     return _to_rgb8(img), mode
 
 
@@ -180,15 +199,41 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # Pillow's convert('RGB') clips 16-bit values at 255; scale the full range down instead.
         a = np.asarray(img).astype(np.float64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise _UndefinedPixels(f"32-bit integer image with values in [{a.min():.0f}, {a.max():.0f}]: only "
+                                   f"0..255 (8-bit) or 0..65535 (16-bit) have a defined intensity; save it as an "
+                                   f"8- or 16-bit image")
         top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
         g = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if img.mode == "F":
-        a = np.asarray(img)
-        top = 1.0 if a.max() <= 1.0 else 255.0
-        g = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
+        return np.repeat(_float_to_grey8(np.asarray(img))[..., None], 3, axis=2)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     # Alpha is dropped, as the authors' generator did (PIL convert('RGB')); Image C (sf.png) is RGBA.
     return np.asarray(img.convert("RGB"))
+
+
+_FLOAT_SLACK = 1e-6  # rounding in the tool that wrote the file: 1.0000001 is still 1
+
+
+def _float_to_grey8(a: np.ndarray) -> np.ndarray:
+    """A floating-point (mode F) image as 8-bit grey, by the one rule that needs no guess about its scale.
+
+    Values in [0, 1] are intensities as fractions (scaled by 255); whole numbers in [0, 255] are 8-bit values
+    stored as floats (used as they are). Anything else (negative values, fractions above 1, values above 255, NaN,
+    infinities) has no defined intensity: stretching it to its own range would make a dark image bright and a
+    clipped one black, so it is refused.
+    """
+    if a.size == 0:
+        return a.astype(np.uint8)
+    if not np.isfinite(a).all():
+        raise _UndefinedPixels("floating-point image holding NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= -_FLOAT_SLACK and hi <= 1 + _FLOAT_SLACK:
+        return np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    if lo >= 0 and hi <= 255 and np.array_equal(a, np.round(a)):
+        return a.astype(np.uint8)
+    raise _UndefinedPixels(f"floating-point image with values in [{lo:g}, {hi:g}]: only [0, 1] (scaled by 255) "
+                           f"and whole numbers in [0, 255] have a defined intensity; save it as an 8- or 16-bit "
+                           f"image")

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.errors import ShardSetError
 from pipeline.shardio import MANIFEST, sample_key
 from pipeline.shards import IMAGE_EXTENSIONS, load_manifest
 
@@ -30,9 +31,21 @@ def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) 
     for extra in sorted(p.name for p in folder.glob("patches-*.tar") if p.name not in listed):
         problems.append(f"{folder / extra}: not listed in {MANIFEST} (an unfinished render?)")
     formats = sample_formats(manifest)
+    size = patch_size(manifest)
     for s in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
-        problems.extend(_verify_shard(folder / s["name"], s, formats, decode))
+        problems.extend(_verify_shard(folder / s["name"], s, formats, decode, size))
     return problems
+
+
+def patch_size(manifest: dict) -> int | None:
+    """The side every patch of a rendered set has (config.size); None for a packed set, whose images keep theirs."""
+    return manifest["config"]["size"] if manifest.get("kind", "rendered") == "rendered" else None
+
+
+def _size_problem(where: str, image: np.ndarray | None, size: int | None) -> str | None:
+    if image is None or size is None or image.shape[:2] == (size, size):
+        return None
+    return f"{where}: a {image.shape[1]}x{image.shape[0]} patch, but the manifest's config.size is {size}"
 
 
 def sample_formats(manifest: dict) -> frozenset[str]:
@@ -54,7 +67,7 @@ def shard_file_problem(path: Path, entry: dict) -> str | None:
     return None
 
 
-def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool) -> list[str]:
+def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool, size: int | None) -> list[str]:
     problem = shard_file_problem(path, entry)
     if problem:
         return [problem]
@@ -66,13 +79,14 @@ def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool
         return [f"{path}: sha256 differs from the manifest (altered)"]
     if not decode:
         return []
-    return _decode_shard(path, entry, formats)
+    return _decode_shard(path, entry, formats, size)
 
 
-def _decode_shard(path: Path, entry: dict, formats: frozenset[str]) -> list[str]:
+def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | None) -> list[str]:
     expected = [sample_key(i) for i in range(entry["first"], entry["first"] + entry["count"])]
     seen: dict[str, set[str]] = {}
     problems = []
+    sized = False
     try:
         with tarfile.open(path) as tar:
             for member in tar:
@@ -80,8 +94,12 @@ def _decode_shard(path: Path, entry: dict, formats: frozenset[str]) -> list[str]
                 data = tar.extractfile(member).read()
                 seen.setdefault(key, set()).add(ext)
                 if ext in IMAGE_EXTENSIONS:
-                    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+                    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                    if image is None:
                         problems.append(f"{path}:{member.name}: image does not decode")
+                    elif not sized and (problem := _size_problem(f"{path}:{member.name}", image, size)):
+                        problems.append(problem)  # one line per shard: a set of another size has many
+                        sized = True
                 elif ext == "json":
                     json.loads(data)
     except (tarfile.TarError, OSError, ValueError) as e:
@@ -95,9 +113,31 @@ def _decode_shard(path: Path, entry: dict, formats: frozenset[str]) -> list[str]
     return problems
 
 
+def _first_patch_problem(folder: Path, manifest: dict) -> str | None:
+    """Whether the first patch of the first listed shard has the manifest's size: a cheap check (one small image)
+    that the manifest describes these shards. A missing or unreadable shard is left to `pipeline verify`."""
+    size = patch_size(manifest)
+    if size is None or not manifest["shards"]:
+        return None
+    path = folder / manifest["shards"][0]["name"]
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if member.name.partition(".")[2] in IMAGE_EXTENSIONS:
+                    data = tar.extractfile(member).read()
+                    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                    return _size_problem(f"{path}:{member.name.partition('.')[0]}", image, size)
+    except (tarfile.TarError, OSError):
+        return None
+    return None
+
+
 def describe_set(folder: str | Path) -> str:
     """A human-readable summary: configuration, sources, progress, bytes."""
     m = load_manifest(folder)
+    problem = _first_patch_problem(Path(folder), m)
+    if problem:
+        raise ShardSetError(problem)
     done = sum(s["count"] for s in m["shards"])
     size = sum(s["bytes"] for s in m["shards"])
     lines = [f"set:      {folder}",

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from pipeline.errors import FileErrorGroup
+from pipeline.fileio import atomic_write_text
+from pipeline.options import SEED, Bounds, IntList, float_range
 from probe.errors import ProbeError, one_line
 from probe.transforms import NORMALIZATIONS
 
@@ -64,15 +66,6 @@ def _png_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
 
 def _layers(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def _milestones(value: str) -> tuple[int, ...]:
-    fields = [v.strip() for v in value.split(",") if v.strip()]
-    # digits only: a negative epoch would divide the learning rate before training starts
-    if not all(v.isdigit() for v in fields):
-        raise click.BadParameter(f"{value!r}: expected comma-separated epochs, e.g. 5,15,25",
-                                 param_hint="'--milestones'")
-    return tuple(int(v) for v in fields)
 
 
 def _command_line() -> str:
@@ -147,8 +140,10 @@ def _results_task(path: Path) -> str | None:
 
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
-POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
-NON_NEGATIVE_FLOAT = click.FloatRange(min=0)
+POSITIVE_FLOAT = float_range(min=0, min_open=True)
+NON_NEGATIVE_FLOAT = float_range(min=0)
+# epochs, in order; a negative one would divide the learning rate before training starts
+MILESTONES = IntList(Bounds(min=0), increasing=True)
 FORCE_HELP = ("Replace what --out holds from another kind of run (and, for finetune, an existing encoder.pt). "
               "ENCODER itself is never replaced.")
 
@@ -163,7 +158,7 @@ FORCE_HELP = ("Replace what --out holds from another kind of run (and, for finet
 @click.option("--batch-size", type=click.IntRange(min=2), default=192, show_default=True,
               help="Images per SGD step (at least 2: the probes' BatchNorm needs two samples).")
 @click.option("--lr", type=POSITIVE_FLOAT, default=0.01, show_default=True, help="Initial learning rate.")
-@click.option("--milestones", default="5,15,25", show_default=True,
+@click.option("--milestones", type=MILESTONES, default="5,15,25", show_default=True,
               help="Epochs at which the learning rate is divided by --lr-divisor.")
 @click.option("--lr-divisor", type=POSITIVE_FLOAT, default=5.0, show_default=True)
 @click.option("--momentum", type=NON_NEGATIVE_FLOAT, default=0.9, show_default=True)
@@ -177,7 +172,7 @@ FORCE_HELP = ("Replace what --out holds from another kind of run (and, for finet
 @click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
               show_default=True,
               help="Input normalisation; auto: what the encoder's config records, else train's (-1, 1) range.")
-@click.option("--seed", default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
 @click.option("--limit-train", type=click.IntRange(min=2),
               help="Use a seeded random subset of this many training images (at least 2).")
 @click.option("--limit-test", type=POSITIVE, help="Use a seeded random subset of this many test images.")
@@ -216,7 +211,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
     _check_out_dir(out_dir, "linear", force)
     device = _device(device)
     _set_threads(threads)
-    protocol = ProbeProtocol(epochs=epochs, lr=lr, milestones=_milestones(milestones), lr_divisor=lr_divisor,
+    protocol = ProbeProtocol(epochs=epochs, lr=lr, milestones=tuple(milestones), lr_divisor=lr_divisor,
                              momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
                              ten_crop=ten_crop, cifar_flip=cifar_flip, seed=seed)
     net = open_encoder(encoder, seed=seed)
@@ -240,7 +235,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
 @click.option("--epochs", type=POSITIVE, default=90, show_default=True)
 @click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
 @click.option("--lr", type=POSITIVE_FLOAT, default=0.01, show_default=True)
-@click.option("--milestones", default="30,60,80", show_default=True,
+@click.option("--milestones", type=MILESTONES, default="30,60,80", show_default=True,
               help="Epochs at which the learning rate is divided by --lr-divisor.")
 @click.option("--lr-divisor", type=POSITIVE_FLOAT, default=10.0, show_default=True)
 @click.option("--momentum", type=NON_NEGATIVE_FLOAT, default=0.9, show_default=True)
@@ -248,7 +243,7 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
 @click.option("--ten-crop/--center-crop", default=True, show_default=True)
 @click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
               show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--limit-train", type=POSITIVE, help="Use a seeded random subset of this many training images.")
 @click.option("--limit-test", type=POSITIVE, help="Use a seeded random subset of this many test images.")
 @click.option("--device", default="auto", show_default=True)
@@ -284,7 +279,7 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
     device = _device(device)
     _set_threads(threads)
     protocol = FinetuneProtocol(freeze=freeze, keep=keep, epochs=epochs, lr=lr,
-                                milestones=_milestones(milestones), lr_divisor=lr_divisor, momentum=momentum,
+                                milestones=tuple(milestones), lr_divisor=lr_divisor, momentum=momentum,
                                 weight_decay=weight_decay,
                                 batch_size=batch_size, ten_crop=ten_crop, seed=seed)
     net = open_encoder(encoder, seed=seed)
@@ -308,7 +303,7 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
 @click.option("--columns", type=POSITIVE, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
 @click.option("--scale", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Pixels per filter weight.")
-@click.option("--seed", default=0, show_default=True, help="Seed of random:ARCH weights.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random:ARCH weights.")
 def filters(encoder, out, columns, scale, seed):
     """Save ENCODER's first-layer filters as a grid picture (the paper's Figure 2).
 
@@ -345,7 +340,7 @@ def report(results, out, against):
     plot = out.with_suffix(".png")
     markdown, groups = build_report(list(results), list(against), plot_name=plot.name if results else None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
+    atomic_write_text(out, markdown)
     if groups:
         plot_layers(groups, plot)
         click.echo(f"wrote {out} and {plot}")
@@ -358,7 +353,7 @@ def _write_results(out_dir: Path, results: dict, table: str, also: Path | None =
     from probe.results import write_json
 
     write_json(out_dir / "results.json", results)
-    (out_dir / "results.md").write_text(table)
+    atomic_write_text(out_dir / "results.md", table)
     click.echo(table)
     extra = f" and {also}" if also else ""
     click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}{extra}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
+
+from pipeline.fileio import atomic_write_bytes
 
 
 def normalized_filters(weight: Tensor) -> Tensor:
@@ -51,6 +54,8 @@ def first_layer_weight(encoder: nn.Module) -> Tensor:
 def save_filter_grid(encoder: nn.Module, out: Path, columns: int | None = None, scale: int = 4) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    encoded = io.BytesIO()
     with torch.no_grad():
-        Image.fromarray(filter_grid(first_layer_weight(encoder), columns, scale)).save(out)
+        Image.fromarray(filter_grid(first_layer_weight(encoder), columns, scale)).save(encoded, "PNG")
+    atomic_write_bytes(out, encoded.getvalue())
     return out

@@ -3,11 +3,15 @@ and a per-layer plot."""
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.fileio import atomic_write_bytes
 from probe.errors import ProbeError
+from probe.finetune import FinetuneProtocol
+from probe.linear import ProbeProtocol
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
 from probe.results import read_results
 
@@ -28,9 +32,22 @@ class Measured:
     task: str
     values: dict[str, float]
     key: str | None  # what picks the paper row to compare with: a row's match key, a part of its label, or None
+    departures: tuple[str, ...] = ()  # how its protocol differs from the paper's; then it is shown, never judged
+    key_given: bool = False  # the row was named with --against (so a row that matches nothing is an error)
+
+    @property
+    def label(self) -> str:
+        """Its name in tables and legends, saying when the protocol was not the paper's."""
+        return f"{self.name} (protocol differs)" if self.departures else self.name
 
 
 NO_PAPER_ROW = "none"  # --against none: show a result without comparing it with any paper row
+
+# The paper's protocols as this toolkit runs them by default (section 4.1 for the linear probes; Tables 4 and 5
+# freeze conv1-conv2, or nothing, after taking them from the encoder), and the settings a result is compared on.
+PAPER_LINEAR = ProbeProtocol()
+PAPER_FINETUNE = {"finetune": FinetuneProtocol(), "linear-after-finetune": FinetuneProtocol(freeze="none")}
+SCHEDULE_SETTINGS = ("epochs", "lr", "milestones", "lr_divisor", "momentum", "weight_decay", "batch_size")
 
 
 def measured_from(path: Path, against: str | None = None) -> Measured:
@@ -45,8 +62,47 @@ def measured_from(path: Path, against: str | None = None) -> Measured:
     else:
         values = {"top1": results["scores"]["top1"]}
     key = None if against == NO_PAPER_ROW else against or _default_key(encoder)
+    departures = protocol_departures(_mapping(results.get("protocol")), data,
+                                     PAPER_LINEAR if task != "finetune" else PAPER_FINETUNE["finetune"])
+    if task == "linear-after-finetune":  # the fine-tuning that made the encoder is part of Table 5's protocol
+        tuned = _mapping(encoder["config"]["probe_finetune"])
+        departures += [f"fine-tuning: {d}" for d in protocol_departures(
+            _mapping(tuned.get("protocol")), _mapping(tuned.get("data")), PAPER_FINETUNE[task])]
     return Measured(Path(path), f"{_short_source(str(encoder['source']))} on {data['kind']}", dataset, task, values,
-                    key)
+                    key, tuple(departures), key_given=against is not None and against != NO_PAPER_ROW)
+
+
+def protocol_departures(protocol: dict, data: dict, paper: ProbeProtocol | FinetuneProtocol) -> list[str]:
+    """How a recorded protocol departs from the paper's: its schedule and optimiser settings, 1-crop testing of
+    ImageNet-style data, the layers frozen and kept, and training or test sets cut down with --limit-train /
+    --limit-test. Settings a results file does not record are not held against it."""
+    departures = []
+    names = SCHEDULE_SETTINGS + (("freeze", "keep") if isinstance(paper, FinetuneProtocol) else ())
+    for name in names:
+        if name in protocol and _plain(protocol[name]) != _plain(getattr(paper, name)):
+            departures.append(f"{name.replace('_', ' ')} {_setting(protocol[name])} "
+                              f"(paper: {_setting(getattr(paper, name))})")
+    if data.get("style") != "cifar" and protocol.get("ten_crop") is False:
+        departures.append("centre-crop testing (paper: 10 crops)")
+    for split in ("train", "test"):
+        used, size = data.get(f"{split}_used"), data.get(f"{split}_size")
+        if isinstance(used, int) and isinstance(size, int) and used < size:
+            departures.append(f"{used:,} of {size:,} {split} images")
+    return departures
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _setting(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _short_source(source: str) -> str:
@@ -84,6 +140,8 @@ def build_report(paths: list[Path], against: list[str] | None = None,
     keys = against * len(paths) if len(against) == 1 else against or [None] * len(paths)
     measured = [measured_from(p, k) for p, k in zip(paths, keys, strict=True)]
     parts = paper_parts()
+    for m in measured:
+        _check_against(m, parts)
     showing = [(m, tables_showing(m, parts)) for m in measured]
     groups = []
     for part in parts:
@@ -97,15 +155,44 @@ def build_report(paths: list[Path], against: list[str] | None = None,
              f"Paper: {source['paper']} ({source['url']}); "
              f"numbers transcribed from {source['transcribed_from']}.",
              "Values are top-1 accuracy (%). Differences are measured minus paper, in points; "
-             f"**bold** differences exceed {AGREEMENT_POINTS:g} points.", ""]
+             f"**bold** differences exceed {AGREEMENT_POINTS:g} points. A result measured with another protocol "
+             "than the paper's (fewer epochs, another schedule, a subset of the images...) is marked "
+             "\"protocol differs\", with how, and its differences are shown but never judged or bold.", ""]
     for part, shown in groups:
         lines += _part_markdown(part, shown)
-    for m in unmatched:
-        lines += [f"- `{m.path}` ({m.name}, {m.task} on {m.dataset}) has no counterpart among the paper's "
-                  "tables.", ""]
+    if unmatched:
+        lines += _unmatched_markdown(unmatched)
     if plot_name and groups:  # the plot is drawn only when some result matched a paper table
         lines += [f"![per-layer top-1, measured against the paper]({plot_name})", ""]
     return "\n".join(lines), groups
+
+
+def _check_against(m: Measured, parts: list[PaperPart]) -> None:
+    """A row named with --against must exist where the result would be compared: refused, listing the rows."""
+    if not m.key_given:
+        return
+    candidates = parts_for(m, parts)
+    if not candidates:
+        raise ProbeError(f"--against {m.key!r}: no paper table holds {m.task} results on {m.dataset} "
+                         f"({m.path}); use --against {NO_PAPER_ROW}")
+    if not any(p.find(m.key) for p in candidates):
+        rows = list(dict.fromkeys(r.label for p in candidates for r in p.rows))
+        raise ProbeError(f"--against {m.key!r}: no paper row matches it for {m.path} ({m.task} on {m.dataset}); "
+                         f"rows: {'; '.join(rows)} (or {NO_PAPER_ROW})")
+
+
+def _unmatched_markdown(unmatched: list[Measured]) -> list[str]:
+    """Results no paper table holds (fine-tuning on CIFAR, a packed set), with their scores all the same."""
+    lines = ["## Results without a counterpart in the paper", "",
+             "The paper has no table for these tasks and data sets; they are shown uncompared.", ""]
+    for m in unmatched:
+        columns = list(m.values)
+        lines += [f"| {m.task} on {m.dataset} | " + " | ".join(columns) + " |",
+                  "| --- |" + " ---: |" * len(columns),
+                  f"| measured: {m.label} | " + " | ".join(_cell(m.values[c]) for c in columns) + " |", ""]
+        if m.departures:
+            lines += [f"- `{m.path}`: protocol differs from the paper's: {'; '.join(m.departures)}.", ""]
+    return lines
 
 
 def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
@@ -117,16 +204,22 @@ def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
     notes = []
     for m in shown:
         values = [m.values.get(c) for c in part.columns]
-        lines.append(f"| **measured: {m.name}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
+        if m.departures:  # not the paper's measurement: plain, labelled, its differences never judged
+            lines.append(f"| measured: {m.label} | " + " | ".join(_cell(v) for v in values) + " |")
+            notes.append(f"`{m.path}`: protocol differs from the paper's: {'; '.join(m.departures)}.")
+        else:
+            lines.append(f"| **measured: {m.name}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
         row = part.find(m.key) if m.key else None
         if row is None:
             notes.append(f"`{m.path}`: not compared with a paper row" if m.key is None else
                          f"`{m.path}`: no paper row matches {m.key!r} (use --against LABEL)")
             continue
         diffs = _differences(values, row)
-        lines.append(f"| difference to {row.label} | " + " | ".join(_diff_cell(d) for d in diffs) + " |")
+        judged = not m.departures
+        what = f"difference to {row.label}" + ("" if judged else " (protocol differs: not comparable)")
+        lines.append(f"| {what} | " + " | ".join(_diff_cell(d, judged) for d in diffs) + " |")
         worst = max((abs(d) for d in diffs if d is not None), default=None)
-        if worst is not None:
+        if worst is not None and judged:
             verdict = "within" if worst <= AGREEMENT_POINTS else "beyond"
             notes.append(f"`{m.path}` against \"{row.label}\": largest difference {worst:.1f} points "
                          f"({verdict} {AGREEMENT_POINTS:g}).")
@@ -141,11 +234,11 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _diff_cell(value: float | None) -> str:
+def _diff_cell(value: float | None, judged: bool = True) -> str:
     if value is None:
         return "-"
     text = f"{value:+.1f}"
-    return f"**{text}**" if abs(value) > AGREEMENT_POINTS else text
+    return f"**{text}**" if judged and abs(value) > AGREEMENT_POINTS else text
 
 
 def _dataset_name(dataset: str) -> str:
@@ -195,11 +288,12 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
             if not points:
                 continue
             style = row_styles.get(row, dict(lw=0.8, color="0.7", marker=".", ms=3))
-            ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}" if row in row_styles else None,
-                    **style)
+            ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}", **style)
         for m, style in zip(shown, measured_styles, strict=True):
             points = [(i, m.values[c]) for i, c in zip(x, part.columns, strict=True) if c in m.values]
-            ax.plot(*zip(*points, strict=True), label=f"measured: {m.name}", **style)
+            if m.departures:  # dotted: not the paper's protocol, so not a like-for-like line
+                style = {**style, "ls": ":"}
+            ax.plot(*zip(*points, strict=True), label=f"measured: {m.label}", **style)
         ax.set_xticks(x, part.columns)
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)})", fontsize=10)
@@ -209,6 +303,8 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    encoded = io.BytesIO()
+    fig.savefig(encoded, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
+    atomic_write_bytes(out, encoded.getvalue())
     return out

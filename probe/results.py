@@ -6,13 +6,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.fileio import atomic_write_text
 from probe.errors import ProbeError
 
 RESULTS_FORMAT = "single-image-ssl/probe-results"
@@ -55,11 +55,7 @@ def write_json(path: Path, payload: dict) -> None:
     """Write atomically: a reader never sees half a results file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -27,18 +27,27 @@ def _affine_sample(
     x: Tensor, size: int, cx: Tensor, cy: Tensor, w: Tensor, h: Tensor, flip: Tensor
 ) -> Tensor:
     """Bilinear crop of boxes given in normalised coordinates (centres cx, cy and sizes w, h, all in [-1, 1]
-    units, i.e. a full image is w = h = 2) resized to ``size``, optionally mirrored."""
+    units, i.e. a full image is w = h = 2) resized to ``size``, optionally mirrored.
+
+    Always computed in float32 (float64 input stays float64), also inside an autocast region: ``affine_grid``'s
+    matrix product would otherwise return a bf16 grid whose coordinates, at 256 px, are off by up to half a pixel.
+    On CUDA the grid is built in float64 and rounded, since TF32 (on in training) would round its fp32 product to
+    10 mantissa bits.
+    """
     b = x.shape[0]
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    grid_dtype = torch.float64 if x.is_cuda else dtype
     theta = torch.zeros(b, 2, 3, dtype=torch.float32)
     sx = w / 2
     theta[:, 0, 0] = torch.where(flip, -sx, sx)
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h / 2
     theta[:, 1, 2] = cy
-    theta = theta.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
-    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
-    src = x if x.is_floating_point() else x.float()
-    return F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    # non_blocking: from pageable memory the copy is staged at once, without waiting for the GPU's queued work
+    theta = theta.to(device=x.device, dtype=grid_dtype, non_blocking=True)
+    with torch.autocast(x.device.type, enabled=False):
+        grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False).to(dtype)
+        return F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def random_resized_crop(

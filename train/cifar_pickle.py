@@ -2,12 +2,16 @@
 
 These are the files torchvision reads; they are read here directly (no download, and no md5 check: users' copies,
 re-pickled or subsetted, are legitimate) into uint8 arrays. `train supervised` and `probe` both use this reader.
-Unpickling executes code from the file, as torchvision's reader does: only point this at CIFAR files you trust.
+Unlike torchvision's plain `pickle.load`, a restricted unpickler admits only what the format holds (dicts, lists,
+strings, bytes, numbers, and numpy arrays rebuilt by numpy's own reconstruction functions): a file naming any other
+global (`os.system`, ...) is refused before anything is called, so reading a crafted folder never runs its code.
 """
 
 from __future__ import annotations
 
+import _codecs
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,15 +83,82 @@ def _find_folder(path: Path, layout: CifarLayout) -> Path:
     raise DataError(f"{path}: not a CIFAR pickle folder (expected {layout.folder}/ holding {expected})")
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global that the CIFAR format never holds."""
+
+
+def _no_object_dtype(*args) -> np.dtype:
+    """numpy.dtype, minus object dtypes: an object array would hold whatever the pickle builds (here only more
+    admitted values, but a CIFAR file never needs one)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise RefusedGlobal(f"an object dtype ({dtype})")
+    return dtype
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """_codecs.encode as protocol 0-2 pickles use it for bytes (`encode(text, 'latin1')`), and for nothing else:
+    another codec name would make the codec registry import a module of that name."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise RefusedGlobal(f"_codecs.encode with {encoding!r}")
+    return _codecs.encode(text, "latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], Callable]:
+    """What numpy's array and scalar pickles name, under numpy 1's module names (`numpy.core`, the original CIFAR
+    files) and numpy 2's (`numpy._core`), mapped to this numpy's functions."""
+    core = getattr(np, "_core", None) or np.core
+    admitted = {("multiarray", "_reconstruct"): core.multiarray._reconstruct,
+                ("multiarray", "scalar"): core.multiarray.scalar,
+                # protocol 5 pickles of contiguous arrays; it refuses object dtypes itself
+                ("numeric", "_frombuffer"): core.numeric._frombuffer}
+    names = {(f"{package}.{module}", name): function for (module, name), function in admitted.items()
+             for package in ("numpy.core", "numpy._core")}
+    return {**names, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _no_object_dtype,
+            ("_codecs", "encode"): _latin1_encode}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only the globals of `_numpy_globals`; any other is refused before it is looked up, so no code
+    named by the file is imported or called."""
+
+    _admitted = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._admitted[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(f"{module}.{name}") from None
+
+
+def _plain(value, depth: int = 0) -> bool:
+    """Whether `value` holds only what a CIFAR pickle holds (a final check on what the unpickler built)."""
+    if depth > 8:
+        return False
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, np.ndarray | np.generic):
+        return not value.dtype.hasobject
+    return value is None or isinstance(value, str | bytes | int | float)
+
+
 def _unpickle(file: Path) -> dict:
     if not file.is_file():
         raise DataError(f"{file}: missing CIFAR pickle")
     try:
         with open(file, "rb") as f:
             # latin1 maps the byte strings of the original python 2 pickles one to one
-            entry = pickle.load(f, encoding="latin1")
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except RefusedGlobal as exc:
+        raise DataError(f"{file}: refused, the pickle names {exc}, which a CIFAR file never holds (a crafted "
+                        f"file?); nothing in it was run") from None
     except Exception as exc:  # a truncated or foreign file can fail in many ways
-        raise DataError(f"{file}: unreadable CIFAR pickle ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{file}: unreadable CIFAR pickle ({type(exc).__name__}: {exc})") from None
+    if not _plain(entry):
+        raise DataError(f"{file}: unreadable CIFAR pickle (holds values other than dicts, lists, strings, "
+                        f"numbers and arrays)")
     if not isinstance(entry, dict):
         raise DataError(f"{file}: unreadable CIFAR pickle (holds a {type(entry).__name__}, not a dict)")
     return {_text(key): value for key, value in entry.items()}

@@ -15,7 +15,18 @@ import click
 from click.core import ParameterSource
 
 from pipeline.errors import FileErrorGroup
-from train.loop import DEVICE_HELP, DEVICE_NAME, TrainConfig, train
+from pipeline.options import Bounds, CheckedFloat, CheckedInt, IntList
+from train.loop import (
+    DEFAULT_CKPT_EVERY,
+    DEFAULT_LOG_EVERY,
+    DEFAULT_SEED,
+    DEFAULT_SHUFFLE_BUFFER,
+    DEVICE_HELP,
+    DEVICE_NAME,
+    SETTING_BOUNDS,
+    TrainConfig,
+    train,
+)
 from train.methods import METHODS, Method
 from train.models import list_encoders
 
@@ -30,18 +41,6 @@ EXAMPLES = {
 }
 
 
-class _IntList(click.ParamType):
-    name = "INT,INT,..."
-
-    def convert(self, value: Any, param, ctx) -> list[int]:
-        if isinstance(value, list):
-            return value
-        try:
-            return [int(v) for v in str(value).split(",") if v.strip()]
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-
-
 class _DeviceName(click.ParamType):
     """Checked when the command line is parsed, so a typo is a usage error rather than a torch traceback."""
 
@@ -54,56 +53,80 @@ class _DeviceName(click.ParamType):
 
 
 def _option_for(f: dataclasses.Field, owner: type) -> click.Option:
+    """The command-line option of an Options field, with the range or choices its ``opt(...)`` declares."""
     hints = typing.get_type_hints(owner)
     kind = hints.get(f.name, str)
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     help_ = f.metadata.get("help", "")
+    bounds: Bounds = f.metadata.get("bounds", Bounds())
     if kind is bool:
         decls = [f"{flag}/--no-{flag[2:]}", f.name]
         return click.Option(decls, default=default, show_default=True, help=help_)
     if kind is list or typing.get_origin(kind) is list:
-        return click.Option([flag, f.name], type=_IntList(), default=",".join(map(str, default)),
-                            show_default=True, help=help_)
-    return click.Option([flag, f.name], type=kind, default=default, show_default=True, help=help_)
+        return click.Option([flag, f.name], type=IntList(bounds, f.metadata.get("increasing", False)),
+                            default=",".join(map(str, default)), show_default=True, help=help_)
+    if kind is str and f.metadata.get("choices"):
+        type_: click.ParamType = click.Choice(f.metadata["choices"])
+    elif kind is int:
+        type_ = CheckedInt(bounds)
+    elif kind is float:
+        type_ = CheckedFloat(bounds)
+    else:
+        raise TypeError(f"{owner.__name__}.{f.name}: no command-line type for {kind!r}; declare choices or a range")
+    return click.Option([flag, f.name], type=type_, default=default, show_default=True, help=help_)
+
+
+def _setting(name: str) -> CheckedInt:
+    return CheckedInt(SETTING_BOUNDS[name])
 
 
 def _common_options(method: type[Method]) -> list[click.Parameter]:
-    return [
-        click.Argument(["data"], type=click.Path(), metavar="DATA"),
+    # --manifest names a rendered set's manifest: only methods that read rendered sets have it
+    manifest = [] if method.needs_labels else [
         click.Option(["--manifest"], type=str, default=None,
                      help="the set's manifest.json (path or URL) when DATA is a webdataset URL pattern, e.g. "
-                          "'pipe:aws s3 cp s3://b/set/patches-{000000..000127}.tar -'"),
+                          "'pipe:aws s3 cp s3://b/set/patches-{000000..000127}.tar -'")]
+    return [
+        click.Argument(["data"], type=click.Path(), metavar="DATA"),
+        *manifest,
         click.Option(["--out", "-o"], type=click.Path(), default=None,
                      help=f"run folder (default runs/{method.name}); holds checkpoint.pt, encoder.pt, "
                           "metrics.jsonl, config.json"),
         click.Option(["--arch"], type=click.Choice(list_encoders()), default=method.default_arch,
                      show_default=True, help="encoder architecture"),
-        click.Option(["--epochs"], type=click.IntRange(1), default=method.default_epochs, show_default=True),
-        click.Option(["--max-steps"], type=click.IntRange(1), default=None,
+        click.Option(["--epochs"], type=_setting("epochs"), default=method.default_epochs, show_default=True),
+        click.Option(["--max-steps"], type=_setting("max_steps"), default=None,
                      help="stop after this many optimisation steps (overall, not per epoch)"),
-        click.Option(["--batch-size"], type=click.IntRange(1), default=method.default_batch_size,
+        click.Option(["--batch-size"], type=_setting("batch_size"), default=method.default_batch_size,
                      show_default=True, help="per-process batch size"),
-        click.Option(["--workers"], type=click.IntRange(0), default=4, show_default=True,
-                     help="data-loader worker processes"),
-        click.Option(["--seed"], type=int, default=0, show_default=True),
-        click.Option(["--ckpt-every"], type=click.IntRange(0), default=1000, show_default=True,
+        click.Option(["--workers"], type=_setting("workers"), default=None,
+                     help="data-loader worker processes per process  [default: its share of the CPUs it may use, "
+                          "split between torchrun's processes on the node, less one]"),
+        click.Option(["--seed"], type=_setting("seed"), default=DEFAULT_SEED, show_default=True),
+        click.Option(["--ckpt-every"], type=_setting("ckpt_every"), default=DEFAULT_CKPT_EVERY, show_default=True,
                      help="checkpoint every N steps (and always at each epoch end); 0: epoch ends only"),
-        click.Option(["--log-every"], type=click.IntRange(1), default=20, show_default=True,
+        click.Option(["--log-every"], type=_setting("log_every"), default=DEFAULT_LOG_EVERY, show_default=True,
                      help="metrics.jsonl / progress-bar interval in steps"),
-        click.Option(["--shuffle-buffer"], type=click.IntRange(0), default=2000, show_default=True,
-                     help="samples in the streaming shuffle buffer"),
-        click.Option(["--resume"], is_flag=True, help="continue the run in --out exactly where it stopped"),
+        click.Option(["--shuffle-buffer"], type=_setting("shuffle_buffer"), default=DEFAULT_SHUFFLE_BUFFER,
+                     show_default=True, help="samples in the streaming shuffle buffer"),
+        click.Option(["--resume"], is_flag=True,
+                     help="continue the run in --out exactly where it stopped, with the settings it recorded "
+                          "for every option not given"),
         click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
         click.Option(["--amp/--no-amp"], default=None,
                      help="bf16 autocast; default: on CUDA, off on the CPU. --amp turns it on there too: 1.3-1.6x "
                           "faster steps on a CPU with AVX512-BF16 or AMX (bench/cpu_bf16.py), slower without"),
+        click.Option(["--deterministic"], is_flag=True,
+                     help="bit-reproducible GPU training and exact --resume on a GPU (same GPU model, driver and "
+                          "torch; pass it again on --resume): deterministic algorithms, no cuDNN autotuning, no TF32; "
+                          "slower"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
     ]
 
 
 COMMON = {"data", "out", "arch", "epochs", "max_steps", "batch_size", "workers", "seed", "ckpt_every",
-          "log_every", "shuffle_buffer", "resume", "device", "amp", "progress"}
+          "log_every", "shuffle_buffer", "resume", "device", "amp", "deterministic", "progress"}
 
 
 def _given_on_command_line(kw: dict[str, Any]) -> dict[str, Any]:
@@ -123,10 +146,10 @@ def _make_command(method: type[Method]) -> click.Command:
         cfg = TrainConfig(
             method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}", arch=given.get("arch"),
             epochs=given.get("epochs"), max_steps=given.get("max_steps"), batch_size=given.get("batch_size"),
-            workers=kw["workers"],
-            seed=given.get("seed"), ckpt_every=kw["ckpt_every"], log_every=kw["log_every"],
+            workers=given.get("workers"),
+            seed=given.get("seed"), ckpt_every=given.get("ckpt_every"), log_every=given.get("log_every"),
             shuffle_buffer=given.get("shuffle_buffer"), manifest=kw.get("manifest"), resume=kw["resume"],
-            device=kw["device"], amp=kw["amp"],
+            device=kw["device"], amp=given.get("amp"), deterministic=kw["deterministic"],
             progress=kw["progress"], options=options,
         )
         summary = train(cfg)

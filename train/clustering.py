@@ -6,15 +6,31 @@ synthetic features (planted clusters) and reused by the benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
+MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid (see sparse_clusters_note)
+
+
+@contextlib.contextmanager
+def full_fp32(device_type: str) -> Iterator[None]:
+    """Plain fp32 arithmetic on every device: no autocast, and no TF32, which on CUDA rounds the inputs of fp32
+    matrix products to 10 mantissa bits. The clustering pass runs in it: PCA-whitening divides by the smallest of the
+    kept eigenvalues, amplifying rounding errors in those directions, and the CPU path (faiss) computes in fp32."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @dataclass
@@ -58,6 +74,22 @@ def default_k(num_samples: int, imagenet_k: int = 10_000, imagenet_n: int = 1_28
     """DeepCluster's k = 10,000 at ImageNet scale, i.e. ~128 samples per cluster; the same ratio for smaller
     sets (at least 2 clusters)."""
     return int(max(2, min(imagenet_k, round(num_samples * imagenet_k / imagenet_n))))
+
+
+def sparse_clusters_note(num_samples: int, k: int, k_given: bool) -> str | None:
+    """One line when ``k`` clusters leave fewer samples per cluster than k-means needs for stable centroids (faiss's
+    own threshold), naming where k came from and what would keep enough (None when there are enough)."""
+    per = num_samples / k
+    if per >= MIN_POINTS_PER_CENTROID:
+        return None
+    enough = f"under the {MIN_POINTS_PER_CENTROID} k-means needs for stable centroids"
+    if k_given:
+        most = num_samples // MIN_POINTS_PER_CENTROID
+        fix = f"--k {most} or less keeps that many" if most >= 2 else "no k >= 2 keeps that many; render more samples"
+        return f"--k {k} for {num_samples} samples is {per:.1f} per cluster, {enough}; {fix} " \
+               f"(--k 0 would choose {default_k(num_samples)})"
+    return f"k = {k} clusters, chosen automatically (--k 0: DeepCluster's ~128 samples per cluster, at least 2), " \
+           f"is {per:.1f} samples per cluster for {num_samples} samples, {enough}; render more samples"
 
 
 def assign(x: Tensor, centroids: Tensor, chunk: int = 65536) -> tuple[Tensor, Tensor]:
@@ -123,9 +155,6 @@ def kmeans(x: Tensor, k: int, niter: int = 20, seed: int = 0, backend: str = "au
     n = x.shape[0]
     if k > n:
         raise ValueError(f"k-means: k = {k} clusters for only {n} samples")
-    if n / k < MIN_POINTS_PER_CENTROID:
-        warnings.warn(f"k-means: {n} points for k = {k} clusters is fewer than {MIN_POINTS_PER_CENTROID} per "
-                      f"centroid; consider a smaller --k", stacklevel=2)
     if backend == "auto":
         backend = "torch" if x.is_cuda else "faiss"
     if backend == "faiss":
@@ -144,7 +173,8 @@ def _kmeans_faiss(x: Tensor, k: int, niter: int, seed: int) -> tuple[Tensor, Ten
 
     xn = np.ascontiguousarray(x.detach().float().cpu().numpy())
     # Train on all points (DeepCluster sets max_points_per_centroid high); faiss splits empty clusters itself.
-    km = faiss.Kmeans(xn.shape[1], k, niter=niter, seed=seed, verbose=False, spherical=False,
+    # faiss's seed is a C int: larger seeds (DeepCluster derives seed * 1000 + epoch) wrap instead of overflowing
+    km = faiss.Kmeans(xn.shape[1], k, niter=niter, seed=seed % 2**31, verbose=False, spherical=False,
                       max_points_per_centroid=max(256, math.ceil(xn.shape[0] / k) + 1),
                       min_points_per_centroid=1)
     km.train(xn)

@@ -47,6 +47,12 @@ class Batch:
             None if self.labels is None else self.labels.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so ``to(device, non_blocking=True)`` overlaps the copy with compute. A DataLoader with
+        ``pin_memory=True`` calls this for every batch (objects it does not know are passed on unpinned)."""
+        return Batch(self.images.pin_memory(), self.index.pin_memory(),
+                     None if self.labels is None else self.labels.pin_memory())
+
     def __len__(self) -> int:
         return self.images.shape[0]
 
@@ -88,8 +94,23 @@ def _loader_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 17)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a taskset, cpuset or Slurm allocation counts; ``os.cpu_count()`` would not)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Loader workers for this process: its share of the usable CPUs, split between the processes torchrun starts
+    on this node (LOCAL_WORLD_SIZE), less one for the process itself (augmentation, steps), and at least one.
+
+    Every worker holds ``prefetch_factor`` decoded batches in shared memory, so 8 ranks x 4 workers on 16 cores
+    also held 4x the batches the CPUs could fill."""
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, usable_cpus() // ranks_here - 1)
+
+
 def _worker_count(requested: int) -> int:
-    return max(0, min(requested, os.cpu_count() or 1))
+    return max(0, min(requested, usable_cpus()))
 
 
 class ShardSource:

@@ -11,13 +11,16 @@ It holds no training-code objects: ``load_encoder`` rebuilds the network from th
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from pipeline.fileio import atomic_file
 from train.errors import EncoderFileError
 from train.models import ENCODERS, build_encoder
 
@@ -52,36 +55,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A reader (or a killed writer) never sees a half-written file under the final name.
-    """
+    """``torch.save`` through ``pipeline.fileio.atomic_file``: a reader (or a killed writer) never sees a
+    half-written file under the final name, and a failed write (a full disk) is an OSError naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    # Make the rename itself durable.
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def encoder_payload(encoder: nn.Module, arch: str, config: dict | None = None) -> dict[str, Any]:
@@ -132,15 +111,47 @@ def _mismatch_summary(model: nn.Module, state: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_TORCH_DETAIL = re.compile(r"WeightsUnpickler error:\s*([^\n]*\S)|(PytorchStreamReader failed [^.:]*)")
+
+
+def load_torch_file(path: str | os.PathLike, what: str, error: type[Exception], map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, every failure one line naming the file, raised as ``error``.
+
+    ``weights_only`` admits tensors and plain containers only, so a file naming any other global (``os.system``,
+    a class) is refused before anything it names is imported or called; the message says so. torch's own message
+    for such files advises retrying with ``weights_only=False``, which would run the file's code: it is never
+    relayed, only the reason (the global refused, the opcode or archive record that failed).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": a second line for a refused file
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:
+        if e.filename is not None:  # opening the file failed (permissions, a folder, an I/O error)
+            raise error(f"{path}: cannot read the {what} ({e.strerror or type(e).__name__})") from None
+        # else torch's reader choked on the content (a damaged zip record seeks outside the file: EINVAL)
+        raise error(f"{path}: not a readable {what} (not a torch file, or truncated or corrupt: "
+                    f"{e.strerror or type(e).__name__})") from None
+    except Exception as e:  # torch raises many kinds for a non-torch, truncated or crafted file
+        text = str(e)
+        blocked = _BLOCKED_GLOBAL.search(text) if isinstance(e, pickle.UnpicklingError) else None
+        if blocked:
+            raise error(f"{path}: refused, the file names {blocked.group(1)}, which no {what} holds (a "
+                        f"crafted file?); nothing in it was run") from None
+        found = _TORCH_DETAIL.search(text)
+        detail = (found.group(1) or found.group(2)).strip() if found else type(e).__name__
+        raise error(f"{path}: not a readable {what} (not a torch file, or truncated or corrupt: {detail})") \
+            from None
+
+
 def read_encoder_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """The validated payload dict of an ``encoder.pt`` (no model built)."""
     path = Path(path)
     if not path.is_file():
         raise EncoderFileError(f"{path}: no such encoder file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many kinds for a non-torch / truncated / pickled-object file
-        raise EncoderFileError(f"{path}: not a readable encoder file ({_first_line(e)})") from None
+    payload = load_torch_file(path, "encoder file", EncoderFileError, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         what = f"format {payload.get('format')!r}" if isinstance(payload, dict) else type(payload).__name__
         hint = " (a training checkpoint? use the run's encoder.pt)" if isinstance(payload, dict) and (

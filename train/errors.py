@@ -26,3 +26,10 @@ class DataError(TrainError):
 
 class NonFiniteLossError(TrainError):
     """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+class OptionError(TrainError, ValueError):
+    """An option value outside what the method or the loop can use: a usage error (exit status 2), raised before
+    any work, worded as click words its own range errors."""
+
+    exit_code = 2

@@ -23,10 +23,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pipeline.fileio import append_line, atomic_write_text
+from pipeline.options import SEED, Bounds
 from train import distributed as D
-from train.data import Batch, LabelledSource, ShardSource, Source, epoch_batches, steps_per_epoch
-from train.encoder_io import atomic_torch_save, plain, save_encoder
-from train.errors import CheckpointError, DataError, NonFiniteLossError, TrainError
+from train.data import Batch, LabelledSource, ShardSource, Source, default_workers, epoch_batches, steps_per_epoch
+from train.encoder_io import atomic_torch_save, load_torch_file, plain, save_encoder
+from train.errors import CheckpointError, DataError, NonFiniteLossError, OptionError, TrainError
 from train.interrupt import StopSignals, TrainInterrupted
 from train.methods import EpochContext, Method, get_method
 
@@ -38,6 +40,14 @@ CHECKPOINT_VERSION = 1
 
 DEFAULT_SEED = 0
 DEFAULT_SHUFFLE_BUFFER = 2000
+DEFAULT_CKPT_EVERY = 1000
+DEFAULT_LOG_EVERY = 20
+# The legal values of the loop's numeric settings, declared once: train.cli builds its ranges from them and
+# check_settings refuses the same values from the Python API.
+SETTING_BOUNDS = {
+    "epochs": Bounds(min=1), "max_steps": Bounds(min=1), "batch_size": Bounds(min=1), "workers": Bounds(min=0),
+    "seed": SEED.bounds, "ckpt_every": Bounds(min=0), "log_every": Bounds(min=1), "shuffle_buffer": Bounds(min=0),
+}
 
 
 @dataclass
@@ -52,16 +62,17 @@ class TrainConfig:
     epochs: int | None = None
     max_steps: int | None = None  # None: no limit (on resume: the checkpointed run's)
     batch_size: int | None = None
-    workers: int = 4
+    workers: int | None = None  # None: this process's share of the CPUs (train.data.default_workers)
     seed: int | None = None  # None: DEFAULT_SEED
-    ckpt_every: int = 1000
-    log_every: int = 20
+    ckpt_every: int | None = None  # None: DEFAULT_CKPT_EVERY
+    log_every: int | None = None  # None: DEFAULT_LOG_EVERY
     shuffle_buffer: int | None = None  # None: DEFAULT_SHUFFLE_BUFFER
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
     device: str = "auto"
     amp: bool | None = None  # bf16 autocast; None: on CUDA only (an opt-in on the CPU, where not every CPU has bf16)
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
+    deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
@@ -72,7 +83,11 @@ DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA (this process's local rank under torchrun) when present, else CPU."""
+    """CUDA (this process's local rank under torchrun) when present, else CPU.
+
+    Under torchrun each process trains on the GPU of its LOCAL_RANK: an explicit ``cuda:N`` naming another one
+    would put several ranks on one GPU, where NCCL refuses to start, so it is refused here in one line.
+    """
     if not DEVICE_NAME.fullmatch(name):
         raise TrainError(f"--device {name!r}: not a device this trainer runs on ({DEVICE_HELP})")
     if name == "auto":
@@ -81,12 +96,58 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise TrainError(f"--device {name} asked for, but no CUDA device is visible")
+        _, local_rank, world = D.env_world()
+        if world > 1 and dev.index is not None and dev.index != local_rank:
+            raise TrainError(f"--device {name} under torchrun: each process trains on the GPU of its LOCAL_RANK "
+                             f"(cuda:{local_rank} for this one); pass --device cuda (or auto)")
         if dev.index is None:
-            dev = torch.device("cuda", D.env_world()[1])
+            dev = torch.device("cuda", local_rank)
         if dev.index >= torch.cuda.device_count():
             raise TrainError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(dev)
     return dev
+
+
+# cuBLAS's fixed-size workspace, which deterministic CUDA matrix products need; read when cuBLAS starts.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def backend_settings(device: torch.device, deterministic: bool = False) -> Iterator[None]:
+    """The kernels a run trains with, restored on exit (tests, benchmarks and notebooks call ``train`` in one process).
+
+    On CUDA by default: cuDNN autotuning and TF32 products, fast but not bit-reproducible (the algorithm chosen may
+    change from run to run, and atomic-add kernels sum in any order). ``deterministic``: deterministic algorithms
+    (an operation without one warns, naming itself), no autotuning, no TF32. On the CPU nothing changes by default.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = False, True, False, False
+        elif device.type == "cuda":
+            cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = True, True, True
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = saved[:4]
+        torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s global generators (dropout) once the model is built: ``seed`` on rank 0."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank * 7_919 + 1) % 2**63
+
+
+def amp_autocast(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
+    """The loop's mixed precision: one bf16 autocast region per training step (a no-op when ``enabled`` is False).
+
+    Its cache of bf16 weight copies lives until the region ends; ``Method.optimizer_step`` clears it after each
+    update, so a method stepping several optimisers in one step never runs a forward on pre-update weights.
+    """
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +158,9 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
     """
     defaults = {"arch": method_cls.default_arch, "epochs": method_cls.default_epochs, "max_steps": None,
                 "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
-                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER}
+                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER, "workers": None,
+                "ckpt_every": DEFAULT_CKPT_EVERY, "log_every": DEFAULT_LOG_EVERY,
+                "amp": None}  # amp None: bf16 autocast on CUDA only; recorded as the precision that ran
     settings = {name: getattr(cfg, name) if getattr(cfg, name) is not None else recorded.get(name, default)
                 for name, default in defaults.items()}
     known = {f.name for f in fields(method_cls.Options)}
@@ -108,8 +171,17 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
 
 # What a resumed run must share with the run it continues: the checkpoint's weights, optimiser state, schedules,
 # RNG streams and position in the epoch only mean something with the same data, batches and hyper-parameters.
-# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change.
+# Everything else (epochs, max_steps, workers, device, out, logging and checkpoint intervals) may change; of
+# those, these change the result, so a resume that changes them says it no longer continues the run bit for bit.
 MUST_MATCH_ON_RESUME = ("batch_size", "seed", "shuffle_buffer", "options", "data_identity")
+CHANGE_THE_RESULT_ON_RESUME = {"workers": "the shuffle buffer is per DataLoader worker", "amp": "bf16 autocast"}
+
+
+def warn_inexact_resume(recorded: dict[str, Any], settings: dict[str, Any]) -> None:
+    for name, why in CHANGE_THE_RESULT_ON_RESUME.items():
+        if name in recorded and recorded[name] is not None and settings[name] not in (None, recorded[name]):
+            log.warning("--%s %s where the run recorded %s (%s): the resumed run will not match an "
+                        "uninterrupted one", name, settings[name], recorded[name], why)
 
 
 def _data_identity(source: Source) -> dict[str, Any]:
@@ -150,34 +222,62 @@ def check_resume_matches(ckpt_path: Path, recorded: dict[str, Any], current: dic
                               f"resume with the recorded ones or choose another --out")
 
 
-def build_options(method_cls: type[Method], overrides: dict[str, Any]):
+def build_options(method_cls: type[Method], overrides: dict[str, Any], arch: str | None = None):
+    """The method's Options with ``overrides``, every value checked (and, given ``arch``, checked against the
+    architecture): an :class:`OptionError` before any work, as the command line's usage errors."""
     known = {f.name for f in fields(method_cls.Options)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TrainError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
-    return method_cls.Options(**overrides)
+        raise OptionError(f"{method_cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
+    opts = method_cls.Options(**overrides)
+    if arch is not None:
+        method_cls.check_options(opts, arch)
+    return opts
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def check_settings(settings: dict[str, Any]) -> None:
+    """The loop's own numbers against SETTING_BOUNDS (what the command line's ranges are built from)."""
+    from train.models import list_encoders
+
+    if settings["arch"] not in list_encoders():
+        raise OptionError(f"Invalid value for '--arch': {settings['arch']!r} is not one of "
+                          f"{', '.join(map(repr, list_encoders()))}.")
+    for name, bounds in SETTING_BOUNDS.items():
+        value = settings[name]
+        if value is None and name in ("max_steps", "workers"):  # None: no limit; the default share of the CPUs
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {value!r} is not an integer.")
+        problem = bounds.problem(value)
+        if problem:
+            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {problem}")
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """This process's random streams: the global CPU one, the augmentation generator and, on CUDA, the generator of
+    the one device the process trains on (not every visible GPU's: a resume may see fewer, or other, GPUs)."""
     state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["augment"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda_state = state.get("cuda")
+    if device.type != "cuda" or cuda_state is None:
+        return  # a CPU run, or a checkpoint written on the CPU: the CUDA generator keeps its seed
+    if isinstance(cuda_state, (list, tuple)):  # written before: every visible GPU's, the run's at its device index
+        if device.index is None or device.index >= len(cuda_state):
+            log.warning("checkpoint holds no CUDA random state for %s: its stream restarts", device)
+            return
+        cuda_state = cuda_state[device.index]
+    torch.cuda.set_rng_state(cuda_state, device)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    ckpt = load_torch_file(path, "checkpoint", CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint of this project")
     return ckpt
@@ -195,9 +295,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue  # a line torn by the kill
         if rec.get("step", 0) <= step:
             keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(x + "\n" for x in keep))
 
 
 class _Metrics:
@@ -208,8 +306,7 @@ class _Metrics:
         if not self.enabled:
             return
         rec = {"time": round(time.time(), 3), **plain(rec)}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(self.path, json.dumps(rec))
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
@@ -254,13 +351,16 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
 
     ``source`` overrides the data set named by ``cfg.data`` (tests, benchmarks). Returns a summary dict.
     """
+    if cfg.deterministic:  # before anything can start cuBLAS
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     device = pick_device(cfg.device)
     started_pg = False
     if D.env_world()[2] > 1 and not D.is_dist():
         D.init(device)
         started_pg = True
     try:
-        return _train(cfg, device, source)
+        with backend_settings(device, cfg.deterministic):
+            return _train(cfg, device, source)
     finally:
         if started_pg:
             D.shutdown()
@@ -271,10 +371,6 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     main = D.is_main()
     world = D.world_size()
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     out = Path(cfg.out)
     ckpt_path, enc_path, metrics_path = out / "checkpoint.pt", out / "encoder.pt", out / "metrics.jsonl"
@@ -284,11 +380,17 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")
     recorded = {**ckpt.get("config", {}), "arch": ckpt["arch"]} if ckpt is not None else {}
     settings = resolve_settings(cfg, method_cls, recorded)
+    check_settings(settings)
     arch, epochs, batch_size = settings["arch"], settings["epochs"], settings["batch_size"]
     seed, max_steps = settings["seed"], settings["max_steps"]
+    # workers: given, else recorded, else this process's share of the CPUs (recorded as used, in run_config)
+    workers = default_workers() if settings["workers"] is None else settings["workers"]
+    ckpt_every, log_every = settings["ckpt_every"], settings["log_every"]
     if ckpt is not None and ckpt["arch"] != arch:
         raise CheckpointError(f"{ckpt_path}: checkpoint of architecture {ckpt['arch']!r}, not {arch!r}")
-    opts = build_options(method_cls, settings["options"])
+    if ckpt is not None:
+        warn_inexact_resume(recorded, settings)
+    opts = build_options(method_cls, settings["options"], arch)
 
     torch.manual_seed(seed)
     if cuda:
@@ -316,6 +418,10 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         method.channels_last = True
     method.configure()
     D.broadcast_module(method)
+    if D.rank() > 0:
+        # Dropout masks (global and CUDA generators) differ per rank, as augmentation does; the weights above were
+        # built from the common seed and broadcast. Rank 0 keeps the stream a single process has.
+        torch.manual_seed(rank_seed(seed, D.rank()))
     gen = torch.Generator().manual_seed(seed * 7919 + D.rank() + 1)
 
     epoch, step, batch_in_epoch = 0, 0, 0
@@ -336,7 +442,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
         epoch, step, batch_in_epoch = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["batch_in_epoch"])
         rngs = ckpt.get("rng", [])
         if len(rngs) == world:
-            _set_rng_state(rngs[D.rank()], gen)
+            _set_rng_state(rngs[D.rank()], gen, device)
         else:
             log.warning("checkpoint written by %d ranks, resuming on %d: RNG streams restart",
                         len(rngs), world)
@@ -345,14 +451,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
 
     spe = steps_per_epoch(source.num_samples, batch_size, world)
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    use_amp = cuda if cfg.amp is None else cfg.amp
+    use_amp = cuda if settings["amp"] is None else settings["amp"]
     # Only values this process applies: on resume, those checked above equal the recorded ones. The device and
     # bf16 autocast are recorded as used ("auto" and amp on a CPU run would say nothing true), with the step the
     # run stops at, which --max-steps or --epochs decides, whichever comes first.
     run_config = {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
         **{k: v for k, v in settings.items() if k != "options"}, "world_size": world,
-        "device": str(device), "amp": use_amp, "total_steps": total,
+        "device": str(device), "amp": use_amp, "workers": workers, "total_steps": total,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": spe,
         "render_config": getattr(source, "render_config", None), "data_identity": data_identity,
@@ -361,9 +467,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
     created_out = not out.exists()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(json.dumps(plain(run_config), indent=2) + "\n")
-        os.replace(tmp, out / "config.json")
+        atomic_write_text(out / "config.json", json.dumps(plain(run_config), indent=2) + "\n")
         if ckpt is None and metrics_path.exists():
             # left by a run stopped before its first checkpoint (check_run_folder): its lines describe no weights
             log.info("%s: replacing the metrics of a run that stopped before its first checkpoint", metrics_path)
@@ -372,14 +476,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                       method=cfg.method, arch=arch, world_size=world, device=str(device))
 
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+        return amp_autocast(device.type, use_amp)
 
     last_saved = step if ckpt is not None else -1
     last_good = last_saved
 
     def save_checkpoint() -> None:
         nonlocal last_saved, last_good
-        rngs = D.all_gather_object(_rng_state(gen))
+        rngs = D.all_gather_object(_rng_state(gen, device))
         if main:
             atomic_torch_save({
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -456,14 +560,14 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 unit="step", dynamic_ncols=True)
     method.train()
     # only around the loop: before it a Ctrl-C has nothing to save and ends the start-up at once
-    stop = StopSignals(sync_every=cfg.log_every)
+    stop = StopSignals(sync_every=log_every)
     stop.install()
     try:
         while step < total:
             if stop.requested(step, device):
                 stop_on_signal()
             ctx = EpochContext(source=source, epoch=epoch, batch_size=batch_size, seed=seed,
-                               workers=cfg.workers, pin_memory=cuda, autocast=autocast)
+                               workers=workers, pin_memory=cuda, autocast=autocast, progress=cfg.progress)
             try:
                 stats = method.on_epoch_start(ctx)
             except ValueError as e:
@@ -475,7 +579,7 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
             if stats:
                 metrics.write(event="epoch_start", step=step, epoch=epoch, **stats)
             batches = epoch_batches(source, epoch, batch_size, spe, skip=batch_in_epoch, seed=seed,
-                                    workers=cfg.workers, pin_memory=cuda)
+                                    workers=workers, pin_memory=cuda)
             for batch in batches_until_stopped(batches):
                 batch = batch.to(device)
                 with autocast():
@@ -492,9 +596,9 @@ def _train(cfg: TrainConfig, device: torch.device, source: Source | None) -> dic
                 step += 1
                 batch_in_epoch += 1
                 pbar.update(1)
-                if step % cfg.log_every == 0 or step == total:
+                if step % log_every == 0 or step == total:
                     flush_metrics(pbar)
-                if cfg.ckpt_every and step % cfg.ckpt_every == 0 and batch_in_epoch < spe:
+                if ckpt_every and step % ckpt_every == 0 and batch_in_epoch < spe:
                     check_finite()
                     save_checkpoint()
                 if step >= total:

@@ -52,7 +52,10 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     gains = [line for line in report.splitlines() if line.startswith(("| monogan |", "| rotnet |", "| deepcluster |"))]
     assert [g.split(" | ")[1] for g in gains] == ["random-leaky", "random", "random"]  # like-for-like baselines
     # the paper's RotNet row was trained on all of CIFAR-10: a single-image RotNet is not compared with it
-    assert "| difference to MonoGAN |" in report and "| difference to RotNet |" not in report
+    assert "| difference to MonoGAN" in report and "| difference to RotNet" not in report
+    # the smoke preset's 1-epoch probes are not the paper's protocol: said so, and never judged in bold
+    assert "| difference to MonoGAN (protocol differs: not comparable) |" in report
+    assert "protocol differs from the paper's: epochs 1 (paper: 36); batch size 64 (paper: 192)" in report
     for name in ("monogan", "rotnet", "deepcluster", "supervised", "random", "random-leaky"):
         results = json.loads((work / "probes" / name / "results.json").read_text())
         assert set(results["layers"]) == {"conv1", "conv2", "conv3", "conv4"}
@@ -187,3 +190,26 @@ def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
     assert out.strip().splitlines()[-1] == "interrupted during train-x" and marker.read_text() == "stopped"
     assert json.loads((records / "train-x.partial.json").read_text())["wall_s"] > 0
     assert not (records / "train-x.json").exists()
+
+
+def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the_gpu_used(tmp_path, monkeypatch):
+    import torch
+
+    reproduce = load_reproduce()
+    data = f"cifar10:{write_cifar10(tmp_path)}"
+
+    def train_commands(preset):
+        stages, _ = reproduce.cifar10_stages(tmp_path / "work", reproduce.PRESETS[preset], default_pool()[1], data,
+                                             "cuda:1")
+        return [s.command for s in stages if s.name.startswith("train-")]
+
+    full, quick = train_commands("full"), train_commands("quick")
+    assert len(full) == len(quick) == 4  # monogan, rotnet, deepcluster, supervised
+    assert not any("--workers" in c for c in full)  # train's default: the CPUs the process may use
+    assert all(c[c.index("--workers"):c.index("--workers") + 2] == ["--workers", "2"] for c in quick)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"GPU model {index}")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert reproduce.device_name("cuda:1") == "GPU model 1 (cuda:1)"
+    assert reproduce.device_name("auto") == reproduce.device_name("cuda") == "GPU model 0 (cuda:0)"
+    assert reproduce.device_name("cpu").startswith("CPU: ")

@@ -1,5 +1,7 @@
 """Every kind of source image a user may hand us: read correctly, or refused with one line naming the file."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -123,3 +125,75 @@ def test_cli_reports_bad_source_in_one_line(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "broken.jpg" in lines[0] and lines[0].startswith("Error:")
     assert not list((tmp_path / "out").glob("*.tar")) and not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_one_bomb_limit_in_the_check_the_message_and_the_readme(tmp_path, monkeypatch):
+    import pipeline.sources as sources
+    from pipeline.config import RenderConfig
+    from pipeline.render import render_set
+    from pipeline.sources import open_rgb
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"{sources.MAX_SOURCE_PIXELS:,} pixels" in readme  # the number users read is the one in force
+    # the same check, the same number, at a size a test can afford: exactly the limit passes, one pixel more does not
+    monkeypatch.setattr(sources, "MAX_SOURCE_PIXELS", 100 * 60)
+    at_limit = save(tmp_path / "at.png", RNG.integers(0, 256, (60, 100, 3), dtype=np.uint8))
+    summary = render_set(tmp_path / "set", RenderConfig(n_patches=4, size=32, shard_size=4), sources=[at_limit],
+                         log=lambda *a: None)
+    assert summary.complete
+    for ext in ("png", "jpg", "gif"):
+        over = save(tmp_path / f"over.{ext}", RNG.integers(0, 256, (60, 101, 3), dtype=np.uint8))
+        for read in (load_source, open_rgb):
+            with pytest.raises(SourceImageError, match=rf"over.{ext}: image too large, a possible decompression "
+                                                       rf"bomb \(limit 6,000 pixels\)"):
+                read(over)
+        assert open_rgb(save(tmp_path / f"at.{ext}", RNG.integers(0, 256, (60, 100, 3), np.uint8))).size == (100, 60)
+
+
+def _float_tiff(path, values) -> Path:
+    Image.fromarray(np.asarray(values, np.float32), mode="F").save(path)
+    return path
+
+
+def test_float_images_in_unit_or_byte_range_are_scaled_by_the_documented_rule(tmp_path):
+    unit = np.linspace(0, 1, 40 * 60, dtype=np.float32).reshape(40, 60)
+    src = load_source(_float_tiff(tmp_path / "unit.tif", unit))
+    assert src.mode == "F" and (src.rgb[..., 0] == np.rint(unit * 255)).all() and src.rgb.max() == 255
+    whole = RNG.integers(0, 256, (40, 60)).astype(np.float32)
+    assert (load_source(_float_tiff(tmp_path / "whole.tif", whole)).rgb[..., 1] == whole).all()
+
+
+@pytest.mark.parametrize("values, found", [
+    (np.linspace(0, 4, 2400).reshape(40, 60), "values in [0, 4]"),  # came out black before: clipped as 0..255
+    (np.linspace(-1, 1, 2400).reshape(40, 60), "values in [-1, 1]"),
+    (np.full((40, 60), 300.0), "values in [300, 300]"),
+    (np.where(np.eye(40, 60) > 0, np.nan, 0.5), "NaN or infinite values"),
+])
+def test_float_images_of_undefined_scale_are_refused_in_one_line(tmp_path, values, found):
+    with pytest.raises(SourceImageError, match=r"f.tif: floating-point image (with|holding) ") as e:
+        load_source(_float_tiff(tmp_path / "f.tif", values))
+    assert found in e.value.message and "\n" not in e.value.message
+
+
+def test_32_bit_integer_images_beyond_16_bits_are_refused(tmp_path):
+    Image.fromarray(np.full((40, 60), 70000, np.int32), mode="I").save(tmp_path / "i.tif")
+    with pytest.raises(SourceImageError, match=r"i.tif: 32-bit integer image with values in \[70000, 70000\]"):
+        load_source(tmp_path / "i.tif")
+
+
+def test_multi_frame_images_use_the_first_frame_and_say_so(tmp_path, caplog):
+    first, second = RNG.integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    frames = [Image.fromarray(first), Image.fromarray(second)]
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    grey = [f.convert("L") for f in frames]
+    grey[0].save(tmp_path / "anim.gif", save_all=True, append_images=grey[1:])
+    with caplog.at_level("WARNING", logger="pipeline.sources"):
+        assert (load_source(tmp_path / "pages.tif").rgb == first).all()
+        assert (load_source(tmp_path / "anim.gif").rgb[..., 0] == np.asarray(frames[0].convert("L"))).all()
+        load_source(tmp_path / "anim.gif")  # said once per file
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path / 'pages.tif'}: 2 frames; the first is used",
+                                                        f"{tmp_path / 'anim.gif'}: 2 frames; the first is used"]
+    proc = run_cli("render", "--src", str(tmp_path / "pages.tif"), "--out", str(tmp_path / "out"), "--n-patches",
+                   "4", "--size", "32", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{tmp_path / 'pages.tif'}: 2 frames; the first is used" in proc.stderr.splitlines()

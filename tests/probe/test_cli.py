@@ -180,6 +180,17 @@ def test_report_refuses_a_damaged_results_file_in_one_line(tmp_path, edit, probl
     assert not (tmp_path / "report.md").exists()
 
 
+def test_report_against_a_row_that_does_not_exist_is_one_line_listing_the_rows(tmp_path):
+    path = tmp_path / "results.json"
+    _linear_results_file(path)
+    line = _error_line(_run("report", path, "--out", tmp_path / "report.md", "--against", "NoSuchRow"))
+    assert line.startswith(f"Error: --against 'NoSuchRow': no paper row matches it for {path} (linear on cifar10); "
+                           "rows: (a) Fully sup.; (b) Random feat.;")
+    assert "; Random; RotNet; " in line and line.endswith("MonoGAN (or none)")
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "report.png").exists()
+    assert _run("report", path, "--out", tmp_path / "report.md", "--against", "random").exit_code == 0
+
+
 def test_finetune_never_overwrites_its_input_and_replaces_an_encoder_only_with_force(tmp_path, writers):
     writers.cifar10(tmp_path / "data", per_batch=4, test=4)
     run = tmp_path / "run"

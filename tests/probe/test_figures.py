@@ -73,9 +73,12 @@ def test_a_measurement_appears_only_in_the_tables_holding_its_row(tmp_path):
     markdown, groups = build_report([scale], against=["(f) Scale"])
     assert [p.table_id for p, _ in groups] == ["table1"]  # not repeated under Table 3, which has no such row
     assert "| difference to (f) Scale | **-5.9** |" in markdown and "no paper row matches" not in markdown
-    unknown, groups = build_report([scale], against=["SimCLR"])
+    payload = json.loads(scale.read_text())
+    payload["encoder"]["config"] = {"method": "simclr"}  # compared by default with a row of its method's name
+    write_json(scale, payload)
+    unknown, groups = build_report([scale])
     assert [p.table_id for p, _ in groups] == ["table1", "table3"]  # no row anywhere: shown, and said so, in both
-    assert unknown.count("no paper row matches 'SimCLR'") == 2
+    assert unknown.count("no paper row matches 'simclr'") == 2
 
 
 def test_each_measurement_is_drawn_in_the_colour_of_its_paper_row(tmp_path):
@@ -101,7 +104,6 @@ def test_report_without_a_row_to_compare_says_so(tmp_path):
     path = _fake_linear_results(tmp_path / "x.json", "runs/x/encoder.pt", "cifar10", [60.0, 61.0, 62.0, 63.0])
     markdown, _ = build_report([path])
     assert "x.json`: not compared with a paper row" in markdown and "difference to" not in markdown
-    assert "no paper row matches 'SimCLR'" in build_report([path], against=["SimCLR"])[0]
     # fine-tuned on CIFAR-10: in none of the paper's tables, so no plot is drawn and none may be linked (a stale
     # plot beside the report would otherwise show)
     tuned = new_results("finetune", {"source": "random:cifar", "arch": "cifar", "config": {}},
@@ -109,7 +111,11 @@ def test_report_without_a_row_to_compare_says_so(tmp_path):
     tuned["scores"] = {"top1": 40.0, "top5": 65.0}
     write_json(tmp_path / "ft.json", tuned)
     markdown, groups = build_report([tmp_path / "ft.json"], plot_name="report.png")
-    assert not groups and "has no counterpart" in markdown and "report.png" not in markdown
+    assert not groups and "report.png" not in markdown
+    # ... but its score is in the report all the same
+    assert "## Results without a counterpart in the paper" in markdown
+    assert "| finetune on cifar10 | top1 |" in markdown
+    assert "| measured: random:cifar on cifar10-jpg | 40.0 |" in markdown
     assert json.loads(path.read_text())["task"] == "linear"
 
 
@@ -144,3 +150,50 @@ def test_two_channel_filters_are_shown_as_grey_tiles_side_by_side():
     grid = filter_grid(weight, columns=5, scale=1, border=1)
     assert grid.shape == (1 * 4 + 1, 5 * 7 + 1, 3)
     assert (grid[..., 0] == grid[..., 1]).all() and (grid[..., 1] == grid[..., 2]).all()
+
+
+def _cut_down(path, epochs=1, train_used=500):
+    payload = json.loads(path.read_text())
+    payload["protocol"] = {"epochs": epochs, "lr": 0.01, "milestones": [5, 15, 25], "lr_divisor": 5.0,
+                           "momentum": 0.9, "weight_decay": 1e-5, "batch_size": 192, "ten_crop": False}
+    payload["data"] |= {"style": "cifar", "train_size": 50000, "test_size": 10000, "train_used": train_used,
+                        "test_used": 10000}
+    write_json(path, payload)
+    return path
+
+
+def test_a_result_with_another_protocol_is_labelled_and_never_judged(tmp_path, monkeypatch):
+    """A 1-epoch, 500-image probe is no measurement of the paper's protocol: said in every table and in the plot,
+    its differences shown plain, with no verdict."""
+    quick = _cut_down(_fake_linear_results(tmp_path / "q.json", "random:cifar", "cifar10", [30, 10, 10, 5]))
+    full = _cut_down(_fake_linear_results(tmp_path / "f.json", "runs/f/encoder.pt", "cifar10", [55, 52, 48, 47]),
+                     epochs=36, train_used=50000)
+    markdown, groups = build_report([quick, full], against=["random", "random"], plot_name="r.png")
+    assert [p.table_id for p, _ in groups] == ["table1", "table3"]
+    for table in markdown.split("\n## ")[1:]:  # in every table
+        assert "| measured: random:cifar on cifar10 (protocol differs) | 30.0 | 10.0 | 10.0 | 5.0 |" in table
+        assert "(protocol differs: not comparable) | -27.8 | -45.5 | -44.2 | -42.3 |" in table
+        assert "q.json`: protocol differs from the paper's: epochs 1 (paper: 36); 500 of 50,000 train images." in table
+        assert "**measured: f on cifar10** | **55.0**" in table  # the paper's protocol: judged as before
+        assert "-45.5" in table and "**-45.5**" not in table
+    assert "q.json` against" not in markdown and "f.json` against" in markdown  # a verdict for f only
+    seen = {}
+    import matplotlib.pyplot as plt
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
+    plot_layers(groups, tmp_path / "r.png")
+    for ax in seen["fig"].axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "measured: random:cifar on cifar10 (protocol differs)" in labels and "measured: f on cifar10" in labels
+        part = next(p for p, _ in groups if p.title.split(":")[0] == ax.get_title().split(" (")[0])
+        drawn = {f"paper: {row.label}" for row in part.rows if any(v is not None for v in row.values)}
+        assert drawn <= set(labels)  # every paper line, the grey ones too
+
+
+def test_finetune_departures_include_the_layers_frozen(tmp_path):
+    tuned = new_results("finetune", {"source": "random:alexnet", "arch": "alexnet", "config": {}},
+                        {"kind": "imagefolder", "path": "/imagenet", "style": "imagenet"},
+                        {"epochs": 90, "freeze": "none", "keep": "conv2", "ten_crop": True}, "cpu", None)
+    tuned["scores"] = {"top1": 40.0, "top5": 65.0}
+    write_json(tmp_path / "ft.json", tuned)
+    markdown, _ = build_report([tmp_path / "ft.json"], against=["random"])
+    assert "protocol differs from the paper's: freeze none (paper: conv2)." in markdown

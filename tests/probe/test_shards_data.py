@@ -182,3 +182,30 @@ def test_packed_images_reach_the_probe_as_they_would_from_their_folder(tmp_path)
     assert [a.shape for a in streamed] == [(8, 8, 3), (10, 6, 3)]
     assert all(np.array_equal(s, f) for s, f in zip(streamed, from_files, strict=True))
     assert streamed[0].max() == 117  # 30000 / 65535 of full scale, not clipped to 255
+
+
+@pytest.mark.parametrize("where", ["folder", "http"])
+def test_a_flipped_bit_in_a_packed_image_stops_the_probe_in_one_line(tmp_path, writers, where):
+    from ..faults import flip_byte_in_image
+
+    location = _pack(tmp_path, writers)
+    flip_byte_in_image(location / "train" / "patches-000001.tar", sample=2)
+    out = tmp_path / "out"
+    if where == "folder":
+        result = _probe(location, out, "--workers", "1")
+        shard = location / "train" / "patches-000001.tar"
+    else:
+        with LoopbackServer(location) as server:
+            result = _probe(server.url, out, "--workers", "0")
+            shard = f"{server.url}/train/patches-000001.tar"
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"Error: {shard}: sha256 differs from the manifest's, a damaged or altered shard (samples "
+                     f"000000004..000000007); stopped. `pipeline verify` names the damaged sample"], lines
+    assert not (out / "results.json").exists()
+
+
+def test_a_packed_pair_in_a_folder_named_like_a_pattern(tmp_path, writers):
+    location = _pack(tmp_path / "set{1,2}::x", writers)
+    result = _probe(location, tmp_path / "out", "--workers", "0")
+    assert result.exit_code == 0, result.output

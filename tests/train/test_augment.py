@@ -26,10 +26,21 @@ def test_rotate_batch_is_four_rotations_with_labels():
     torch.testing.assert_close(torch.rot90(r[9], 1, dims=(-2, -1)), x[0])  # 270 + 90 = identity
 
 
-def test_random_crop_copies_pixels_exactly():
+AUTOCAST = [pytest.param(False, id="fp32"), pytest.param(True, id="bf16-autocast")]
+
+
+def _autocast(on: bool, device: str = "cpu"):
+    # the training loop runs the methods' augmentation inside its bf16 autocast region
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=on)
+
+
+@pytest.mark.parametrize("autocast", AUTOCAST)
+def test_random_crop_copies_pixels_exactly(autocast):
     x = augment.to_unit_range(images(6, 40))
     g = torch.Generator().manual_seed(1)
-    out = augment.random_crop(x, 32, flip_p=0.0, generator=g)
+    with _autocast(autocast):
+        out = augment.random_crop(x, 32, flip_p=0.0, generator=g)
+    assert out.dtype == torch.float32
     assert out.shape == (6, 3, 32, 32)
     # each output is an exact 32x32 window of its input at some integer offset
     for i in range(6):
@@ -56,9 +67,25 @@ def test_random_resized_crop_full_scale_is_a_resize():
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("autocast", AUTOCAST)
 @pytest.mark.parametrize("size,frac", [(28, 28 / 32), (32, 1.0)])
-def test_center_crop(size, frac):
+def test_center_crop(size, frac, autocast):
     x = augment.to_unit_range(images(2, 32))
-    out = augment.center_crop_resize(x, size, crop_fraction=frac)
+    with _autocast(autocast):
+        out = augment.center_crop_resize(x, size, crop_fraction=frac)
     off = (32 - size) // 2
     torch.testing.assert_close(out, x[..., off:off + size, off:off + size], atol=1e-5, rtol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("autocast", AUTOCAST)
+def test_crops_on_cuda_equal_the_cpu_ones(autocast, monkeypatch):
+    """A 256 -> 224 random resized crop on the GPU, in the loop's bf16 autocast or not and with TF32 products on (as
+    the loop sets them), is the fp32 CPU crop."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    x = augment.to_unit_range(images(8, 256))
+    ref = augment.random_resized_crop(x, 224, generator=torch.Generator().manual_seed(2))
+    with _autocast(autocast, "cuda"):
+        out = augment.random_resized_crop(x.cuda(), 224, generator=torch.Generator().manual_seed(2))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=0)

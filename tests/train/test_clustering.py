@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from train.clustering import (
     kmeans,
     l2_normalize,
     nmi,
+    sparse_clusters_note,
 )
 
 
@@ -70,12 +73,24 @@ def test_kmeans_with_duplicate_points_has_no_empty_cluster():
     # 3 distinct points repeated: any k > 3 forces empty clusters in plain Lloyd iterations.
     base = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     x = base.repeat(50, 1)
-    with pytest.warns(UserWarning, match="fewer than 39"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 150 points for 8 clusters: the trainer says so in one line, k-means not
         labels, cents = kmeans(x, 8, niter=5, seed=0, backend="torch")
-    assert torch.bincount(labels, minlength=8).min() > 0
-    with pytest.warns(UserWarning):
+        assert torch.bincount(labels, minlength=8).min() > 0
         labels, _ = kmeans(x, 8, niter=5, seed=0, backend="faiss")
     assert torch.bincount(labels, minlength=8).min() > 0
+
+
+def test_sparse_clusters_note_names_where_k_came_from():
+    assert sparse_clusters_note(256, 2, k_given=False) is None  # 128 per cluster
+    automatic = sparse_clusters_note(60, 2, k_given=False)
+    assert "k = 2 clusters, chosen automatically" in automatic and "30.0 samples per cluster" in automatic
+    assert "--k" not in automatic.split("(")[0] and "render more samples" in automatic
+    given = sparse_clusters_note(256, 100, k_given=True)
+    assert given.startswith("--k 100 for 256 samples is 2.6 per cluster")
+    assert "--k 6 or less keeps that many (--k 0 would choose 2)" in given
+    assert "no k >= 2 keeps that many" in sparse_clusters_note(50, 5, k_given=True)
+    assert "\n" not in automatic + given
 
 
 def test_cluster_weights_make_clusters_count_equally():
@@ -106,3 +121,10 @@ def test_pca_wide_features_use_the_randomized_path_and_still_whiten():
     # the subspace found is the planted one
     proj = pca.proj / pca.proj.norm(dim=0)
     assert torch.linalg.svdvals(basis.T @ proj).min() > 0.99
+
+
+def test_faiss_takes_any_seed_the_trainer_derives():
+    # DeepCluster seeds each epoch's k-means with seed * 1000 + epoch; faiss's seed is a C int
+    x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    labels, _ = kmeans(x, 4, niter=2, seed=(2**32 - 1) * 1000 + 7, backend="faiss")
+    assert labels.shape == (200,) and int(labels.max()) < 4

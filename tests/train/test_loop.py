@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cfg(method, data, out, **kw):
-    base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,
+    # device pinned: on a GPU machine "auto" would run these CPU checks on CUDA (tests marked cuda cover it)
+    base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100, device="cpu",
                 workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
                 options=dict(SMALL.get(method, {})))
     base.update(kw)
@@ -63,6 +64,22 @@ def test_each_method_trains_on_shards(method, tiny_set, tmp_path):
         assert (ckpt["extra"]["labels"] >= 0).all() and ckpt["extra"]["clustered_epoch"] == 1
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_deepcluster_shows_what_its_clustering_pass_is_doing(progress, tiny_set, tmp_path, caplog, capfd):
+    caplog.set_level("INFO")
+    train(cfg("deepcluster", tiny_set, tmp_path / "run", max_steps=1, progress=progress))
+    phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deepcluster: clustering")]
+    stderr = capfd.readouterr().err
+    wanted = ["features of 256 samples", "PCA to 16 dimensions, fitted on", "k-means, k = 4, on 256 x 16",
+              "done in"]
+    if progress:  # the bar names each phase; log lines would tear it
+        assert phases == [] and "clustering, epoch 0" in stderr
+        assert all(w in stderr for w in wanted), stderr
+    else:
+        assert all(any(w in p for p in phases) for w in wanted), phases
+        assert all(p.startswith("deepcluster: clustering, epoch 0: ") for p in phases)
+
+
 def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_path):
     out = tmp_path / "rot"
     train(cfg("rotnet", tiny_set, out, batch_size=32, max_steps=40, options={"head_dim": 0, "lr": 0.05}))
@@ -78,7 +95,7 @@ def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_p
 
 def _cli(*args, env_extra=None, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "train.cli", *args], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "train.cli", *args, "--device", "cpu"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -102,12 +119,15 @@ def _assert_same_checkpoint_at_step_12(ref: Path, run: Path) -> None:
     assert torch.equal(a["extra"]["labels"], b["extra"]["labels"])
 
 
-def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
+def test_resume_after_sigkill_with_resume_alone_is_bit_identical(tiny_set, tmp_path):
+    # --resume alone: every setting that shapes the result (here --workers 1: the shuffle buffer is per worker, and
+    # the default is 4) and the checkpoint and logging intervals come from the run's record, not the defaults.
     # 8 steps per epoch: the reference runs 12 steps (crossing an epoch end and a re-clustering)
-    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), "--max-steps", "12", *DC_ARGS)
+    args = [*DC_ARGS, "--workers", "1", "--max-steps", "12"]
+    _finish("deepcluster", str(tiny_set), "--out", str(tmp_path / "ref"), *args)
 
     run = tmp_path / "killed"
-    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *DC_ARGS)
+    proc = _cli("deepcluster", str(tiny_set), "--out", str(run), *args)
     ckpt = run / "checkpoint.pt"
     deadline = time.time() + 240
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -117,10 +137,12 @@ def test_resume_after_sigkill_is_bit_identical(tiny_set, tmp_path):
     killed_at = torch.load(ckpt, weights_only=True)["step"]
     assert 4 <= killed_at < 12, killed_at
 
-    _finish("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "12", "--resume", *DC_ARGS)
+    _finish("deepcluster", str(tiny_set), "--out", str(run), "--resume")
     _assert_same_checkpoint_at_step_12(tmp_path / "ref", run)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["workers"], config["ckpt_every"], config["log_every"], config["amp"]) == (1, 4, 2, False)
     steps = [r["step"] for r in read_metrics(run) if "loss" in r and "event" not in r]
-    assert steps == sorted(set(steps))  # lines the killed run wrote after its checkpoint were dropped
+    assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # the killed run's lines after its checkpoint went
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -190,7 +212,8 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tiny_set, tmp_
 def test_torchrun_two_processes_gloo(tiny_set, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    args = ["--arch", "cifar", "--batch-size", "16", "--max-steps", "10", "--workers", "0", "--no-progress",
+    args = ["--arch", "cifar", "--device", "cpu", "--batch-size", "16", "--max-steps", "10", "--workers", "0",
+            "--no-progress",
             "--log-every", "2", "--shuffle-buffer", "64", "--k", "4", "--head-dim", "64", "--pca-dim", "16"]
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc-per-node", "2",
@@ -264,12 +287,12 @@ def test_cli_errors_for_empty_and_incomplete_sets(tmp_path):
     runner = CliRunner()
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = runner.invoke(main, ["rotnet", str(empty), "--out", str(tmp_path / "o1"), "--arch", "cifar"])
+    r = runner.invoke(main, ["rotnet", str(empty), "--out", str(tmp_path / "o1"), "--arch", "cifar", "--device", "cpu"])
     assert r.exit_code == 1 and "Error:" in r.output and "manifest" in r.output, r.output
     half = tmp_path / "half"
     render_set(half, RenderConfig(n_patches=64, size=32, shard_size=32), part=(0, 2),
                log=lambda *a, **k: None)
-    r = runner.invoke(main, ["rotnet", str(half), "--out", str(tmp_path / "o2"), "--arch", "cifar"])
+    r = runner.invoke(main, ["rotnet", str(half), "--out", str(tmp_path / "o2"), "--arch", "cifar", "--device", "cpu"])
     assert r.exit_code == 1 and "incomplete" in r.output, r.output
     assert "Traceback" not in r.output
 
@@ -284,6 +307,8 @@ def test_cli_help_explains_with_examples():
         r = runner.invoke(main, [name, "--help"])
         assert r.exit_code == 0 and "Example" in r.output and f"train {name}" in r.output
         assert "--max-steps" in r.output and "--resume" in r.output
+        # only the methods that read rendered sets can use a set's manifest
+        assert ("--manifest" in r.output) == (not get_method(name).needs_labels), name
     r = runner.invoke(main, ["rotnet", "--help"])
     assert "--milestones" in r.output and "10,20,25" in r.output
 
@@ -300,7 +325,7 @@ def test_supervised_on_an_image_folder(tmp_path):
             arr = (torch.tensor(colour, dtype=torch.uint8) // 2 + noise).numpy()
             Image.fromarray(arr).save(root / "train" / f"class{c}" / f"{i}.png")
     out = tmp_path / "sup"
-    r = CliRunner().invoke(main, ["supervised", str(root), "--out", str(out), "--arch", "cifar",
+    r = CliRunner().invoke(main, ["supervised", str(root), "--out", str(out), "--arch", "cifar", "--device", "cpu",
                                   "--batch-size", "8",
                                   "--max-steps", "12", "--workers", "0", "--no-progress", "--head-dim", "0",
                                   "--log-every", "4"])
@@ -326,6 +351,7 @@ def test_fresh_start_never_replaces_an_encoder(tiny_set, tmp_path):
     (out / "checkpoint.pt").unlink()  # e.g. deleted to save space: encoder.pt is all that is left
     before = (out / "encoder.pt").read_bytes()
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--max-steps", "2",
+                                  "--device", "cpu",
                                   "--workers", "0", "--no-progress", "--head-dim", "64"])
     assert r.exit_code == 1 and "already holds a run (encoder.pt" in r.output, r.output
     assert (out / "encoder.pt").read_bytes() == before
@@ -365,7 +391,7 @@ def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
-def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
+def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path, caplog):
     import shutil
 
     out = tmp_path / "run"
@@ -374,6 +400,9 @@ def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
     summary = train(cfg("rotnet", moved, out, max_steps=20, epochs=200, resume=True, workers=1, log_every=2,
                         ckpt_every=0))
     assert summary["step"] == 20
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["--workers 1 where the run recorded 0 (the shuffle buffer is per DataLoader worker): the "
+                      "resumed run will not match an uninterrupted one"]
     config = json.loads((out / "config.json").read_text())
     assert config["data"] == str(moved) and config["max_steps"] == 20 and config["epochs"] == 200
     assert config["workers"] == 1 and config["batch_size"] == 16
@@ -381,18 +410,20 @@ def test_resume_allows_a_moved_set_and_a_longer_run(tiny_set, tmp_path):
 
 def test_cli_resume_alone_continues_with_the_recorded_settings(tiny_set, tmp_path):
     out = tmp_path / "run"
-    first = ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--batch-size", "32", "--lr", "0.05",
-             "--head-dim", "64", "--shuffle-buffer", "64", "--max-steps", "2", "--workers", "0", "--no-progress"]
+    first = ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--device", "cpu", "--batch-size", "32",
+             "--lr", "0.05", "--head-dim", "64", "--shuffle-buffer", "64", "--max-steps", "2", "--workers", "0",
+             "--no-progress"]
     r = CliRunner().invoke(main, first)
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--max-steps", "4",
-                                  "--workers", "0", "--no-progress", "--log-every", "1"])
+                                  "--device", "cpu", "--workers", "0", "--no-progress", "--log-every", "1"])
     assert r.exit_code == 0, r.output
     config = json.loads((out / "config.json").read_text())
     assert (config["arch"], config["batch_size"], config["shuffle_buffer"]) == ("cifar", 32, 64)
     assert config["options"]["lr"] == 0.05 and config["options"]["head_dim"] == 64
     assert [x["lr"] for x in read_metrics(out) if "loss" in x and "event" not in x][-1] == 0.05
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--batch-size", "16",
+                                  "--device", "cpu",
                                   "--lr", "0.5", "--no-progress"])
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
     assert "batch_size 32 -> 16" in r.output and "options.lr 0.05 -> 0.5" in r.output

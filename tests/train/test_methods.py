@@ -169,3 +169,15 @@ def test_monogan_batch_statistics_critic_is_opt_in():
     assert any(not torch.equal(b.running_mean, torch.zeros_like(b.running_mean)) for b in bns)
     with pytest.raises(ValueError, match="critic-bn"):
         MonoGAN(MonoGANOptions(critic_bn="layer"), "cifar", 100)
+
+
+def test_deepcluster_with_too_few_samples_per_cluster_says_so_in_one_line(caplog, recwarn):
+    cls = get_method("deepcluster")
+    cls(cls.Options(head_dim=32, pca_dim=8), "cifar", num_samples=60)  # automatic k: 2 clusters of 30
+    cls(cls.Options(head_dim=32, pca_dim=8, k=10), "cifar", num_samples=60)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 2 and not any("\n" in line for line in lines)
+    assert lines[0].startswith("deepcluster: k = 2 clusters, chosen automatically") and "smaller --k" not in lines[0]
+    assert lines[1].startswith("deepcluster: --k 10 for 60 samples is 6.0 per cluster")
+    assert "no k >= 2 keeps that many" in lines[1] and "(--k 0 would choose 2)" in lines[1]
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]

@@ -50,3 +50,59 @@ def test_url_pattern_needs_and_uses_a_manifest(small_set, served):
     assert _epoch_indices(source) == list(range(96))
     with pytest.raises(ShardSetError, match="misses 1"):
         ShardSource(f"pipe:cat {small_set}/patches-{{000000..000001}}.tar", manifest=small_set / "manifest.json")
+
+
+def _train_cli(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "train.cli", "rotnet", *map(str, args), "--arch", "cifar",
+                           "--batch-size", "16", "--epochs", "1", "--no-progress", "--head-dim", "64",
+                           "--shuffle-buffer", "16", "--device", "cpu"], capture_output=True, text=True, env=env,
+                          cwd=repo, timeout=600)
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_training_stops_at_a_flipped_bit_in_a_patch(tmp_path_factory, workers):
+    """A byte changed inside a JPEG patch keeps the shard's size and still decodes: only the hash of the stream
+    sees it; training stops in one line naming the shard (from a DataLoader worker too), exit 1."""
+    from ..faults import flip_byte_in_image
+
+    folder = tmp_path_factory.mktemp("damaged") / "set"
+    render_set(folder, RenderConfig(n_patches=48, size=32, shard_size=16, format="jpg"))
+    flip_byte_in_image(folder / "patches-000002.tar", sample=3)
+    proc = _train_cli(folder, "--out", folder.parent / "run", "--workers", workers)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert lines == [f"Error: {folder / 'patches-000002.tar'}: sha256 differs from the manifest's, a damaged or "
+                     f"altered shard (samples 000000032..000000047); stopped. `pipeline verify` names the damaged "
+                     f"sample"], lines
+
+
+def test_training_refuses_patches_of_another_size_and_contradicting_manifests(small_set, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "set"
+    shutil.copytree(small_set, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "config": {**manifest["config"], "size": 64}}))
+    proc = _train_cli(folder, "--out", tmp_path / "run", "--workers", "0")
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].endswith(": a 32x32 patch, but the manifest's config.size is 64") and "patches-00000" in lines[0]
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "sources": []}))
+    with pytest.raises(ShardSetError, match=r"malformed manifest \('sources' is empty"):
+        ShardSource(folder)
+
+
+def test_a_set_folder_named_like_a_pattern_is_a_folder(small_set, tmp_path):
+    import shutil
+
+    folder = tmp_path / "set{a,b}::c"
+    shutil.copytree(small_set, folder)
+    assert _epoch_indices(ShardSource(folder, shuffle_buffer=8)) == list(range(96))

@@ -9,33 +9,99 @@ dataclass whose fields become command-line options.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from pipeline.options import Bounds
 from train import distributed as D
 from train.data import Batch, Source
+from train.errors import OptionError
 from train.models import build_encoder
 
 
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with command-line help text."""
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None, min_open: bool = False,
+        max_open: bool = False, auto: float | None = None, choices: tuple[str, ...] | None = None,
+        increasing: bool = False) -> Any:
+    """A dataclass field with command-line help text and its legal values, declared once: the command line gets a
+    click range or choice from them and :class:`MethodOptions` refuses the same values from the Python API.
+
+    Numbers: ``min``/``max`` (open with ``min_open``/``max_open``) and ``auto``, a value outside the range that
+    means "chosen automatically". Lists of integers: every item within ``min``/``max``, and with ``increasing``
+    strictly increasing. Text: one of ``choices``.
+    """
     from dataclasses import field
 
+    bounds = Bounds(min, max, min_open, max_open, auto)
+    meta = {"help": help, "bounds": bounds, "choices": tuple(choices) if choices else None,
+            "increasing": increasing}
     if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def value_problem(f: Field, kind: Any, value: Any) -> str | None:
+    """Why ``value`` is not legal for the option field ``f`` of type ``kind`` (None when it is)."""
+    bounds: Bounds = f.metadata.get("bounds", Bounds())
+    if kind is bool:
+        return None if isinstance(value, bool) else f"{value!r} is not a boolean."
+    if kind is str:
+        choices = f.metadata.get("choices")
+        if not isinstance(value, str) or (choices and value not in choices):
+            return f"{value!r} is not one of {', '.join(map(repr, choices or ()))}."
+        return None
+    if kind is list or typing.get_origin(kind) is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value):
+            return f"{value!r} is not a list of integers."
+        for item in value:
+            if not bounds.contains(item):
+                where = f" (in {','.join(map(str, value))})" if len(value) > 1 else ""
+                return f"{item}{where} is not in the range {bounds.describe()}."
+        if f.metadata.get("increasing") and any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            return f"{','.join(map(str, value))} is not strictly increasing."
+        return None
+    numeric = (int,) if kind is int else (int, float)
+    if not isinstance(value, numeric) or isinstance(value, bool):
+        return f"{value!r} is not {'an integer' if kind is int else 'a number'}."
+    return bounds.problem(value)
 
 
 @dataclass
 class MethodOptions:
-    """Options every method has; subclasses add their own and override the defaults."""
+    """Options every method has; subclasses add their own and override the defaults.
 
-    lr: float = opt(0.01, "base learning rate")
-    weight_decay: float = opt(0.0, "weight decay")
+    Every value is checked when the dataclass is built (ranges and choices from :func:`opt`, then ``check`` for
+    rules that join several options), so the Python API refuses what the command line refuses.
+    """
+
+    lr: float = opt(0.01, "base learning rate", min=0, min_open=True)
+    weight_decay: float = opt(0.0, "weight decay", min=0)
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            problem = value_problem(f, hints.get(f.name, str), getattr(self, f.name))
+            if problem:
+                raise OptionError(f"Invalid value for '{flag(f.name)}': {problem}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules that join several options or that a range cannot say; raise :class:`OptionError`."""
+
+
+def check_gan_size(size: int) -> None:
+    """0 (automatic) or a power of two >= 8: the generators double 4 x 4 up to it."""
+    if size and size & (size - 1):
+        raise OptionError(f"Invalid value for '--gan-size': {size} is not 0 (automatic) or a power of two >= 8.")
 
 
 @dataclass
@@ -75,6 +141,10 @@ class Method(nn.Module):
         self.channels_last = False
 
     # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, opts: MethodOptions, arch: str) -> None:
+        """Rules between the options and the architecture, checked before any work; raise :class:`OptionError`."""
+
     def encoder_arch_kwargs(self) -> dict[str, Any]:
         return dict(self.encoder_kwargs)
 
@@ -117,6 +187,11 @@ class Method(nn.Module):
         plist = [p for g in opt.param_groups for p in g["params"]] if params is None else list(params)
         D.allreduce_grads(plist)
         opt.step()
+        # Under autocast the bf16 copies of weights are cached until the autocast region ends; the loop keeps one
+        # region per training step, so a second player (MonoGAN's generator, BiGAN's E/G) would otherwise run on
+        # the copies made before this update. Clearing keeps the cache within a player's forwards, where it saves
+        # recasting weights used several times (the critic on real, fake and interpolated images).
+        torch.clear_autocast_cache()
 
     def epoch_end(self) -> None:
         """Advance the per-epoch learning-rate schedules."""

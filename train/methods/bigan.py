@@ -21,9 +21,19 @@ from torch import Tensor, nn
 
 from train import augment
 from train.data import Batch
+from train.errors import OptionError
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, linear_decay_schedule, opt
+from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
+from train.models import build_encoder
 from train.models.gan import DCGANGenerator, JointDiscriminator
+
+
+def _output_size(encoder: nn.Module, size: int) -> int:
+    """Side of the encoder's output map for a ``size`` px input; 0 where its layers cannot take that input."""
+    try:
+        return int(encoder.output_shape(size)[-1])
+    except RuntimeError:  # torch: the kernel is larger than the (padded) input at some layer
+        return 0
 
 
 def bigan_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
@@ -40,17 +50,22 @@ def bigan_eg_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 
 @dataclass
 class BiGANOptions(MethodOptions):
-    lr: float = opt(2e-4, "Adam learning rate (E, G and D)")
-    weight_decay: float = opt(2.5e-5, "weight decay")
-    beta1: float = opt(0.5, "Adam beta1")
-    beta2: float = opt(0.999, "Adam beta2")
-    z_dim: int = opt(200, "latent dimensions")
-    encoder_size: int = opt(0, "encoder input size (0: 112 for AlexNet, 32 for cifar)")
-    gan_size: int = opt(0, "generator / discriminator image size (0: 64 for AlexNet, 32 for cifar)")
-    g_width: int = opt(64, "generator width (channels of its last hidden layer)")
-    d_width: int = opt(64, "discriminator conv width")
-    d_hidden: int = opt(1024, "discriminator MLP width")
+    lr: float = opt(2e-4, "Adam learning rate (E, G and D)", min=0, min_open=True)
+    weight_decay: float = opt(2.5e-5, "weight decay", min=0)
+    beta1: float = opt(0.5, "Adam beta1", min=0, max=1, max_open=True)
+    beta2: float = opt(0.999, "Adam beta2", min=0, max=1, max_open=True)
+    z_dim: int = opt(200, "latent dimensions", min=1)
+    encoder_size: int = opt(0, "encoder input size (0: 112 for AlexNet, 32 for cifar); at least the GAN size and "
+                               "what the architecture's layers need", min=8, auto=0)
+    gan_size: int = opt(0, "generator / discriminator image size, a power of two (0: 64 for AlexNet, 32 for "
+                           "cifar)", min=8, auto=0)
+    g_width: int = opt(64, "generator width (channels of its last hidden layer)", min=1)
+    d_width: int = opt(64, "discriminator conv width", min=1)
+    d_hidden: int = opt(1024, "discriminator MLP width", min=1)
     flip: bool = opt(True, "random horizontal flips (native augmentation)")
+
+    def check(self) -> None:
+        check_gan_size(self.gan_size)
 
 
 @register_method
@@ -64,13 +79,30 @@ class BiGAN(Method):
 
     def __init__(self, opts: BiGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
-        small = self.encoder.input_size <= 64
-        self.enc_size = opts.encoder_size or (self.encoder.input_size if small else 112)
-        self.gan_size = opts.gan_size or (32 if small else 64)
+        self.enc_size, self.gan_size = self.sizes(opts, self.encoder.input_size)
         feat_dim = math.prod(self.encoder.output_shape(self.enc_size))
         self.to_z = nn.Linear(feat_dim, opts.z_dim)
         self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width)
         self.discriminator = JointDiscriminator(opts.z_dim, self.gan_size, opts.d_width, opts.d_hidden)
+
+    @staticmethod
+    def sizes(opts: BiGANOptions, design_size: int) -> tuple[int, int]:
+        """(encoder input size, GAN image size): those given, else BiGAN's 112 / 64 for the ImageNet-scale
+        encoders and the encoder's own size (32 / 32) for the CIFAR one."""
+        small = design_size <= 64
+        return opts.encoder_size or (design_size if small else 112), opts.gan_size or (32 if small else 64)
+
+    @classmethod
+    def check_options(cls, opts: BiGANOptions, arch: str) -> None:
+        encoder = build_encoder(arch, **cls.encoder_kwargs)
+        enc_size, gan_size = cls.sizes(opts, encoder.input_size)
+        if enc_size < gan_size:  # D would see the encoder's crop upsampled beside G's full-resolution images
+            raise OptionError(f"Invalid value for '--encoder-size': {enc_size} is below the GAN size {gan_size} "
+                              f"(--gan-size); the discriminator would see real images upsampled.")
+        if _output_size(encoder, enc_size) == 0:
+            least = next(s for s in range(enc_size + 1, 4 * encoder.input_size) if _output_size(encoder, s))
+            raise OptionError(f"Invalid value for '--encoder-size': {enc_size} is too small for the {arch} "
+                              f"encoder, whose layers need at least {least} px.")
 
     def configure(self) -> None:
         o: BiGANOptions = self.opts
@@ -98,7 +130,8 @@ class BiGAN(Method):
 
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
         # Uniform(-1, 1) latents as in BiGAN.
-        return (torch.rand(n, self.opts.z_dim, generator=generator) * 2 - 1).to(self.device)
+        # non_blocking: a plain copy from pageable memory waits for the GPU's queued work (a sync every step)
+        return (torch.rand(n, self.opts.z_dim, generator=generator) * 2 - 1).to(self.device, non_blocking=True)
 
     def d_step(self, x_enc: Tensor, x_gan: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():

@@ -1,17 +1,17 @@
 """DeepCluster (Caron et al., 2018): alternate k-means on the network's features and learning to predict the
 cluster ids.
 
-Each epoch starts with a clustering pass over the whole set: fc7 features (before the last ReLU, dropout
-off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at ImageNet
-scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
+Each epoch starts with a clustering pass over the whole set, in fp32 on every device: fc7 features (before the
+last ReLU, dropout off) of a centre view, PCA-whitened to 256 dimensions, L2-normalised, k-means (k = 10,000 at
+ImageNet scale). The pseudo-labels are a tensor indexed by the sample's global index, looked up while streaming; the
 top layer is re-initialised (and its momentum cleared) after each reassignment, since its old rows mean
 nothing for the new clusters.
 
 Memory stays bounded: only the first ``pca_samples`` raw fc7 vectors are kept (to fit the PCA); every later
 batch is projected to 256 dimensions on the fly, so 1.28M samples take 1.28M x 256 floats, not 1.28M x 4096.
 
-Under torchrun every rank featurises its share of the set; the features are gathered on rank 0, which clusters
-and broadcasts the labels.
+Under torchrun every rank featurises its share of the set; the PCA is fitted on rank 0 to the first rows of every
+rank (``pca_samples`` in all), the features are gathered on rank 0, which clusters and broadcasts the labels.
 
 Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and horizontal flips; optimiser SGD lr
 0.05, momentum 0.9, weight decay 1e-5, batch 256, constant rate. Optional Sobel input (``--sobel``).
@@ -19,15 +19,18 @@ Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and hori
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from train import augment, clustering
 from train import distributed as D
@@ -46,20 +49,60 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: Tensor
     return (ce * class_weights[labels]).mean()
 
 
+def _in_full_fp32(method: Callable) -> Callable:
+    """Run a step of the clustering pass in plain fp32 on every device (:func:`train.clustering.full_fp32`): features
+    (no bf16 autocast), PCA, projection and k-means distances (no TF32). The price is an fp32 forward pass over the
+    set once an epoch, where training steps run in bf16."""
+
+    @functools.wraps(method)
+    def in_fp32(self: DeepCluster, *args: Any, **kwargs: Any) -> Any:
+        with clustering.full_fp32(self.device.type):
+            return method(self, *args, **kwargs)
+
+    return in_fp32
+
+
 @dataclass
 class DeepClusterOptions(MethodOptions):
-    lr: float = opt(0.05, "SGD learning rate")
-    weight_decay: float = opt(1e-5, "weight decay")
-    momentum: float = opt(0.9, "SGD momentum")
-    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)")
-    pca_dim: int = opt(256, "PCA dimensions before k-means")
-    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)")
-    kmeans_iters: int = opt(20, "k-means iterations")
-    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)")
-    head_dim: int = opt(4096, "width of fc6/fc7")
+    lr: float = opt(0.05, "SGD learning rate", min=0, min_open=True)
+    weight_decay: float = opt(1e-5, "weight decay", min=0)
+    momentum: float = opt(0.9, "SGD momentum", min=0, max=1, max_open=True)
+    k: int = opt(0, "number of clusters (0: 10,000 at ImageNet scale, the same samples per cluster below)",
+                 min=2, auto=0)
+    pca_dim: int = opt(256, "PCA dimensions before k-means", min=1)
+    pca_samples: int = opt(20_000, "raw features kept to fit the PCA (bounds memory)", min=1)
+    kmeans_iters: int = opt(20, "k-means iterations", min=1)
+    kmeans_backend: str = opt("auto", "faiss | torch | auto (torch on CUDA, faiss on CPU)",
+                              choices=("auto", "faiss", "torch"))
+    head_dim: int = opt(4096, "width of fc6/fc7", min=1)
     sobel: bool = opt(False, "grayscale + Sobel filtering in front of conv1, as in the DeepCluster paper")
     uniform: bool = opt(True, "weight the loss so that every cluster counts equally (uniform sampling)")
-    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)")
+    feature_batch_size: int = opt(0, "batch size of the clustering pass (0: 2 x the training batch)", min=1, auto=0)
+
+
+class _PassProgress:
+    """What a clustering pass is doing (minutes at ImageNet scale): a bar over the feature batches, its description
+    naming the phase (features, PCA, k-means), when progress is shown; otherwise one INFO line per phase. Only the
+    main process reports."""
+
+    def __init__(self, ctx: EpochContext, batches: int) -> None:
+        self.epoch = ctx.epoch
+        self.bar = tqdm(total=batches, unit="batch", dynamic_ncols=True, leave=False,
+                        disable=not (ctx.progress and D.is_main()), desc=f"clustering, epoch {ctx.epoch}")
+        self.log = D.is_main() and not ctx.progress
+
+    def phase(self, text: str) -> None:
+        if self.log:
+            log.info("deepcluster: clustering, epoch %d: %s", self.epoch, text)
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def close(self, text: str = "") -> None:
+        if text:
+            self.phase(text)
+        self.bar.close()
 
 
 @register_method
@@ -75,6 +118,9 @@ class DeepCluster(Method):
         self.k = opts.k or clustering.default_k(num_samples)
         if self.k > num_samples:
             raise ValueError(f"deepcluster: k = {self.k} clusters for only {num_samples} samples")
+        note = clustering.sparse_clusters_note(num_samples, self.k, k_given=opts.k > 0)
+        if note and D.is_main():
+            log.warning("deepcluster: %s", note)
         feat_dim = math.prod(self.encoder.output_shape())
         self.head = classifier_head(feat_dim, opts.head_dim, None, dropout=0.5)
         self.top_layer = nn.Linear(opts.head_dim, self.k)
@@ -113,13 +159,19 @@ class DeepCluster(Method):
         frac = min(1.0, self.input_size / images.shape[-1])
         return augment.center_crop_resize(augment.to_unit_range(images), self.input_size, crop_fraction=frac)
 
+    def feature_batch_size(self, ctx: EpochContext) -> int:
+        return self.opts.feature_batch_size or 2 * ctx.batch_size
+
     @torch.no_grad()
-    def compute_features(self, ctx: EpochContext) -> tuple[Tensor | None, Tensor | None]:
+    @_in_full_fp32
+    def compute_features(self, ctx: EpochContext, shown: _PassProgress | None = None,
+                         ) -> tuple[Tensor | None, Tensor | None]:
         """PCA-reduced features and indices of the whole set, on rank 0 (None elsewhere)."""
         o: DeepClusterOptions = self.opts
         was = self.training
         self.eval()
-        bs = o.feature_batch_size or 2 * ctx.batch_size
+        bs = self.feature_batch_size(ctx)
+        shown = shown or _PassProgress(ctx, 0)
         pca_rows = max(o.pca_dim + 1, math.ceil(o.pca_samples / D.world_size()))
         raw, raw_idx, red, red_idx = [], [], [], []
         pca: clustering.PCA | None = None
@@ -128,19 +180,21 @@ class DeepCluster(Method):
                                    pin_memory=ctx.pin_memory)
         for batch in loader:
             batch = batch.to(self.device)
-            x = self.center_view(batch.images)
-            with ctx.autocast():
-                f = self.features(x).float()
+            f = self.features(self.center_view(batch.images)).float()
             if pca is None:
                 raw.append(f.cpu())
                 raw_idx.append(batch.index.cpu())
                 n_raw += len(f)
                 if n_raw >= pca_rows:
+                    shown.phase(f"PCA to {o.pca_dim} dimensions, fitted on {n_raw} x {f.shape[1]} features")
                     pca = self._fit_pca(torch.cat(raw))
+                    shown.phase("features, projected to the PCA while streaming")
             else:
                 red.append(pca(f).cpu())
                 red_idx.append(batch.index.cpu())
+            shown.advance()
         if pca is None:  # this rank's share was smaller than the PCA sample
+            shown.phase(f"PCA to {o.pca_dim} dimensions, fitted on {n_raw} features")
             pca = self._fit_pca(torch.cat(raw) if raw else torch.zeros(0, o.head_dim))
         if raw:
             red.insert(0, torch.cat([pca(r.to(pca.proj.device)).cpu() for r in raw]))
@@ -154,8 +208,10 @@ class DeepCluster(Method):
         return feats, idx
 
     def _fit_pca(self, raw: Tensor) -> clustering.PCA:
-        """Fit on rank 0's sample (samples are i.i.d. renders) and share it, so all ranks project alike."""
+        """Fit on every rank's first rows (each keeps its 1/world share of ``pca_samples``), gathered on rank 0, and
+        share the result, so all ranks project alike."""
         o: DeepClusterOptions = self.opts
+        raw = D.gather_rows(raw, self.device if self.device.type == "cuda" else torch.device("cpu"))
         if D.is_main():
             if raw.shape[0] < 2:
                 raise ValueError("deepcluster: too few samples to fit the PCA")
@@ -166,6 +222,7 @@ class DeepCluster(Method):
         mean, proj = D.broadcast_object(payload)
         return clustering.PCA(mean.to(self.device), proj.to(self.device))
 
+    @_in_full_fp32
     def cluster(self, feats: Tensor, idx: Tensor, seed: int) -> tuple[Tensor, dict[str, float]]:
         """k-means on (PCA-reduced) features; returns labels by global index."""
         o: DeepClusterOptions = self.opts
@@ -187,11 +244,16 @@ class DeepCluster(Method):
         if self.clustered_epoch == ctx.epoch:
             return {}  # resumed mid-epoch: the checkpoint carried this epoch's labels
         t0 = time.perf_counter()
-        feats, idx = self.compute_features(ctx)
+        shown = _PassProgress(ctx, math.ceil(self.num_samples / D.world_size() / self.feature_batch_size(ctx)))
+        shown.phase(f"features of {self.num_samples} samples")
+        feats, idx = self.compute_features(ctx, shown)
         t_feat = time.perf_counter() - t0
         stats: dict[str, float] = {}
         if D.is_main():
+            shown.phase(f"k-means, k = {self.k}, on {feats.shape[0]} x {feats.shape[1]} "
+                        f"({self.opts.kmeans_iters} iterations; features took {t_feat:.1f} s)")
             labels, stats = self.cluster(feats, idx, seed=ctx.seed * 1000 + ctx.epoch)
+            shown.close(f"done in {time.perf_counter() - t0:.1f} s")
             prev = self.labels.cpu()
             if (prev >= 0).all():
                 stats["nmi_prev"] = clustering.nmi(labels, prev)
@@ -204,6 +266,9 @@ class DeepCluster(Method):
         return stats
 
     def set_labels(self, labels: Tensor, epoch: int) -> None:
+        if labels.shape != (self.num_samples,) or bool((labels < 0).any()):  # once an epoch, not every step
+            raise ValueError(f"deepcluster: pseudo-labels for {labels.shape[0]} samples, "
+                             f"{int((labels < 0).sum())} without a cluster, for a set of {self.num_samples}")
         self.labels = labels.to(self.device)
         if self.opts.uniform:
             self.class_weights = clustering.cluster_weights(self.labels, self.k).to(self.device)
@@ -218,12 +283,9 @@ class DeepCluster(Method):
         return self.top_layer(F.relu(self.features(x)))
 
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
-        if batch.index.max() >= self.num_samples:
-            raise ValueError(
-                f"deepcluster: sample index {int(batch.index.max())} >= set size {self.num_samples}")
+        # No checks of the batch here: a Python test of a CUDA tensor waits for the GPU every step. The epoch's
+        # clustering pass checked every index its batches carry (cluster) and that each has a label (set_labels).
         y = self.labels[batch.index]
-        if (y < 0).any():
-            raise RuntimeError("deepcluster: batch holds samples without a pseudo-label (clustering not run)")
         x = augment.random_resized_crop(augment.to_unit_range(batch.images), self.input_size,
                                         scale=(0.08, 1.0),
                                         generator=generator)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from train import augment
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, linear_decay_schedule, opt
+from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule, opt
 from train.models.gan import GENERATOR_UPSAMPLING, DCGANGenerator
 
 
@@ -80,21 +80,27 @@ class Critic(nn.Module):
 
 @dataclass
 class MonoGANOptions(MethodOptions):
-    lr: float = opt(1e-4, "Adam learning rate (critic and generator)")
-    weight_decay: float = opt(0.0, "weight decay")
-    beta1: float = opt(0.5, "Adam beta1")
-    beta2: float = opt(0.9, "Adam beta2")
-    n_critic: int = opt(5, "critic updates per generator update")
-    gp_lambda: float = opt(10.0, "gradient-penalty weight")
-    z_dim: int = opt(128, "latent dimensions")
-    g_width: int = opt(128, "generator width (WGAN-GP's DIM)")
+    lr: float = opt(1e-4, "Adam learning rate (critic and generator)", min=0, min_open=True)
+    weight_decay: float = opt(0.0, "weight decay", min=0)
+    beta1: float = opt(0.5, "Adam beta1", min=0, max=1, max_open=True)
+    beta2: float = opt(0.9, "Adam beta2", min=0, max=1, max_open=True)
+    n_critic: int = opt(5, "critic updates per generator update", min=1)
+    gp_lambda: float = opt(10.0, "gradient-penalty weight", min=0)
+    z_dim: int = opt(128, "latent dimensions", min=1)
+    g_width: int = opt(128, "generator width (WGAN-GP's DIM)", min=1)
     g_upsampling: str = opt("transposed", "generator upsampling: transposed (4x4/2 transposed convolutions, "
-                                          "WGAN-GP's) | resize (nearest resize + 3x3 convolution, no checkerboard)")
-    gan_size: int = opt(0, "generator output size (0: the encoder's input size if a power of two, else 64)")
+                                          "WGAN-GP's) | resize (nearest resize + 3x3 convolution, no checkerboard)",
+                            choices=GENERATOR_UPSAMPLING)
+    gan_size: int = opt(0, "generator output size, a power of two (0: the encoder's input size if a power of two, "
+                           "else 64)", min=8, auto=0)
     flip: bool = opt(True, "random horizontal flips")
     decay: bool = opt(True, "decay the learning rate linearly to 0 over the epochs")
     critic_bn: str = opt("fixed", "critic BatchNorm: fixed (initial statistics, a per-channel affine; WGAN-GP's "
-                                  "per-sample penalty holds) | batch (batch statistics, a plain AlexNet-BN critic)")
+                                  "per-sample penalty holds) | batch (batch statistics, a plain AlexNet-BN critic)",
+                         choices=("fixed", "batch"))
+
+    def check(self) -> None:
+        check_gan_size(self.gan_size)
 
 
 @register_method
@@ -110,11 +116,6 @@ class MonoGAN(Method):
         super().__init__(opts, arch, num_samples, num_classes, device)
         size = self.encoder.input_size
         self.gan_size = opts.gan_size or (size if size & (size - 1) == 0 else 64)
-        if opts.critic_bn not in ("fixed", "batch"):
-            raise ValueError(f"monogan: --critic-bn must be fixed or batch, not {opts.critic_bn!r}")
-        if opts.g_upsampling not in GENERATOR_UPSAMPLING:
-            raise ValueError(f"monogan: --g-upsampling must be one of {', '.join(GENERATOR_UPSAMPLING)}, "
-                             f"not {opts.g_upsampling!r}")
         self.critic = Critic(self.encoder, math.prod(self.encoder.output_shape()),
                              batch_stats=opts.critic_bn == "batch")
         self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width, opts.g_upsampling)
@@ -141,19 +142,20 @@ class MonoGAN(Method):
     def real_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
         x = augment.resize(augment.to_unit_range(images), self.input_size)
         if self.opts.flip:
-            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device, non_blocking=True)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.opts.z_dim, generator=generator).to(self.device)
+        # non_blocking: a plain copy from pageable memory waits for the GPU's queued work (a sync every step)
+        return torch.randn(n, self.opts.z_dim, generator=generator).to(self.device, non_blocking=True)
 
     def critic_step(self, real: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         n = real.shape[0]
         z = self.sample_z(n, generator)
         with torch.no_grad():
             fake = self.to_critic(self.generator(z))
-        eps = torch.rand(n, generator=generator).to(self.device)
+        eps = torch.rand(n, generator=generator).to(self.device, non_blocking=True)
         real, fake = self.prepare(real), self.prepare(fake)
         w = critic_loss(self.critic(real).float(), self.critic(fake).float())
         gp = gradient_penalty(self.critic, real, fake, eps)

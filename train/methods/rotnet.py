@@ -28,12 +28,14 @@ def rotation_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 @dataclass
 class RotNetOptions(MethodOptions):
-    lr: float = opt(0.1, "SGD learning rate")
-    weight_decay: float = opt(5e-4, "weight decay")
-    momentum: float = opt(0.9, "SGD momentum (Nesterov)")
-    milestones: list = opt([10, 20, 25], "epochs at which the learning rate is multiplied by --gamma")
-    gamma: float = opt(0.2, "learning-rate factor at each milestone")
-    head_dim: int = opt(4096, "width of the two fully connected layers (0: linear classifier on the map)")
+    lr: float = opt(0.1, "SGD learning rate", min=0, min_open=True)
+    weight_decay: float = opt(5e-4, "weight decay", min=0)
+    # Nesterov momentum needs a momentum above 0 (torch refuses 0)
+    momentum: float = opt(0.9, "SGD momentum (Nesterov)", min=0, max=1, min_open=True, max_open=True)
+    milestones: list = opt([10, 20, 25], "epochs at which the learning rate is multiplied by --gamma (strictly "
+                                         "increasing)", min=0, increasing=True)
+    gamma: float = opt(0.2, "learning-rate factor at each milestone", min=0, max=1, min_open=True)
+    head_dim: int = opt(4096, "width of the two fully connected layers (0: linear classifier on the map)", min=0)
     flip: bool = opt(True, "random horizontal flips (native augmentation)")
 
 

@@ -25,12 +25,13 @@ from train.models.heads import classifier_head
 
 @dataclass
 class SupervisedOptions(MethodOptions):
-    lr: float = opt(0.01, "SGD learning rate")
-    weight_decay: float = opt(5e-4, "weight decay")
-    momentum: float = opt(0.9, "SGD momentum")
-    milestones: list = opt([30, 60], "epochs at which the learning rate is multiplied by --gamma")
-    gamma: float = opt(0.1, "learning-rate factor at each milestone")
-    head_dim: int = opt(4096, "width of fc6/fc7 (0: a linear classifier on the final map)")
+    lr: float = opt(0.01, "SGD learning rate", min=0, min_open=True)
+    weight_decay: float = opt(5e-4, "weight decay", min=0)
+    momentum: float = opt(0.9, "SGD momentum", min=0, max=1, max_open=True)
+    milestones: list = opt([30, 60], "epochs at which the learning rate is multiplied by --gamma (strictly "
+                                     "increasing)", min=0, increasing=True)
+    gamma: float = opt(0.1, "learning-rate factor at each milestone", min=0, max=1, min_open=True)
+    head_dim: int = opt(4096, "width of fc6/fc7 (0: a linear classifier on the final map)", min=0)
 
 
 @register_method

@@ -1,0 +1,114 @@
+"""Writing files so that no reader ever sees half of one, and a failing disk is one line naming the file.
+
+Every file the tools write and later trust (shards, manifests, checkpoints, encoder.pt, config.json, results,
+reports, pictures) goes through `atomic_file`: a temporary name in the same folder, fsync, rename over the final
+name, fsync of the folder. A write that fails (a full disk, an I/O error) removes the temporary file, leaves any
+previous version in place, and raises an OSError whose filename is the file being written, which the command-line
+groups (`pipeline.errors.FileErrorGroup`) print as one line. Append-only logs (metrics.jsonl) use `append_line`,
+which takes a failed line back out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+# Folders on some file systems cannot be fsynced (the rename is then as durable as that file system makes it).
+_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
+
+
+def temporary_name(path: Path) -> Path:
+    """Where `path` is written before it is renamed: unique per host and process, so parts and workers writing
+    into one folder never share one, and a killed writer's leftover is recognisable (`NAME.tmp-*`)."""
+    return path.with_name(f"{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
+
+
+def named_os_error(error: BaseException, path: str | os.PathLike) -> OSError | None:
+    """The OSError that caused `error` (`error` itself, or one it was raised from or while handling, as torch's
+    writer wraps a failed write in a RuntimeError) as an OSError naming `path`; None when no OSError caused it."""
+    seen: BaseException | None = error
+    for _ in range(16):  # a chain is short; never loop on a cyclic one
+        if seen is None or isinstance(seen, OSError):
+            break
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    if not isinstance(seen, OSError):
+        return None
+    named = OSError(seen.errno, seen.strerror or str(seen), os.fspath(path))
+    return named
+
+
+def _reraise_named(error: BaseException, path: Path) -> None:
+    # OSError, or torch's RuntimeError around one; a project error raised by the caller's body stays as it is
+    if isinstance(error, OSError | RuntimeError):
+        named = named_os_error(error, path)
+        if named is not None:
+            raise named from None
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make renames in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """A file object to write `path` through; on leaving the block the data is fsynced and renamed over `path`.
+
+    On any failure the temporary file is removed and `path` keeps its previous content (or stays absent); a
+    failure caused by an OSError is raised as an OSError naming `path`.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_file writes whole files ('wb' or 'w'), not {mode!r}")
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _reraise_named(error, path)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append `line` and a newline to `path`; a failed append is cut back off, so the log holds whole lines only."""
+    path = Path(path)
+    data = (line + "\n").encode()
+    try:
+        with open(path, "ab", buffering=0) as f:  # unbuffered: each write below is one system call
+            start = f.seek(0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(data):  # a write may take part of the data (a signal, a nearly full disk)
+                    written += f.write(data[written:])
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(start)
+                raise
+    except OSError as error:
+        raise named_os_error(error, path) from None

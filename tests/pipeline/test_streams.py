@@ -1,0 +1,132 @@
+"""What the shard reader streams is what the manifest promises: hashed as it passes, counted, of the set's size;
+manifests that contradict themselves are refused by every reader; a set folder is a folder whatever its name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pipeline.config import RenderConfig
+from pipeline.errors import ShardSetError
+from pipeline.render import render_set
+from pipeline.shards import is_url_pattern, open_shards, verify_quick
+from pipeline.verify import describe_set, verify_set
+
+from ..faults import flip_byte_in_image
+from ..loopback import LoopbackServer
+from .conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def jpeg_set(tmp_path_factory, photo):
+    """60 JPEG patches of 32 px in 3 shards: a flipped bit inside a JPEG still decodes, so only a hash sees it."""
+    out = tmp_path_factory.mktemp("sets") / "jpeg"
+    render_set(out, RenderConfig(n_patches=60, size=32, shard_size=20, format="jpg"), sources=[photo])
+    return out
+
+
+@pytest.fixture
+def damaged(jpeg_set, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(jpeg_set, out)
+    flip_byte_in_image(out / "patches-000001.tar", sample=7)
+    verify_quick(out)  # the cheap checks pass: same size
+    return out
+
+
+def test_a_flipped_bit_in_a_patch_stops_the_stream_naming_the_shard(damaged):
+    message = (f"{damaged / 'patches-000001.tar'}: sha256 differs from the manifest's, a damaged or altered shard "
+               f"(samples 000000020..000000039)")
+    with pytest.raises(ShardSetError) as err:
+        list(open_shards(damaged))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    # the damaged shard's last sample is held back until its bytes are checked
+    seen = []
+    with pytest.raises(ShardSetError):
+        for sample in open_shards(damaged):
+            seen.append(sample["index"])
+    assert 39 not in seen
+    assert list(open_shards(damaged, verify=False))  # unverified, the damage passes unnoticed
+
+
+def test_a_flipped_bit_is_caught_over_http_and_through_a_pipe(damaged):
+    with LoopbackServer(damaged) as server:
+        with pytest.raises(ShardSetError, match=r"/patches-000001.tar: sha256 differs from the manifest's"):
+            list(open_shards(server.url))
+    pattern = f"pipe:cat {damaged}/patches-{{000000..000002}}.tar"
+    with pytest.raises(ShardSetError, match=r"patches-000001.tar: sha256 differs from the manifest's"):
+        list(open_shards(pattern, manifest=damaged / "manifest.json"))
+
+
+def test_an_intact_set_streams_whole_with_hashing(jpeg_set):
+    assert sorted(s["index"] for s in open_shards(jpeg_set, shuffle_buffer=8)) == list(range(60))
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+CONTRADICTIONS = {
+    "no samples": (lambda m: {**m, "n_samples": 0, "n_shards": 0, "shards": [], "config": {**m["config"],
+                                                                                        "n_patches": 0}},
+                   "n_samples is 0; a set holds at least one sample"),
+    "no sources": (lambda m: {**m, "sources": []}, "'sources' is empty; a rendered set comes from at least one image"),
+    "overlap": (lambda m: {**m, "shards": [m["shards"][0], {**m["shards"][1], "first": 40}, *m["shards"][2:]]},
+                "shards[1] patches-000001.tar lists samples from 40, 50 of them; shard 1 of 240 samples in shards of "
+                "50 holds 50 from 50"),
+    "beyond the count": (lambda m: {**m, "shards": [*m["shards"][:4], {**m["shards"][4], "count": 50}]},
+                         "shards[4] patches-000004.tar lists samples from 200, 50 of them; shard 4 of 240 samples in "
+                         "shards of 50 holds 40 from 200"),
+    "listed twice": (lambda m: {**m, "shards": [m["shards"][0], m["shards"][0]]},
+                     "shards[1] patches-000000.tar is listed twice"),
+    "n_patches": (lambda m: {**m, "config": {**m["config"], "n_patches": 250}},
+                  "config.n_patches 250 differs from n_samples 240"),
+    "n_shards": (lambda m: {**m, "n_shards": 4}, "n_shards 4, but 240 samples in shards of 50 make 5"),
+}
+
+
+@pytest.mark.parametrize("case", CONTRADICTIONS)
+def test_a_manifest_that_contradicts_itself_is_refused_by_every_reader(tiny_set, tmp_path, case):
+    out = tmp_path / "set"
+    shutil.copytree(tiny_set, out)
+    change, problem = CONTRADICTIONS[case]
+    (out / "manifest.json").write_text(json.dumps(change(_manifest(tiny_set))))
+    expected = f"Error: {out / 'manifest.json'}: malformed manifest ({problem})"
+    for args in (["verify", str(out)], ["info", str(out)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [expected], (args, proc.stderr)
+    with pytest.raises(ShardSetError, match="malformed manifest"):
+        open_shards(out)  # what train and probe open
+
+
+def test_patches_of_another_size_than_the_manifest_says(tiny_set, tmp_path):
+    out = tmp_path / "set"
+    shutil.copytree(tiny_set, out)
+    manifest = _manifest(tiny_set)
+    manifest["config"]["size"] = 48
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardSetError, match=r"patches-0000\d\d.tar:\d{9}: a 32x32 patch, but the manifest's "
+                                            r"config.size is 48"):
+        next(iter(open_shards(out)))  # at the first sample read
+    problems = verify_set(out, decode=True)
+    assert len(problems) == 5 and all("a 32x32 patch, but the manifest's config.size is 48" in p for p in problems)
+    with pytest.raises(ShardSetError, match=r"patches-000000.tar:000000000: a 32x32 patch, but the manifest's "
+                                            r"config.size is 48"):
+        describe_set(out)
+    proc = run_cli("info", str(out))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["set{1}", "a::b", "pipe:x"])
+def test_an_existing_folder_is_a_folder_whatever_its_name(tiny_set, tmp_path, name, monkeypatch):
+    out = tmp_path / name
+    shutil.copytree(tiny_set, out)
+    assert not is_url_pattern(out)
+    assert len(list(open_shards(out))) == TINY["n_patches"]
+    assert run_cli("verify", str(out)).returncode == 0
+    if not name.startswith("pipe:"):  # given as `pipe:...`, a location is a command, by webdataset's syntax
+        monkeypatch.chdir(tmp_path)  # relative, the name would read as a URL scheme or a URL list
+        assert len(list(open_shards(name))) == TINY["n_patches"]
+    assert is_url_pattern(str(tmp_path / "missing{1..2}")) and is_url_pattern("pipe:cat x")

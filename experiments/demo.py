@@ -42,8 +42,8 @@ from reproduce import (
     run_stage,
 )
 
+from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.preview import contact_sheet
-from pipeline.shardio import atomic_write_bytes
 from probe.archive import default_cache_dir
 from probe.errors import ProbeError
 
@@ -288,9 +288,9 @@ def main() -> None:
     summary["stage_s"]["picture"] = records["picture"]["wall_s"]
     summary["this_run_s"] = round(time.time() - start, 1)
     line = finding(summary, picture, where)
-    atomic_write_bytes(work / "finding.txt", (line + "\n").encode())
-    atomic_write_bytes(work / "demo.json", (json.dumps({**summary, "finding": line, "load_average": os.getloadavg()},
-                                                       indent=1) + "\n").encode())
+    atomic_write_text(work / "finding.txt", line + "\n")
+    atomic_write_text(work / "demo.json", json.dumps({**summary, "finding": line, "load_average": os.getloadavg()},
+                                                     indent=1) + "\n")
     print_times(records, reused, time.time() - start)
     print(line, flush=True)
 

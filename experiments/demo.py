@@ -71,10 +71,11 @@ PRESETS: dict[str, dict] = {
         "probe": ["--layers", ",".join(LAYERS), "--limit-train", "25000", "--limit-test", "5000",
                   "--epochs", "10", "--milestones", "3,6,8"],
     },
-    # For the test suite only: the same stages in seconds; its numbers mean nothing.
+    # For the test suite only: the same stages in seconds; its numbers mean nothing. Enough steps after the first
+    # checkpoint for the test to interrupt the training in the middle.
     "tiny": {
         "n_patches": 96,
-        "train": ["--max-steps", "3", "--batch-size", "16", "--head-dim", "32", "--workers", "0",
+        "train": ["--max-steps", "8", "--batch-size", "8", "--head-dim", "32", "--workers", "0",
                   "--ckpt-every", "2"],
         "probe": ["--layers", ",".join(LAYERS), "--epochs", "1", "--batch-size", "16", "--workers", "0"],
     },

@@ -49,6 +49,26 @@ def finding_numbers(line: str) -> list[float]:
     return [float(v) for f in found for v in f[1:]]
 
 
+def interrupt(args: list[str], when) -> tuple[int, str]:
+    """Run the demo, send it SIGINT (a terminal's Ctrl-C) once `when(stdout line)` is true, and return its exit
+    status and output."""
+    proc = subprocess.Popen([sys.executable, str(DEMO), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if when(line):
+            proc.send_signal(signal.SIGINT)
+            break
+    return proc.wait(timeout=300), "".join(lines) + proc.communicate(timeout=300)[0]
+
+
+def training_events(run: Path) -> list[tuple[str, int]]:
+    """The run's start, interrupt, resume and end, each with the step it happened at."""
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(line["event"], line["step"]) for line in lines if "event" in line]
+
+
 @pytest.mark.slow
 def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(tmp_path):
     work, data = tmp_path / "work", f"cifar10:{write_cifar10(tmp_path)}"
@@ -56,28 +76,42 @@ def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(
             "--device", "cpu", "--shared", str(tmp_path / "no-shared-folder")]
     run = work / "seed-3"
 
-    # no data anywhere: one line says how to point at a copy, and the picture still shows the filters
+    # Ctrl-C in the middle of training: the trainer stops after the step in flight and keeps a checkpoint
+    def training_checkpointed(line: str) -> bool:
+        while line.startswith("[train-rotnet]") and not (run / "run" / "checkpoint.pt").exists():
+            time.sleep(0.02)
+        return line.startswith("[train-rotnet]")
+
+    status, out = interrupt([*base, "--no-download"], training_checkpointed)
+    assert status == 130, out
+    assert "interrupted during train-rotnet; run `make demo` (or this command) again to continue" in out
+    assert (run / "run" / "checkpoint.pt").exists() and not (run / "run" / "encoder.pt").exists()
+    events = training_events(run / "run")
+    assert events[0] == ("start", 0) and events[1][0] == "interrupted" and len(events) == 2
+    stopped_at = events[1][1]
+    assert 2 <= stopped_at < 8
+
+    # no data anywhere: one line says how to point at a copy; the same command continues the training from its
+    # checkpoint, and the picture still shows the filters
     bare = run_demo([*base, "--no-download"])
     assert bare.returncode == 0, bare.stdout[-3000:] + bare.stderr[-3000:]
-    assert "set DEMO_DATA=KIND:PATH" in bare.stdout
+    assert "set DEMO_DATA=KIND:PATH" in bare.stdout and "[render] done before" in bare.stdout
+    assert re.search(r"^\[train-rotnet\] .* --resume$", bare.stdout, re.M), bare.stdout
+    assert training_events(run / "run")[2:] == [("resume", stopped_at), ("end", 8)]
     finding = (run / "finding.txt").read_text()
-    assert finding.startswith("finding: RotNet trained for 3 steps") and "not probed" in finding
+    assert finding.startswith("finding: RotNet trained for 8 steps") and "not probed" in finding
     assert str(run / "demo.png") in finding and Image.open(run / "demo.png").size[0] > 600
     assert (run / "preview.png").exists() and not (run / "probes").exists()
 
     # Ctrl-C during a probe: the stage is stopped, the demo says how to go on and exits 130
-    proc = subprocess.Popen([sys.executable, str(DEMO), *base, "--data", data], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
+    def probing(line: str) -> bool:
         if line.startswith("[probe-rotnet]"):
-            time.sleep(0.5)
-            proc.send_signal(signal.SIGINT)
-            break
-    rest = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 130, "".join(lines) + rest
-    assert "interrupted during probe-rotnet; run `make demo` (or this command) again to continue" in rest
+            time.sleep(0.5)  # into the stage's process (a Ctrl-C before it is one between stages)
+        return line.startswith("[probe-rotnet]")
+
+    status, out = interrupt([*base, "--data", data], probing)
+    assert status == 130, out
+    assert "interrupted during probe-rotnet; run `make demo` (or this command) again to continue" in out
     assert not (run / "probes" / "rotnet" / "results.json").exists()
 
     # the same command continues: render and training reused, the probes run, picture and finding rewritten
@@ -86,7 +120,8 @@ def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(
     assert "[render] done before" in probed.stdout and "[train-rotnet] done before" in probed.stdout
     line = probed.stdout.strip().splitlines()[-1]
     assert line == (run / "finding.txt").read_text().strip() and line.endswith(f"picture: {run / 'demo.png'}")
-    assert "stage times: render " in probed.stdout and "probe-random" in probed.stdout
+    assert re.search(r"stage times: render \d+ s \(reused\), train-rotnet \d+ s \(reused\), "
+                     r"probe-rotnet \d+ s \(CPU \d+ s\), probe-random", probed.stdout), probed.stdout
     # every number in the finding is the run's own
     trained, random = (json.loads((run / "probes" / name / "results.json").read_text())["layers"]
                        for name in ("rotnet", "random"))
@@ -94,8 +129,10 @@ def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(
                 (trained[layer]["top1"], random[layer]["top1"], trained[layer]["top1"] - random[layer]["top1"])]
     assert finding_numbers(line) == pytest.approx(expected, abs=0.051)
     summary = json.loads((run / "demo.json").read_text())
-    assert summary["steps"] == 3 and summary["patches"] == 96 and summary["data"] == data
+    assert summary["steps"] == 8 and summary["patches"] == 96 and summary["data"] == data
+    assert set(summary["stage_cpu_s"]) == {"probe-rotnet", "probe-random"}
 
+    # a second run reuses every stage and says the same
     again = run_demo([*base, "--data", data])
     assert again.returncode == 0 and again.stdout.count("skipped") == 4
     assert again.stdout.strip().splitlines()[-1] == line

@@ -61,8 +61,8 @@ RANDOM = "random:cifar"
 # The probe protocol is the paper's (BatchNorm + linear on frozen features, SGD momentum 0.9, batch 192, lr 0.01
 # divided by 5 at milestones) shortened: conv1 and conv2 only, a seeded 25,000 of the 50,000 training images and
 # 5,000 of the 10,000 test images, 10 epochs instead of 36 with the milestones moved to epochs 3, 6 and 8. With
-# 10,000 training images conv1's gain (+1.2 on seed 2) was within the spread across seeds; 25,000 cost 40 more
-# CPU-seconds per probe and widen it (bench/results/demo.md).
+# 10,000 training images conv1's gain (+1.2 on seed 2) was within the spread across seeds; 25,000 widen it
+# (+3.6 on seed 2) for about 100 CPU-seconds per probe instead of 45 (bench/results/demo.md).
 PRESETS: dict[str, dict] = {
     "demo": {
         "n_patches": 4800,  # 150 steps per epoch at batch 32: 600 steps, each patch seen 4 times

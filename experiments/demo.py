@@ -256,7 +256,10 @@ def run_stages(stages: list[Stage], records_dir: Path) -> tuple[dict[str, dict],
     records, reused = {}, set()
     for stage in stages:
         started, cpu = time.time(), children_cpu_s()
-        records[stage.name] = run_stage(stage, records_dir, None)
+        try:
+            records[stage.name] = run_stage(stage, records_dir, None)
+        except KeyboardInterrupt:  # before the stage's process was started (or after it ended): still this stage
+            raise Interrupted(stage.name) from None
         if (records_dir / f"{stage.name}.json").stat().st_mtime < started:
             reused.add(stage.name)
         else:

@@ -51,9 +51,10 @@ def finding_numbers(line: str) -> list[float]:
 
 def interrupt(args: list[str], when) -> tuple[int, str]:
     """Run the demo, send it SIGINT (a terminal's Ctrl-C) once `when(stdout line)` is true, and return its exit
-    status and output."""
+    status and output. The demo gets SIGINT's default disposition: a suite started in the background by a
+    non-interactive shell inherits it ignored, and the signal would then never arrive."""
     proc = subprocess.Popen([sys.executable, str(DEMO), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:
         lines.append(line)

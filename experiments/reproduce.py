@@ -18,6 +18,7 @@ preset can be run as a series of bounded batch commands. `--stages` runs a subse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import os
@@ -197,6 +198,10 @@ class TimeLimit(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a stage: its process was stopped as a Ctrl-C stops it (complete shards and checkpoints kept)."""
+
+
 def finished_record(stage: Stage, records: Path) -> dict | None:
     """The stage's record if it has finished and its outputs are all there, else None."""
     record = records / f"{stage.name}.json"
@@ -233,17 +238,20 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
     # OpenMP threads that spin while waiting stall badly when the CPU is shared (measured on 2 cores under load:
     # 23 images/s spinning, 67 passive); passive waiting costs little on an idle machine.
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    # a session of its own, so the whole tree (loader workers too) can be signalled; a Ctrl-C in the terminal then
+    # reaches this process only, which passes it on
     proc = subprocess.Popen(cmd, start_new_session=True, env=env)
-    while proc.poll() is None:
-        if deadline is not None and time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGINT)  # the tools keep complete shards and checkpoints on an interrupt
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
-            raise TimeLimit(stage.name)
-        time.sleep(1)
+    try:
+        while proc.poll() is None:
+            if deadline is not None and time.time() > deadline:
+                stop_stage(proc)
+                atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+                raise TimeLimit(stage.name)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        stop_stage(proc)
+        atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+        raise Interrupted(stage.name) from None
     if proc.returncode != 0:
         raise SystemExit(f"[{stage.name}] failed with exit status {proc.returncode}; fix the cause and run the same "
                          f"command again to resume")
@@ -252,6 +260,20 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
     atomic_write_text(record, json.dumps(done, indent=1) + "\n")
     partial.unlink(missing_ok=True)
     return done
+
+
+def stop_stage(proc: subprocess.Popen) -> None:
+    """Stop a stage's process group as Ctrl-C would (the tools keep complete shards and checkpoints on an
+    interrupt); kill it if it has not stopped within two minutes or on a second Ctrl-C."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    except ProcessLookupError:  # it had ended already
+        pass
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def git_commit() -> str:
@@ -411,6 +433,9 @@ def main() -> None:
     except TimeLimit as e:
         print(f"time limit reached during {e}; run the same command again to continue", flush=True)
         sys.exit(3)
+    except Interrupted as e:
+        print(f"interrupted during {e}; run the same command again to continue", flush=True)
+        sys.exit(130)
     if args.stages:
         print(f"{len(done)} selected stages done; run without --stages to finish the rest and write the report")
         return

@@ -3,8 +3,10 @@
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +161,35 @@ def test_a_time_limit_that_is_not_positive_is_refused_before_any_stage(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "argument --time-limit:" in result.stderr.strip().splitlines()[-1]
     assert not work.exists()
+
+
+def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
+    """A Ctrl-C reaches the driver only (stages run in a session of their own); it must pass it on, wait for the
+    stage to stop as the tools do on Ctrl-C, and exit, leaving no stage running behind it."""
+    marker, records = tmp_path / "marker", tmp_path / "stages"
+    stage_code = ("import pathlib, signal, sys, time; m = pathlib.Path(sys.argv[1]); "
+                  "signal.signal(signal.SIGINT, lambda *a: (m.write_text('stopped'), sys.exit(130))); "
+                  "m.write_text('started'); time.sleep(120)")
+    script = str(ROOT / "experiments" / "reproduce.py")
+    driver = ("import importlib.util, sys; from pathlib import Path\n"
+              f"spec = importlib.util.spec_from_file_location('reproduce', {script!r})\n"
+              "r = importlib.util.module_from_spec(spec); sys.modules['reproduce'] = r; spec.loader.exec_module(r)\n"
+              f"stage = r.Stage('train-x', [sys.executable, '-c', {stage_code!r}, {str(marker)!r}], [Path('never')])\n"
+              "try:\n"
+              f"    r.run_stage(stage, Path({str(records)!r}), None)\n"
+              "except r.Interrupted as e:\n"
+              "    print('interrupted during', e); sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if marker.exists() and marker.read_text() == "started":
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert out.strip().splitlines()[-1] == "interrupted during train-x" and marker.read_text() == "stopped"
+    assert json.loads((records / "train-x.partial.json").read_text())["wall_s"] > 0
+    assert not (records / "train-x.json").exists()
 
 
 def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the_gpu_used(tmp_path, monkeypatch):

@@ -43,10 +43,10 @@ from reproduce import (
     run_stage,
 )
 
+from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.preview import contact_sheet
 from probe.archive import default_cache_dir
-from probe.errors import ProbeError
 
 METHOD = "rotnet"
 METHOD_NAMES = {"rotnet": "RotNet", "monogan": "MonoGAN", "deepcluster": "DeepCluster", "bigan": "BiGAN"}
@@ -301,7 +301,7 @@ def main() -> None:
         if any(s.name.startswith("probe-") and finished_record(s, work / "stages") is None for s in stages):
             check_data(data)
         records, reused = run_stages(stages, work / "stages")
-    except ProbeError as e:  # data that probe cannot open
+    except ToolkitError as e:  # data that probe cannot open
         raise SystemExit(f"probe data {data}: {e}") from None
     except (Interrupted, KeyboardInterrupt) as e:
         stage = f" during {e}" if isinstance(e, Interrupted) else ""

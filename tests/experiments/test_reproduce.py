@@ -179,7 +179,9 @@ def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
               f"    r.run_stage(stage, Path({str(records)!r}), None)\n"
               "except r.Interrupted as e:\n"
               "    print('interrupted during', e); sys.exit(130)\n")
-    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default disposition for the driver: a suite started in the background passes it on ignored
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for _ in range(600):
         if marker.exists() and marker.read_text() == "started":
             break

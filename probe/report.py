@@ -14,6 +14,7 @@ from probe.finetune import FinetuneProtocol
 from probe.linear import ProbeProtocol
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
 from probe.results import read_results
+from probe.sheets import encoder_label
 
 # the paper's data set behind each data set kind (the JPEG copy of CIFAR-10 stands in for CIFAR-10)
 DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",
@@ -68,7 +69,7 @@ def measured_from(path: Path, against: str | None = None) -> Measured:
         tuned = _mapping(encoder["config"]["probe_finetune"])
         departures += [f"fine-tuning: {d}" for d in protocol_departures(
             _mapping(tuned.get("protocol")), _mapping(tuned.get("data")), PAPER_FINETUNE[task])]
-    return Measured(Path(path), f"{_short_source(str(encoder['source']))} on {data['kind']}", dataset, task, values,
+    return Measured(Path(path), f"{encoder_label(str(encoder['source']))} on {data['kind']}", dataset, task, values,
                     key, tuple(departures), key_given=against is not None and against != NO_PAPER_ROW)
 
 
@@ -103,12 +104,6 @@ def _setting(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _short_source(source: str) -> str:
-    """A run's name for tables and legends: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` as is."""
-    path = Path(source)
-    return path.parent.name if path.name == "encoder.pt" and path.parent.name else source
 
 
 def _default_key(encoder: dict) -> str | None:

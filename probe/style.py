@@ -117,10 +117,12 @@ def stylize(encoder: Encoder, content: Tensor, style: Tensor, settings: StyleSet
 
 def _optimise(image: Tensor, losses, settings: StyleSettings, history: list[dict[str, float]],
               progress: bool) -> None:
-    """Run `settings.steps` loss evaluations; each is recorded in `history` (the tutorial counts L-BFGS's inner
-    evaluations as steps, and so does this)."""
+    """Run `settings.steps` loss evaluations, each recorded in `history` (the tutorial counts L-BFGS's inner
+    evaluations as steps, and so does this; L-BFGS's line search may finish a few past the count)."""
     if settings.optimizer == "lbfgs":
-        optimizer = torch.optim.LBFGS([image], lr=settings.lr or 1.0)
+        # with a strong-Wolfe line search: without one, the steps on a clamped image oscillate for encoders
+        # whose losses are less smooth than VGG's
+        optimizer = torch.optim.LBFGS([image], lr=settings.lr or 1.0, line_search_fn="strong_wolfe")
     else:
         optimizer = torch.optim.Adam([image], lr=settings.lr or 0.02)
     bar = tqdm(total=settings.steps, disable=not progress, leave=False, desc="style")

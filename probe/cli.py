@@ -289,8 +289,8 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_png_path,
               help="PNG file to write.")
 @click.option("--columns", type=POSITIVE, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
-@click.option("--scale", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Pixels per filter weight.")
+@click.option("--scale", type=click.IntRange(1, 64),
+              help="Pixels per filter weight (default: the smallest that makes the sheet at least 600 px wide).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random:ARCH weights.")
 def filters(encoder, out, columns, scale, seed):
     """Save ENCODER's first-layer filters as a grid picture (the paper's Figure 2).
@@ -303,9 +303,11 @@ def filters(encoder, out, columns, scale, seed):
     """
     from probe.encoders import open_encoder
     from probe.filters import save_filter_grid
-
     net = open_encoder(encoder, seed=seed)
-    click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale)}")
+    from probe.sheets import encoder_label
+
+    title = f"{encoder_label(net.source)} ({net.arch}): {net.taps[0]} filters"
+    click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale, title)}")
 
 
 @main.command()

@@ -77,8 +77,10 @@ def save_sheet(rows: list[list[Panel]], out: Path, title: str, row_labels: list[
     import matplotlib.pyplot as plt
 
     columns = max(len(row) for row in rows)
+    # panels as tall as the tallest picture's aspect asks (a wide photo's row is not padded to a square)
+    aspect = max(panel.image.shape[0] / panel.image.shape[1] for row in rows for panel in row)
     fig, axes = plt.subplots(len(rows), columns, squeeze=False,
-                             figsize=(panel_inches * columns, panel_inches * len(rows) + 0.6))
+                             figsize=(panel_inches * columns, (panel_inches * aspect + 0.35) * len(rows) + 0.5))
     for r, row in enumerate(rows):
         for c in range(columns):
             ax = axes[r][c]

@@ -35,6 +35,8 @@ def main() -> None:
     probe linear   linear probes on every conv layer (Tables 1-3)
     probe finetune retrain on labels with conv1-conv2 frozen or as initialisation (Tables 4-5)
     probe filters  picture of the conv1 filters (Figure 2)
+    probe style    style transfer with an encoder's features (Figure 3)
+    probe visualize activation maximisation and top-9 images per unit (Figure 5)
     probe report   results side by side with the paper's tables, with differences and a plot
 
     \b
@@ -287,8 +289,8 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_png_path,
               help="PNG file to write.")
 @click.option("--columns", type=POSITIVE, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
-@click.option("--scale", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Pixels per filter weight.")
+@click.option("--scale", type=click.IntRange(1, 64),
+              help="Pixels per filter weight (default: the smallest that makes the sheet at least 600 px wide).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random:ARCH weights.")
 def filters(encoder, out, columns, scale, seed):
     """Save ENCODER's first-layer filters as a grid picture (the paper's Figure 2).
@@ -301,9 +303,11 @@ def filters(encoder, out, columns, scale, seed):
     """
     from probe.encoders import open_encoder
     from probe.filters import save_filter_grid
-
     net = open_encoder(encoder, seed=seed)
-    click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale)}")
+    from probe.sheets import encoder_label
+
+    title = f"{encoder_label(net.source)} ({net.arch}): {net.taps[0]} filters"
+    click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale, title)}")
 
 
 @main.command()
@@ -332,6 +336,150 @@ def report(results, out, against):
         click.echo(f"wrote {out} and {plot}")
     else:
         click.echo(f"wrote {out} (no results matched a paper table, so no plot)")
+
+
+@main.command()
+@click.argument("encoder")
+@click.option("--content", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Image whose content is kept.")
+@click.option("--style", "style_image", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Image whose style (Gram matrices of the style taps) is transferred.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_png_path,
+              help="PNG to write: the stylised image, or with --compare the side-by-side sheet.")
+@click.option("--compare", multiple=True,
+              help="Another encoder (encoder.pt or random:ARCH) to stylise with; repeatable. The sheet shows "
+                   "content, style and each encoder's result, titled with the encoders' names (Figure 3).")
+@click.option("--size", type=click.IntRange(8, 4096), default=256, show_default=True,
+              help="Longer side of the content and style images, px.")
+@click.option("--content-tap", help="Tap of the content loss (default: the middle tap).")
+@click.option("--style-taps", help="Comma-separated taps of the style losses (default: all).")
+@click.option("--steps", type=POSITIVE, default=300, show_default=True, help="Loss evaluations.")
+@click.option("--optimizer", type=click.Choice(["lbfgs", "adam"]), default="lbfgs", show_default=True)
+@click.option("--lr", type=POSITIVE_FLOAT, help="Step size (default: 1 for L-BFGS, 0.02 for Adam).")
+@click.option("--style-weight", type=POSITIVE_FLOAT, default=1e3, show_default=True,
+              help="Weight of the style loss; both losses are relative squared errors, so one weight suits any "
+                   "encoder.")
+@click.option("--content-weight", type=NON_NEGATIVE_FLOAT, default=1.0, show_default=True)
+@click.option("--init", type=click.Choice(["content", "noise"]), default="content", show_default=True,
+              help="Start from the content image (the tutorial's choice) or from seeded noise.")
+@click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds random:ARCH weights and noise.")
+@click.option("--threads", type=POSITIVE, help=THREADS_HELP)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def style(encoder, content, style_image, out, compare, size, content_tap, style_taps, steps, optimizer, lr,
+          style_weight, content_weight, init, normalize, seed, threads, progress):
+    """Neural style transfer with ENCODER's features (Gatys et al. 2016; the paper's Figure 3).
+
+    A content loss on one tap and Gram-matrix style losses on several taps, optimised on the image (L-BFGS, or
+    Adam) for a fixed number of steps; deterministic from --seed on the CPU. Works with any encoder's taps.
+
+    \b
+    Examples:
+      probe style runs/monogan/encoder.pt --content photo.jpg --style painting.png --out styled.png
+      probe style runs/bigan-A/encoder.pt --compare runs/sup/encoder.pt --content photo.jpg \\
+          --style painting.png --out figure3.png --size 128 --steps 200
+    """
+    from probe.encoders import open_encoder
+    from probe.sheets import encoder_label, load_image
+    from probe.style import StyleSettings, save_style_sheet, stylize
+    from probe.transforms import Normalization
+
+    _set_threads(threads)
+    settings = StyleSettings(content_tap=content_tap, style_taps=tuple(_layers(style_taps) or ()) or None,
+                             steps=steps, optimizer=optimizer, lr=lr, style_weight=style_weight,
+                             content_weight=content_weight, init=init, seed=seed)
+    nets = [open_encoder(spec, seed=seed) for spec in (encoder, *compare)]
+    content_pixels, style_pixels = load_image(content, size), load_image(style_image, size)
+    results = []
+    for net in nets:
+        norm = Normalization.choose(normalize, net.identity.get("config", {}))
+        result = stylize(net, content_pixels, style_pixels, settings, norm, progress=progress)
+        first, last = result.history[0], result.history[-1]
+        click.echo(f"{net.source}: content loss ({result.content_tap}) {first['content']:.3g} -> "
+                   f"{last['content']:.3g}, style loss ({','.join(result.style_taps)}) {first['style']:.3g} -> "
+                   f"{last['style']:.3g} in {len(result.history)} steps")
+        results.append((encoder_label(net.source), result))
+    click.echo(f"wrote {save_style_sheet(content_pixels, style_pixels, results, out)}")
+
+
+def _unit(value: str) -> tuple[str, int]:
+    tap, sep, index = value.rpartition(":")
+    if not sep or not tap or not index.isdigit():
+        raise click.BadParameter(f"{value!r}: expected TAP:INDEX, e.g. conv2:7", param_hint="'--unit'")
+    return tap, int(index)
+
+
+@main.command()
+@click.argument("encoder")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_png_path,
+              help="PNG sheet to write: a row per tap, each unit's maximising image (and top images).")
+@click.option("--layers", help="Comma-separated taps (default: all), each with --units seeded-random units.")
+@click.option("--units", type=POSITIVE, default=4, show_default=True,
+              help="Units drawn at random (from --seed) per tap, as the paper's 'non-cherry-picked' ones.")
+@click.option("--unit", "chosen", multiple=True,
+              help="A chosen unit as TAP:INDEX (repeatable); replaces the random draw.")
+@click.option("--size", type=click.IntRange(8, 1024),
+              help="Side of the optimised images, px (default: 64 for 32 px encoders, 128 for larger ones).")
+@click.option("--steps", type=POSITIVE, default=256, show_default=True)
+@click.option("--lr", type=POSITIVE_FLOAT, default=0.05, show_default=True, help="Adam step size.")
+@click.option("--retrieve", "retrieve_spec",
+              help="Also find, for each unit, the images of this data set (KIND:PATH as for probe linear --data, "
+                   "shards over http included) that excite it most, streamed once.")
+@click.option("--top", type=POSITIVE, default=9, show_default=True, help="Images retrieved per unit.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
+@click.option("--workers", type=NON_NEGATIVE, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Seeds random:ARCH weights, the units drawn, the images' initialisation and transforms.")
+@click.option("--device", default="cpu", show_default=True, help="Device of the retrieval pass.")
+@click.option("--threads", type=POSITIVE, help=THREADS_HELP)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def visualize(encoder, out, layers, units, chosen, size, steps, lr, retrieve_spec, top, split, batch_size, workers,
+              cache_dir, normalize, seed, device, threads, progress):
+    """What units of ENCODER's taps respond to (the paper's Figure 5).
+
+    Regularised activation maximisation as in Lucid: a Fourier-space, colour-decorrelated image optimised with
+    random jitter, scale and rotation at every step to raise one unit's mean activation. With --retrieve, the
+    --top images of a data set that excite each unit most (largest activation anywhere in the image).
+
+    \b
+    Examples:
+      probe visualize runs/bigan-A/encoder.pt --out fig5.png --retrieve imagefolder:/data/imagenet
+      probe visualize random:cifar --out units.png --unit conv1:3 --unit conv3:17 --steps 128 \\
+          --retrieve cifar10-jpg:../shared/data/cifar10-jpg --top 9
+    """
+    from probe.encoders import open_encoder
+    from probe.sheets import encoder_label
+    from probe.transforms import Normalization
+    from probe.visualize import MaximizeSettings, maximize_units, random_units, save_visualization_sheet
+
+    _set_threads(threads)
+    net = open_encoder(encoder, seed=seed)
+    side = size or (64 if net.input_size < 128 else 128)
+    norm = Normalization.choose(normalize, net.identity.get("config", {}))
+    targets = [_unit(v) for v in chosen] or random_units(net, _layers(layers) or list(net.taps), units, seed, side)
+    data = None
+    if retrieve_spec:  # opened before the optimisation, so a wrong path fails at once
+        from probe.datasets import open_data
+
+        data = open_data(retrieve_spec, cache_dir)
+    maximized = maximize_units(net, targets, MaximizeSettings(size=side, steps=steps, lr=lr, seed=seed), norm,
+                               progress=progress)
+    for unit in maximized:
+        dead = " (zero on the start image: its ReLU passes no gradient, so it stays grey; try another --seed)" \
+            if unit.start == unit.end == 0 else ""
+        click.echo(f"{unit.tap}:{unit.unit} mean activation {unit.start:.3g} -> {unit.end:.3g}{dead}")
+    retrieved = None
+    if data is not None:
+        from probe.retrieval import retrieve_top
+
+        retrieved = retrieve_top(net, data, targets, top, norm, split=split, batch_size=batch_size,
+                                 workers=workers, device=_device(device), progress=progress)
+    title = f"{encoder_label(net.source)}: activation maximisation" + (
+        f" and top {top} of {retrieve_spec} ({split})" if retrieved else "")
+    click.echo(f"wrote {save_visualization_sheet(title, maximized, out, retrieved)}")
 
 
 def _write_results(out_dir: Path, results: dict, table: str, also: Path | None = None) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from pipeline.errors import EncoderError
@@ -59,13 +59,46 @@ def first_layer_weight(encoder: TapEncoder) -> Tensor:
     return weight
 
 
-def save_filter_grid(encoder: TapEncoder, out: Path, columns: int | None = None, scale: int = 4) -> Path:
-    """Write `encoder`'s first-layer filters as a PNG grid (atomically); returns `out`."""
+MIN_SHEET_WIDTH = 600  # px: the default scale makes the sheet at least this wide, legible at a glance
+TITLE_HEIGHT = 28  # px of the title band above the grid
+
+
+def default_scale(weight: Tensor, columns: int | None = None, border: int = 1) -> int:
+    """The smallest whole number of pixels per weight that makes the grid at least MIN_SHEET_WIDTH wide."""
+    count, channels, _, width = weight.shape
+    columns = columns or math.ceil(math.sqrt(count * 4 / 3))
+    tile_width = width * (1 if channels == 3 else channels)
+    return max(1, math.ceil((MIN_SHEET_WIDTH - border * (columns + 1)) / (columns * tile_width)))
+
+
+def titled(grid: np.ndarray, title: str) -> np.ndarray:
+    """`grid` under a white band with `title` in black (truncated with an ellipsis to the grid's width)."""
+    band = Image.new("RGB", (grid.shape[1], TITLE_HEIGHT), "white")
+    draw = ImageDraw.Draw(band)
+    font = ImageFont.load_default(size=16)
+    text = title
+    while len(text) > 1 and draw.textlength(text, font=font) > grid.shape[1] - 8:
+        text = text[:-2] + "…"
+    draw.text((4, (TITLE_HEIGHT - 16) // 2), text, fill="black", font=font)
+    return np.concatenate([np.asarray(band), grid], axis=0)
+
+
+def save_filter_grid(encoder: TapEncoder, out: Path, columns: int | None = None, scale: int | None = None,
+                     title: str | None = None) -> Path:
+    """Write `encoder`'s first-layer filters as a PNG grid (atomically), titled; returns `out`.
+
+    `scale` (pixels per weight) defaults to the smallest that makes the sheet MIN_SHEET_WIDTH px wide; the title
+    defaults to the architecture and the first tap's name.
+    """
     weight = first_layer_weight(encoder)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    encoded = io.BytesIO()
     with torch.no_grad():
-        Image.fromarray(filter_grid(weight, columns, scale)).save(encoded, "PNG")
+        grid = filter_grid(weight, columns, scale or default_scale(weight, columns))
+    arch = getattr(encoder, "arch", type(encoder).__name__)
+    count, channels, height, width = weight.shape
+    title = title or f"{arch}: {encoder.taps[0]} filters ({count} x {channels} x {height} x {width})"
+    encoded = io.BytesIO()
+    Image.fromarray(titled(grid, title)).save(encoded, "PNG")
     atomic_write_bytes(out, encoded.getvalue())
     return out

@@ -14,6 +14,7 @@ from probe.finetune import FinetuneProtocol
 from probe.linear import ProbeProtocol
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
 from probe.results import read_results
+from probe.sheets import encoder_label
 
 # the paper's data set behind each data set kind (the JPEG copy of CIFAR-10 stands in for CIFAR-10)
 DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",
@@ -68,7 +69,7 @@ def measured_from(path: Path, against: str | None = None) -> Measured:
         tuned = _mapping(encoder["config"]["probe_finetune"])
         departures += [f"fine-tuning: {d}" for d in protocol_departures(
             _mapping(tuned.get("protocol")), _mapping(tuned.get("data")), PAPER_FINETUNE[task])]
-    return Measured(Path(path), f"{_short_source(str(encoder['source']))} on {data['kind']}", dataset, task, values,
+    return Measured(Path(path), f"{encoder_label(str(encoder['source']))} on {data['kind']}", dataset, task, values,
                     key, tuple(departures), key_given=against is not None and against != NO_PAPER_ROW)
 
 
@@ -103,12 +104,6 @@ def _setting(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _short_source(source: str) -> str:
-    """A run's name for tables and legends: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` as is."""
-    path = Path(source)
-    return path.parent.name if path.name == "encoder.pt" and path.parent.name else source
 
 
 def _default_key(encoder: dict) -> str | None:
@@ -264,42 +259,100 @@ def line_styles(part: PaperPart, shown: list[Measured]) -> tuple[dict[PaperRow, 
     return row_styles, measured_styles
 
 
+def _draw_panel(ax, part: PaperPart, shown: list[Measured], paper_lines: dict[PaperRow, list[tuple[int, float]]],
+                measured_lines: list[list[tuple[int, float]]], row_styles: dict[PaperRow, dict],
+                measured_styles: list[dict], ylabel: str, title_note: str) -> None:
+    for row in part.rows:
+        points = paper_lines.get(row)
+        if not points:
+            continue
+        style = row_styles.get(row, dict(lw=0.8, color="0.7", marker=".", ms=3))
+        ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}", **style)
+    for m, points, style in zip(shown, measured_lines, measured_styles, strict=True):
+        if not points:
+            continue
+        if m.departures:  # dotted: not the paper's protocol, so not a like-for-like line
+            style = {**style, "ls": ":"}
+        ax.plot(*zip(*points, strict=True), label=f"measured: {m.label}", **style)
+    ax.set_xticks(list(range(len(part.columns))), part.columns)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)}{title_note})", fontsize=10)
+    ax.grid(alpha=0.3)
+    # below the axes: with a dozen lines, any place inside covers data
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+
+
 def _palette(name: str) -> list[tuple[float, ...]]:
     from matplotlib import colormaps
 
     return list(colormaps[name].colors)
 
 
+SUPERVISED = "supervised"  # the match key of the paper's fully supervised rows
+
+
+def supervised_row(part: PaperPart) -> PaperRow | None:
+    """The paper's fully supervised row of a table part, if it has one."""
+    return next((row for row in part.rows if SUPERVISED in row.match), None)
+
+
+def supervised_measurement(part: PaperPart, shown: list[Measured]) -> Measured | None:
+    """The measured supervised result among `shown` (one table part: the same data set and task), if any: the
+    first compared with the part's supervised row (a `train supervised` encoder, or --against 'Full sup')."""
+    reference = supervised_row(part)
+    return next((m for m in shown if reference is not None and m.key and part.find(m.key) == reference), None)
+
+
+@dataclass
+class RelativeSeries:
+    """Figure 6 (right): each line's accuracy divided by the supervised encoder's, per column index."""
+
+    paper: dict[PaperRow, list[tuple[int, float]]]  # the paper's rows over the paper's supervised row
+    measured: list[tuple[Measured, list[tuple[int, float]]]]  # each measurement over the measured supervised one
+
+
+def relative_series(part: PaperPart, shown: list[Measured]) -> RelativeSeries | None:
+    """Ratios to the supervised encoder on the same data, when a supervised result is among `shown`; else None."""
+    reference = supervised_measurement(part, shown)
+    if reference is None:
+        return None
+    paper_reference = supervised_row(part)
+    paper = {}
+    for row in part.rows:
+        points = [(i, v / s) for i, (v, s) in enumerate(zip(row.values, paper_reference.values, strict=True))
+                  if v is not None and s]
+        if points:
+            paper[row] = points
+    measured = []
+    for m in shown:
+        points = [(i, m.values[c] / reference.values[c]) for i, c in enumerate(part.columns)
+                  if c in m.values and reference.values.get(c)]
+        measured.append((m, points))
+    return RelativeSeries(paper, measured)
+
+
 def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Path:
     """One panel per paper table part: the paper's rows as thin lines, the compared ones dashed in the colour of
-    the measurement set against them, ours bold."""
+    the measurement set against them, ours bold. Beside a part with a measured supervised result, the same lines
+    relative to the supervised encoder's accuracy (the paper's Figure 6, right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = max(len(groups), 1)
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5.6), squeeze=False)
-    for ax, (part, shown) in zip(axes[0], groups, strict=False):
-        x = list(range(len(part.columns)))
+    panels = [(part, shown, relative_series(part, shown)) for part, shown in groups]
+    count = max(sum(1 if relative is None else 2 for _, _, relative in panels), 1)
+    fig, axes = plt.subplots(1, count, figsize=(5.5 * count, 5.6), squeeze=False)
+    free_axes = iter(axes[0])
+    for part, shown, relative in panels:
         row_styles, measured_styles = line_styles(part, shown)
-        for row in part.rows:
-            points = [(i, v) for i, v in zip(x, row.values, strict=True) if v is not None]
-            if not points:
-                continue
-            style = row_styles.get(row, dict(lw=0.8, color="0.7", marker=".", ms=3))
-            ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}", **style)
-        for m, style in zip(shown, measured_styles, strict=True):
-            points = [(i, m.values[c]) for i, c in zip(x, part.columns, strict=True) if c in m.values]
-            if m.departures:  # dotted: not the paper's protocol, so not a like-for-like line
-                style = {**style, "ls": ":"}
-            ax.plot(*zip(*points, strict=True), label=f"measured: {m.label}", **style)
-        ax.set_xticks(x, part.columns)
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)})", fontsize=10)
-        ax.grid(alpha=0.3)
-        # below the axes: with a dozen lines, any place inside covers data
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+        paper_lines = {row: [(i, v) for i, v in enumerate(row.values) if v is not None] for row in part.rows}
+        measured_lines = [[(i, m.values[c]) for i, c in enumerate(part.columns) if c in m.values] for m in shown]
+        _draw_panel(next(free_axes), part, shown, paper_lines, measured_lines, row_styles, measured_styles,
+                    "top-1 accuracy (%)", "")
+        if relative is not None:
+            _draw_panel(next(free_axes), part, shown, relative.paper, [points for _, points in relative.measured],
+                        row_styles, measured_styles, "top-1 relative to supervised", ", relative")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

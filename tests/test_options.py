@@ -40,6 +40,11 @@ FREE_TEXT = {
     "--keep": "a layer name of the encoder given (or all), checked against it",
     "--device": "auto, cpu, cuda or cuda:N: probe checks it with train.devices.pick_device before any work",
     "--against": "a part of a paper row's label, refused with the list of rows when it matches none",
+    "--compare": "an encoder (encoder.pt or random:ARCH), opened before any work",
+    "--content-tap": "a tap name of the encoder given, checked against it before the optimisation",
+    "--style-taps": "tap names of the encoder given, checked against it before the optimisation",
+    "--unit": "TAP:INDEX, its form refused at once and the tap and index checked against the encoder",
+    "--retrieve": "a KIND:PATH data specification, opened (and refused in one line) before the optimisation",
 }
 
 # Parameter types of the project that are not click ranges or choices, with a value each refuses.

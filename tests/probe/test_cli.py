@@ -28,7 +28,7 @@ def _error_line(result) -> str:
 def test_every_command_explains_itself_with_an_example():
     top = _run("--help")
     assert top.exit_code == 0 and "Example" in top.output
-    for command in ("linear", "finetune", "filters", "report"):
+    for command in ("linear", "finetune", "filters", "style", "visualize", "report"):
         result = _run(command, "--help")
         assert result.exit_code == 0
         assert "Example" in result.output and f"probe {command}" in result.output

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from probe.filters import filter_grid, normalized_filters, save_filter_grid
+from probe.filters import MIN_SHEET_WIDTH, TITLE_HEIGHT, filter_grid, normalized_filters, save_filter_grid
 from probe.paper import paper_parts, paper_source
 from probe.report import build_report, line_styles, plot_layers
 from probe.results import new_results, write_json
@@ -28,10 +29,21 @@ def test_each_filter_is_scaled_by_its_own_peak():
     assert grid[1, 5].tolist() == [128, 128, 0]  # filter 2: -1 in blue
 
 
-def test_alexnet_conv1_grid_is_twelve_by_eight(tmp_path):
+def test_alexnet_conv1_grid_is_twelve_by_eight_under_a_title(tmp_path):
     out = save_filter_grid(build_encoder("alexnet"), tmp_path / "conv1.png", scale=2)
     width, height = Image.open(out).size
-    assert (width, height) == (12 * 23 + 1, 8 * 23 + 1)
+    assert (width, height) == (12 * 23 + 1, TITLE_HEIGHT + 8 * 23 + 1)
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "cifar", "alexnet-small"])
+def test_the_filter_sheet_is_legible_by_default_and_titled(tmp_path, arch):
+    encoder = build_encoder(arch)
+    out = save_filter_grid(encoder, tmp_path / "conv1.png")
+    pixels = np.asarray(Image.open(out))
+    assert MIN_SHEET_WIDTH <= pixels.shape[1] < 2 * MIN_SHEET_WIDTH
+    assert (pixels[:TITLE_HEIGHT] < 100).any()  # dark title text in the white band
+    untitled = save_filter_grid(encoder, tmp_path / "t.png", title="x")
+    assert not np.array_equal(np.asarray(Image.open(untitled))[:TITLE_HEIGHT], pixels[:TITLE_HEIGHT])
 
 
 def test_paper_tables_are_kept_with_their_source():
@@ -200,8 +212,6 @@ def test_finetune_departures_include_the_layers_frozen(tmp_path):
 
 
 def test_an_encoder_without_first_layer_filters_is_refused_before_anything_is_written(tmp_path):
-    import pytest
-
     from pipeline.errors import EncoderError
 
     encoder = build_encoder("cifar")

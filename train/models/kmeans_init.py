@@ -14,16 +14,15 @@ From a few unlabelled images (the paper's row: about 160), layer by layer in net
    convolution's output, before BatchNorm, which stays at identity) has mean 0 and standard deviation 1 over the
    images and positions.
 
-Then the between-layer scaling (their Algorithm 2): ``iterations`` times, the rate of change of each layer,
-``E ||dL/dW_k||^2 / ||W_k||^2``, is estimated on a seeded batch of the images with a random linear function of the
-encoder's output as the loss L (no labels exist; a random direction per image, so the gradients of different
-images are uncorrelated and the batch estimate is unbiased); layer k's weights are multiplied by
-``(rate_k / geometric mean of the rates) ** (damping / 2)`` (damping 0.25; relative to the others, a layer's rate falls as
-the fourth power of its own weights' scale, so each iteration about halves the spread of the log rates) and its bias by the product of
+Then the between-layer scaling (their Algorithm 2): ``iterations`` times, the rate of change of each layer, ``E
+||dL/dW_k||^2 / ||W_k||^2``, is estimated on a seeded batch of the images with a random linear function of the
+encoder's output as the loss L (no labels exist; a random direction per image, so the gradients of different images
+are uncorrelated and the batch estimate is unbiased); layer k's weights are multiplied by ``(rate_k / geometric mean
+of the rates) ** (damping / 2)`` (damping 0.25; relative to the others, a layer's rate falls as the fourth power of
+its own weights' scale, so each iteration about halves the spread of the log rates) and its bias by the product of
 these factors up to k (so the layers above see their input scaled and nothing else). ReLU and max-pooling commute
-with positive scales, so each tap only changes scale: the documented result (checked by the tests) is that layer
-k's pre-activation has mean 0 and standard deviation ``scale_k`` on the images, ``scale_k`` recorded in the
-provenance.
+with positive scales, so each tap only changes scale: the documented result (checked by the tests) is that layer k's
+pre-activation has mean 0 and standard deviation ``scale_k`` on the images, ``scale_k`` recorded in the provenance.
 
 Works on :class:`train.models.encoders.ConvEncoder` architectures (``alexnet``, ``alexnet-small``, ``cifar``):
 blocks of conv, BN, ReLU and pool. Deterministic from the seed. The result is a normal encoder (saved with

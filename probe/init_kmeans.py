@@ -64,8 +64,12 @@ def load_images(data_spec: str, count: int, seed: int, input_size: int, cache_di
               help="Seeds the image subset, the random filters, the patch samples, k-means and the scaling.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where archives are extracted (as probe linear).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch and faiss (default: their choice; 1 on a CPU shared with other jobs, "
+                   "where waiting threads stall every step).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT/encoder.pt.")
-def init_kmeans(arch, data_spec, out_dir, n_images, filters, between_layer_iterations, seed, cache_dir, force):
+def init_kmeans(arch, data_spec, out_dir, n_images, filters, between_layer_iterations, seed, cache_dir, threads,
+                force):
     """Initialise ARCH from unlabelled images as Krähenbühl et al. (ICLR 2016) and save it as OUT/encoder.pt.
 
     Each layer's filters are k-means centroids of whitened patches of the previous layer's responses, rescaled
@@ -76,6 +80,11 @@ def init_kmeans(arch, data_spec, out_dir, n_images, filters, between_layer_itera
     from train.models import build_encoder
     from train.models.kmeans_init import data_dependent_init
 
+    if threads:
+        import faiss
+
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
     target = out_dir / "encoder.pt"
     if arch not in ENCODERS:
         raise EncoderError(f"{arch}: unknown architecture (known: {', '.join(sorted(ENCODERS))})")

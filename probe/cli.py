@@ -13,6 +13,7 @@ from pipeline.cli_group import ErrorReportingGroup
 from pipeline.errors import DataError, ToolkitError, one_line
 from pipeline.fileio import atomic_write_text
 from pipeline.options import SEED, Bounds, IntList, float_range
+from probe.init_kmeans import init_kmeans
 from probe.transforms import NORMALIZATIONS
 
 DATA_HELP = (
@@ -38,6 +39,7 @@ def main() -> None:
     probe style    style transfer with an encoder's features (Figure 3)
     probe visualize activation maximisation and top-9 images per unit (Figure 5)
     probe report   results side by side with the paper's tables, with differences and a plot
+    probe init-kmeans  the k-means initialisation baseline (Table 2 row d) as an encoder.pt
 
     \b
     Example: the random-initialisation baseline of Table 3 on the shared CIFAR-10 copy:
@@ -491,6 +493,9 @@ def _write_results(out_dir: Path, results: dict, table: str, also: Path | None =
     click.echo(table)
     extra = f" and {also}" if also else ""
     click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}{extra}")
+
+
+main.add_command(init_kmeans)  # its own module: probe/init_kmeans.py
 
 
 if __name__ == "__main__":

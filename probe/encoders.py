@@ -57,7 +57,10 @@ def open_encoder(spec: str, seed: int = 0) -> Encoder:
             except (TypeError, ValueError) as exc:
                 raise EncoderError(f"{spec}: cannot build {arch!r} ({exc})") from None
         module.eval()
-        identity = {"source": spec, "arch": arch, "arch_kwargs": arch_kwargs, "config": {},
+        # an encoder without parameters (the scattering transform) is not a random network: its features are
+        # fixed by the architecture, which is then what names its paper row (probe report)
+        config = {} if any(True for _ in module.parameters()) else {"method": arch.split("-")[0]}
+        identity = {"source": spec, "arch": arch, "arch_kwargs": arch_kwargs, "config": config,
                     "random_init_seed": seed}
         return Encoder(module, arch, spec, identity)
     path = Path(spec)

@@ -107,10 +107,10 @@ def _setting(value) -> str:
 
 
 def _default_key(encoder: dict) -> str | None:
-    if str(encoder.get("source", "")).startswith("random:"):
-        return "random"
     method = encoder.get("config", {}).get("method")
-    return str(method).lower() if method else None
+    if method:  # a trained encoder's method, or a parameter-free one's architecture (random:scattering)
+        return str(method).lower()
+    return "random" if str(encoder.get("source", "")).startswith("random:") else None
 
 
 def parts_for(measured: Measured, parts: list[PaperPart]) -> list[PaperPart]:

@@ -23,21 +23,7 @@ from pipeline.errors import ToolkitError
 from pipeline.options import opt
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
-from probe.fit import (
-    ProbeRun,
-    SingleOutput,
-    StepSchedule,
-    epochs_option,
-    fit,
-    lr_divisor_option,
-    lr_option,
-    milestones_option,
-    momentum_option,
-    seed_option,
-    size_setting,
-    ten_crop_option,
-    weight_decay_option,
-)
+from probe.fit import ProbeRun, Setting, SingleOutput, StepSchedule, fit
 from probe.scoring import Tally, average_crops
 from probe.transforms import (
     Normalization,
@@ -54,17 +40,17 @@ class FinetuneProtocol(StepSchedule):
 
     freeze: str = opt("conv2", "Last layer kept frozen (conv2: Table 4), or none (train everything: Table 5).")
     keep: str = opt("conv2", "Last layer taken from ENCODER; deeper ones start from a fresh seeded init (all: all).")
-    epochs: int = epochs_option(90)
-    lr: float = lr_option(0.01)
-    milestones: tuple[int, ...] = milestones_option((30, 60, 80))
-    lr_divisor: float = lr_divisor_option(10.0)
-    momentum: float = momentum_option(0.9)
-    weight_decay: float = weight_decay_option(5e-4, "the usual AlexNet value")
+    epochs: int = Setting.epochs(90)
+    lr: float = Setting.lr(0.01)
+    milestones: tuple[int, ...] = Setting.milestones((30, 60, 80))
+    lr_divisor: float = Setting.lr_divisor(10.0)
+    momentum: float = Setting.momentum(0.9)
+    weight_decay: float = Setting.weight_decay(5e-4, "the usual AlexNet value")
     batch_size: int = opt(256, "Images per SGD step.", min=1)
-    resize: int = size_setting(256, "ImageNet-style data: shorter side resized to this before cropping.")
-    crop: int = size_setting(224, "ImageNet-style data: side of the square crops.")
-    ten_crop: bool = ten_crop_option()
-    seed: int = seed_option()
+    resize: int = Setting.size(256, "ImageNet-style data: shorter side resized to this before cropping.")
+    crop: int = Setting.size(224, "ImageNet-style data: side of the square crops.")
+    ten_crop: bool = Setting.ten_crop()
+    seed: int = Setting.seed()
 
 
 class Classifier(nn.Module):

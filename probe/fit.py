@@ -21,48 +21,50 @@ from probe.scoring import Tally, top1_line
 
 Batches = Iterable[tuple[object, Tensor]]  # (inputs, labels), already on the model's device
 
-# The options of a step schedule. Each protocol is a frozen dataclass whose fields are made by these (the range and
-# help of a setting are the same in both; the defaults are each protocol's own), and `probe`'s command line is
-# generated from those fields (probe/cli.py).
+class Setting:
+    """The options the two protocols share, each declared here once with its range and help; a protocol (a frozen
+    dataclass whose fields `probe`'s command line is generated from, probe/cli.py) gives its own defaults, as in
+    ``epochs: int = Setting.epochs(36)``."""
 
+    @staticmethod
+    def epochs(default: int) -> Any:
+        return opt(default, "Training epochs.", min=1)
 
-def epochs_option(default: int) -> Any:
-    return opt(default, "Training epochs.", min=1)
+    @staticmethod
+    def lr(default: float) -> Any:
+        return opt(default, "Initial learning rate.", min=0, min_open=True)
 
+    @staticmethod
+    def milestones(default: tuple[int, ...]) -> Any:
+        # epochs, in order; a negative one would divide the learning rate before training starts
+        return opt(default, "Epochs at which the learning rate is divided by --lr-divisor.", min=0, increasing=True)
 
-def lr_option(default: float) -> Any:
-    return opt(default, "Initial learning rate.", min=0, min_open=True)
+    @staticmethod
+    def lr_divisor(default: float) -> Any:
+        return opt(default, "What the learning rate is divided by at each of --milestones.", min=0, min_open=True)
 
+    @staticmethod
+    def momentum(default: float) -> Any:
+        return opt(default, "SGD momentum.", min=0)
 
-def milestones_option(default: tuple[int, ...]) -> Any:
-    # epochs, in order; a negative one would divide the learning rate before training starts
-    return opt(default, "Epochs at which the learning rate is divided by --lr-divisor.", min=0, increasing=True)
+    @staticmethod
+    def weight_decay(default: float, source: str) -> Any:
+        return opt(default, f"SGD weight decay ({source}).", min=0)
 
+    @staticmethod
+    def size(default: int, what: str) -> Any:
+        """ImageNet-style geometry (resize 256, crop 224 as the paper): recorded, no command-line option."""
+        return opt(default, what, min=1)
 
-def lr_divisor_option(default: float) -> Any:
-    return opt(default, "What the learning rate is divided by at each of --milestones.", min=0, min_open=True)
+    @staticmethod
+    def ten_crop() -> Any:
+        return opt(True, "ImageNet-style testing: average 10 crops, or the centre crop only.", negative="center-crop")
 
-
-def momentum_option(default: float) -> Any:
-    return opt(default, "SGD momentum.", min=0)
-
-
-def weight_decay_option(default: float, source: str) -> Any:
-    return opt(default, f"SGD weight decay ({source}).", min=0)
-
-
-def size_setting(default: int, what: str) -> Any:
-    """ImageNet-style geometry (resize 256, crop 224 as the paper): recorded, no command-line option."""
-    return opt(default, what, min=1)
-
-
-def ten_crop_option() -> Any:
-    return opt(True, "ImageNet-style testing: average 10 crops, or the centre crop only.", negative="center-crop")
-
-
-def seed_option() -> Any:
-    # 32 bits, as every seed of train and probe (pipeline.options.SEED)
-    return opt(0, "Seeds random:ARCH weights, the init of what is trained, and the data order.", min=0, max=2**32 - 1)
+    @staticmethod
+    def seed() -> Any:
+        # 32 bits, as every seed of train and probe (pipeline.options.SEED)
+        return opt(0, "Seeds random:ARCH weights, the init of what is trained, and the data order.", min=0,
+                   max=2**32 - 1)
 
 
 class StepSchedule:

@@ -23,20 +23,7 @@ from probe.datasets import LabelledData, data_loader, start_epoch, subset, trans
 from probe.encoders import Encoder, probing_trunk, require_input_size, require_layers
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
-from probe.fit import (
-    ProbeRun,
-    StepSchedule,
-    epochs_option,
-    fit,
-    lr_divisor_option,
-    lr_option,
-    milestones_option,
-    momentum_option,
-    seed_option,
-    size_setting,
-    ten_crop_option,
-    weight_decay_option,
-)
+from probe.fit import ProbeRun, Setting, StepSchedule, fit
 from probe.heads import LinearProbes
 from probe.results import new_results
 from probe.scoring import Tally, average_crops
@@ -49,21 +36,21 @@ Batches = Iterable[tuple[dict[str, Tensor], Tensor]]
 class ProbeProtocol(StepSchedule):
     """The linear-probe protocol; each field is an option of `probe linear` (but resize and crop, fixed)."""
 
-    epochs: int = epochs_option(36)
-    lr: float = lr_option(0.01)
-    milestones: tuple[int, ...] = milestones_option((5, 15, 25))
-    lr_divisor: float = lr_divisor_option(5.0)
-    momentum: float = momentum_option(0.9)
+    epochs: int = Setting.epochs(36)
+    lr: float = Setting.lr(0.01)
+    milestones: tuple[int, ...] = Setting.milestones((5, 15, 25))
+    lr_divisor: float = Setting.lr_divisor(5.0)
+    momentum: float = Setting.momentum(0.9)
     # the paper's text gives none
-    weight_decay: float = weight_decay_option(1e-5, "as the released linear-probes code")
+    weight_decay: float = Setting.weight_decay(1e-5, "as the released linear-probes code")
     batch_size: int = opt(192, "Images per SGD step (at least 2: the probes' BatchNorm needs two samples).",
                           min=2)  # the released linear-probes code's default
-    resize: int = size_setting(256, "ImageNet-style data: shorter side resized to this before cropping.")
-    crop: int = size_setting(224, "ImageNet-style data: side of the square crops.")
-    ten_crop: bool = ten_crop_option()
+    resize: int = Setting.size(256, "ImageNet-style data: shorter side resized to this before cropping.")
+    crop: int = Setting.size(224, "ImageNet-style data: side of the square crops.")
+    ten_crop: bool = Setting.ten_crop()
     cifar_flip: bool = opt(False, "CIFAR data: cache the mirrored training images too and train each epoch on a "
                                   "random one of (image, mirror) per sample (2x feature memory).")
-    seed: int = seed_option()
+    seed: int = Setting.seed()
 
 
 @dataclass

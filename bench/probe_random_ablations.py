@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from probe.datasets import Transformed, open_data, subset  # noqa: E402
 from probe.encoders import open_encoder  # noqa: E402
+from probe.fit import ProbeRun  # noqa: E402
 from probe.linear import ProbeProtocol, linear_results, run_linear  # noqa: E402
 from probe.results import layers_markdown, write_json  # noqa: E402
 from probe.transforms import Normalization, cifar_transform  # noqa: E402
@@ -66,8 +67,7 @@ def main() -> None:
         calibration = Transformed(subset(data.train, 10_000, seed=7), cifar_transform(norm))
         calibrate_batchnorm(encoder.module, torch.utils.data.DataLoader(calibration, batch_size=500))
     encoder.identity["ablation"] = args.variant
-    run = run_linear(encoder, data, ProbeProtocol(seed=args.seed), normalization=norm, workers=1,
-                     progress=False)
+    run = run_linear(encoder, data, ProbeProtocol(seed=args.seed), norm, ProbeRun(workers=1, progress=False))
     results = linear_results(encoder, run, "cpu", " ".join(sys.argv))
     write_json(args.out / "results.json", results)
     (args.out / "results.md").write_text(layers_markdown(results))

@@ -134,18 +134,19 @@ SEED = int_range(0, 2**32 - 1)
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None, min_open: bool = False,
         max_open: bool = False, auto: float | None = None, choices: tuple[str, ...] | None = None,
-        increasing: bool = False) -> Any:
+        increasing: bool = False, negative: str | None = None) -> Any:
     """A dataclass field with command-line help text and its legal values, declared once: the command line gets a
     click range or choice from them (:func:`click_option`) and :func:`check_fields` refuses the same values from
     the Python API.
 
     Numbers: ``min``/``max`` (open with ``min_open``/``max_open``) and ``auto``, a value outside the range that
-    means "chosen automatically". Lists of integers: every item within ``min``/``max``, and with ``increasing``
-    strictly increasing. Text: one of ``choices``.
+    means "chosen automatically". Lists (or tuples) of integers: every item within ``min``/``max``, and with
+    ``increasing`` strictly increasing. Text: one of ``choices``; text without choices is free (a layer name, checked
+    where it is used). On/off: ``negative`` names the flag that turns it off (default ``--no-NAME``).
     """
     bounds = Bounds(min, max, min_open, max_open, auto)
     meta = {"help": help, "bounds": bounds, "choices": tuple(choices) if choices else None,
-            "increasing": increasing}
+            "increasing": increasing, "negative": negative}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -157,7 +158,7 @@ def flag(name: str) -> str:
 
 
 def _is_int_list(kind: Any) -> bool:
-    return kind is list or typing.get_origin(kind) is list
+    return kind in (list, tuple) or typing.get_origin(kind) in (list, tuple)
 
 
 def value_problem(f: dataclasses.Field, kind: Any, value: Any) -> str | None:
@@ -193,14 +194,14 @@ def check_fields(options: Any) -> None:
 
 def click_option(f: dataclasses.Field, owner: type) -> click.Option:
     """The command-line option of a field of the dataclass `owner`, with the range or choices its ``opt(...)``
-    declares (a bool is an on/off flag pair, a list of integers is comma-separated)."""
+    declares (a bool is an on/off flag pair, a list of integers is comma-separated, text without choices is free)."""
     kind = typing.get_type_hints(owner).get(f.name, str)
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     help_ = f.metadata.get("help", "")
     bounds: Bounds = f.metadata.get("bounds", Bounds())
     if kind is bool:
-        return click.Option([f"{flag(f.name)}/--no-{flag(f.name)[2:]}", f.name], default=default, show_default=True,
-                            help=help_)
+        negative = f.metadata.get("negative") or f"no-{flag(f.name)[2:]}"
+        return click.Option([f"{flag(f.name)}/--{negative}", f.name], default=default, show_default=True, help=help_)
     if _is_int_list(kind):
         return click.Option([flag(f.name), f.name], type=IntList(bounds, f.metadata.get("increasing", False)),
                             default=",".join(map(str, default)), show_default=True, help=help_)
@@ -210,6 +211,8 @@ def click_option(f: dataclasses.Field, owner: type) -> click.Option:
         type_ = CheckedInt(bounds)
     elif kind is float:
         type_ = CheckedFloat(bounds)
+    elif kind is str:
+        type_ = click.STRING
     else:
         raise TypeError(f"{owner.__name__}.{f.name}: no command-line type for {kind!r}; declare choices or a range")
     return click.Option([flag(f.name), f.name], type=type_, default=default, show_default=True, help=help_)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pipeline.cli_group import ErrorReportingGroup
 from pipeline.errors import DataError, ToolkitError, one_line
 from pipeline.fileio import atomic_write_text
-from pipeline.options import SEED, Bounds, IntList, float_range
+from pipeline.options import SEED, click_option, float_range
+from probe.datasets import LabelledData, open_data
+from probe.encoders import Encoder, open_encoder
+from probe.finetune import FinetuneProtocol
+from probe.fit import ProbeRun
 from probe.init_kmeans import init_kmeans
-from probe.transforms import NORMALIZATIONS
+from probe.linear import ProbeProtocol
+from probe.transforms import NORMALIZATIONS, Normalization
 
 DATA_HELP = (
     "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
@@ -132,51 +141,109 @@ POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
 POSITIVE_FLOAT = float_range(min=0, min_open=True)
 NON_NEGATIVE_FLOAT = float_range(min=0)
-# epochs, in order; a negative one would divide the learning rate before training starts
-MILESTONES = IntList(Bounds(min=0), increasing=True)
 FORCE_HELP = ("Replace what --out holds from another kind of run (and, for finetune, an existing encoder.pt). "
               "ENCODER itself is never replaced.")
+# Protocol fields that are no option: the paper's ImageNet-style geometry (resize 256, crop 224), which the encoders'
+# input size fixes; results.json records them.
+FIXED_SETTINGS = ("resize", "crop")
+
+
+def protocol_options(protocol: type) -> Callable[[Callable], Callable]:
+    """The command-line options of a protocol dataclass, one per field (:func:`pipeline.options.click_option`:
+    the range, help and default its ``opt(...)`` declares), in the order of its fields."""
+
+    def decorate(command: Callable) -> Callable:
+        for field in reversed(dataclasses.fields(protocol)):  # click lists the last applied first
+            if field.name not in FIXED_SETTINGS:
+                click_params(command).append(click_option(field, protocol))
+        return command
+
+    return decorate
+
+
+def data_options(out_help: str) -> Callable[[Callable], Callable]:
+    """--data and --out, first in every probe command that trains on labelled data."""
+    return _options(click.Option(["--data", "data_spec"], required=True, help=DATA_HELP),
+                    click.Option(["--out", "out_dir"], required=True, help=out_help,
+                                 type=click.Path(file_okay=False, path_type=Path)))
+
+
+def run_options(min_train: int = 1) -> Callable[[Callable], Callable]:
+    """How a run is carried out (no part of its protocol): normalisation, subsets, device, workers, cache, threads,
+    progress and --force. `min_train`: the fewest training images the command can train on."""
+    at_least = f" (at least {min_train})" if min_train > 1 else ""
+    return _options(
+        click.Option(["--normalize"], type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
+                     show_default=True,
+                     help="Input normalisation; auto: what the encoder's config records, else train's (-1, 1) range."),
+        click.Option(["--limit-train"], type=click.IntRange(min=min_train),
+                     help=f"Use a seeded random subset of this many training images{at_least}."),
+        click.Option(["--limit-test"], type=POSITIVE, help="Use a seeded random subset of this many test images."),
+        click.Option(["--device"], default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto."),
+        click.Option(["--workers"], type=NON_NEGATIVE, default=2, show_default=True,
+                     help="Data loading processes (0: in this process)."),
+        click.Option(["--cache-dir"], type=click.Path(file_okay=False, path_type=Path),
+                     help="Where archives are extracted (default: $XDG_CACHE_HOME or ~/.cache, then "
+                          "single-image-ssl/probe)."),
+        click.Option(["--threads"], type=POSITIVE, help=THREADS_HELP),
+        click.Option(["--progress/--no-progress"], default=True, show_default=True),
+        click.Option(["--force"], is_flag=True, help=FORCE_HELP))
+
+
+def _options(*options: click.Option) -> Callable[[Callable], Callable]:
+    def decorate(command: Callable) -> Callable:
+        click_params(command).extend(reversed(options))  # click lists the last applied first
+        return command
+
+    return decorate
+
+
+def click_params(command: Callable) -> list[click.Parameter]:
+    """The parameters click's decorators collect on a function before it becomes a command."""
+    if not hasattr(command, "__click_params__"):
+        command.__click_params__ = []  # type: ignore[attr-defined]
+    return command.__click_params__  # type: ignore[attr-defined]
+
+
+@dataclass
+class Opened:
+    """What a training probe command starts from, opened and checked before any work."""
+
+    encoder: Encoder
+    data: LabelledData
+    normalization: Normalization
+    run: ProbeRun
+    out_dir: Path
+
+
+def open_run(task: str, encoder: str, seed: int, options: dict[str, Any], writes_encoder: bool = False) -> Opened:
+    """The shared opening of `probe linear` and `probe finetune`: refuse an --out that would lose something,
+    check --device, set --threads, then open ENCODER (random:ARCH seeded with `seed`) and --data.
+    `writes_encoder`: the command writes an encoder.pt into --out (finetune), which must not be ENCODER."""
+    out_dir = options["out_dir"]
+    _check_out_dir(out_dir, task, options["force"], encoder=encoder if writes_encoder else None)
+    device = _device(options["device"])
+    _set_threads(options["threads"])
+    net = open_encoder(encoder, seed=seed)
+    data = open_data(options["data_spec"], options["cache_dir"])
+    normalization = Normalization.choose(options["normalize"], net.identity.get("config", {}))
+    run = ProbeRun(device=device, workers=options["workers"], limit_train=options["limit_train"],
+                   limit_test=options["limit_test"], progress=options["progress"])
+    return Opened(net, data, normalization, run, out_dir)
+
+
+def _protocol(protocol: type, options: dict[str, Any]) -> Any:
+    """The protocol dataclass from the options parsed from its fields (the rest are run options)."""
+    return protocol(**{f.name: options.pop(f.name) for f in dataclasses.fields(protocol) if f.name in options})
 
 
 @main.command()
 @click.argument("encoder")
-@click.option("--data", "data_spec", required=True, help=DATA_HELP)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for results.json and results.md.")
+@data_options("Folder for results.json and results.md.")
 @click.option("--layers", help="Comma-separated layers to probe (default: all of them).")
-@click.option("--epochs", type=POSITIVE, default=36, show_default=True, help="Training epochs.")
-@click.option("--batch-size", type=click.IntRange(min=2), default=192, show_default=True,
-              help="Images per SGD step (at least 2: the probes' BatchNorm needs two samples).")
-@click.option("--lr", type=POSITIVE_FLOAT, default=0.01, show_default=True, help="Initial learning rate.")
-@click.option("--milestones", type=MILESTONES, default="5,15,25", show_default=True,
-              help="Epochs at which the learning rate is divided by --lr-divisor.")
-@click.option("--lr-divisor", type=POSITIVE_FLOAT, default=5.0, show_default=True)
-@click.option("--momentum", type=NON_NEGATIVE_FLOAT, default=0.9, show_default=True)
-@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=1e-5, show_default=True,
-              help="As the released linear-probes code.")
-@click.option("--cifar-flip/--no-cifar-flip", default=False, show_default=True,
-              help="CIFAR data: cache the mirrored training images too and train each epoch on a random one of "
-                   "(image, mirror) per sample (2x feature memory).")
-@click.option("--ten-crop/--center-crop", default=True, show_default=True,
-              help="ImageNet-style testing: average 10 crops, or the centre crop only.")
-@click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
-              show_default=True,
-              help="Input normalisation; auto: what the encoder's config records, else train's (-1, 1) range.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds random:ARCH weights, probe init, order.")
-@click.option("--limit-train", type=click.IntRange(min=2),
-              help="Use a seeded random subset of this many training images (at least 2).")
-@click.option("--limit-test", type=POSITIVE, help="Use a seeded random subset of this many test images.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
-@click.option("--workers", type=NON_NEGATIVE, default=2, show_default=True,
-              help="Data loading processes (0: in this process).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where archives are extracted (default: $XDG_CACHE_HOME or ~/.cache, then single-image-ssl/probe).")
-@click.option("--threads", type=POSITIVE, help=THREADS_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--force", is_flag=True, help=FORCE_HELP)
-def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, milestones, lr_divisor, momentum,
-           weight_decay, cifar_flip, ten_crop, normalize, seed, limit_train, limit_test, device, workers, cache_dir,
-           threads, progress, force):
+@protocol_options(ProbeProtocol)
+@run_options(min_train=2)
+def linear(encoder: str, layers: str | None, **options: Any) -> None:
     """Train a linear classifier on the frozen features of every conv layer, all in one pass.
 
     ENCODER is an encoder.pt written by `train`, or random:ARCH (random:cifar, random:alexnet) for the
@@ -192,59 +259,22 @@ def linear(encoder, data_spec, out_dir, layers, epochs, batch_size, lr, mileston
       probe linear random:cifar --data cifar10-jpg:../shared/data/cifar10-jpg --out /tmp/quick \\
           --epochs 2 --limit-train 2000 --limit-test 500 --layers conv1,conv2
     """
-    from probe.datasets import open_data
-    from probe.encoders import open_encoder
-    from probe.linear import ProbeProtocol, linear_results, run_linear
+    from probe.linear import linear_results, run_linear
     from probe.results import layers_markdown
-    from probe.transforms import Normalization
 
-    _check_out_dir(out_dir, "linear", force)
-    device = _device(device)
-    _set_threads(threads)
-    protocol = ProbeProtocol(epochs=epochs, lr=lr, milestones=tuple(milestones), lr_divisor=lr_divisor,
-                             momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                             ten_crop=ten_crop, cifar_flip=cifar_flip, seed=seed)
-    net = open_encoder(encoder, seed=seed)
-    data = open_data(data_spec, cache_dir)
-    norm = Normalization.choose(normalize, net.identity.get("config", {}))
-    run = run_linear(net, data, protocol, layers=_layers(layers), normalization=norm, device=device,
-                     workers=workers, limit_train=limit_train, limit_test=limit_test, progress=progress)
-    results = linear_results(net, run, device, _command_line())
-    _write_results(out_dir, results, layers_markdown(results))
+    protocol = _protocol(ProbeProtocol, options)
+    opened = open_run("linear", encoder, protocol.seed, options)
+    run = run_linear(opened.encoder, opened.data, protocol, opened.normalization, opened.run, _layers(layers))
+    results = linear_results(opened.encoder, run, opened.run.device, _command_line())
+    _write_results(opened.out_dir, results, layers_markdown(results))
 
 
 @main.command()
 @click.argument("encoder")
-@click.option("--data", "data_spec", required=True, help=DATA_HELP)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for results.json, results.md and the retrained encoder.pt.")
-@click.option("--freeze", default="conv2", show_default=True,
-              help="Last layer kept frozen (conv2: Table 4), or none (train everything: Table 5).")
-@click.option("--keep", default="conv2", show_default=True,
-              help="Last layer taken from ENCODER; deeper ones start from a fresh seeded init (all: all).")
-@click.option("--epochs", type=POSITIVE, default=90, show_default=True)
-@click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
-@click.option("--lr", type=POSITIVE_FLOAT, default=0.01, show_default=True)
-@click.option("--milestones", type=MILESTONES, default="30,60,80", show_default=True,
-              help="Epochs at which the learning rate is divided by --lr-divisor.")
-@click.option("--lr-divisor", type=POSITIVE_FLOAT, default=10.0, show_default=True)
-@click.option("--momentum", type=NON_NEGATIVE_FLOAT, default=0.9, show_default=True)
-@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=5e-4, show_default=True)
-@click.option("--ten-crop/--center-crop", default=True, show_default=True)
-@click.option("--normalize", type=click.Choice(["auto", *NORMALIZATIONS]), default="auto",
-              show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--limit-train", type=POSITIVE, help="Use a seeded random subset of this many training images.")
-@click.option("--limit-test", type=POSITIVE, help="Use a seeded random subset of this many test images.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=NON_NEGATIVE, default=2, show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--threads", type=POSITIVE, help=THREADS_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--force", is_flag=True, help=FORCE_HELP)
-def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, milestones, lr_divisor,
-             momentum, weight_decay, ten_crop, normalize, seed, limit_train, limit_test, device, workers,
-             cache_dir, threads, progress, force):
+@data_options("Folder for results.json, results.md and the retrained encoder.pt.")
+@protocol_options(FinetuneProtocol)
+@run_options()
+def finetune(encoder: str, **options: Any) -> None:
     """Retrain a classifier on labels starting from ENCODER's conv1-conv2 (Tables 4 and 5).
 
     ENCODER is an encoder.pt or random:ARCH. Layers after --keep are freshly initialised, a new classifier
@@ -258,27 +288,17 @@ def finetune(encoder, data_spec, out_dir, freeze, keep, epochs, batch_size, lr, 
       probe finetune runs/deepcluster-A/encoder.pt --data imagefolder:/data/imagenet --freeze none --out ft5
       probe linear ft5/encoder.pt --data imagefolder:/data/imagenet --out ft5/probe
     """
-    from probe.datasets import open_data
-    from probe.encoders import open_encoder
-    from probe.finetune import FinetuneProtocol, run_finetune
+    from probe.finetune import run_finetune
     from probe.results import finetune_markdown, new_results
-    from probe.transforms import Normalization
     from train.encoder_io import save_encoder
 
-    _check_out_dir(out_dir, "finetune", force, encoder=encoder)
-    device = _device(device)
-    _set_threads(threads)
-    protocol = FinetuneProtocol(freeze=freeze, keep=keep, epochs=epochs, lr=lr,
-                                milestones=tuple(milestones), lr_divisor=lr_divisor, momentum=momentum,
-                                weight_decay=weight_decay,
-                                batch_size=batch_size, ten_crop=ten_crop, seed=seed)
-    net = open_encoder(encoder, seed=seed)
-    data = open_data(data_spec, cache_dir)
-    norm = Normalization.choose(normalize, net.identity.get("config", {}))
-    model, fields = run_finetune(net, data, protocol, normalization=norm, device=device, workers=workers,
-                                 limit_train=limit_train, limit_test=limit_test, progress=progress)
-    described = data.describe() | fields["data_used"]
-    results = new_results("finetune", net.identity, described, fields["protocol"], device, _command_line())
+    protocol = _protocol(FinetuneProtocol, options)
+    opened = open_run("finetune", encoder, protocol.seed, options, writes_encoder=True)
+    net, norm, out_dir = opened.encoder, opened.normalization, opened.out_dir
+    model, fields = run_finetune(net, opened.data, protocol, norm, opened.run)
+    described = opened.data.describe() | fields["data_used"]
+    results = new_results("finetune", net.identity, described, fields["protocol"], opened.run.device,
+                          _command_line())
     results.update(scores=fields["scores"], timings=fields["timings"], history=fields["history"])
     config = {"probe_finetune": {"from": net.identity, "protocol": fields["protocol"], "data": described},
               "normalize": {"mean": list(norm.mean), "std": list(norm.std)}}
@@ -303,7 +323,6 @@ def filters(encoder, out, columns, scale, seed):
     Example:
       probe filters runs/bigan-A/encoder.pt --out runs/bigan-A/conv1.png
     """
-    from probe.encoders import open_encoder
     from probe.filters import save_filter_grid
     net = open_encoder(encoder, seed=seed)
     from probe.sheets import encoder_label

@@ -20,9 +20,10 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from pipeline.errors import ToolkitError
+from pipeline.options import opt
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
-from probe.fit import SingleOutput, StepSchedule, fit
+from probe.fit import ProbeRun, Setting, SingleOutput, StepSchedule, fit
 from probe.scoring import Tally, average_crops
 from probe.transforms import (
     Normalization,
@@ -35,19 +36,21 @@ from train.models import build_encoder, default_head, output_shape
 
 @dataclass(frozen=True)
 class FinetuneProtocol(StepSchedule):
-    freeze: str = "conv2"  # the last frozen layer, or "none"
-    keep: str = "conv2"  # the last layer taken from the encoder ("all": every layer)
-    epochs: int = 90
-    lr: float = 0.01
-    milestones: tuple[int, ...] = (30, 60, 80)
-    lr_divisor: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    resize: int = 256
-    crop: int = 224
-    ten_crop: bool = True
-    seed: int = 0
+    """The fine-tuning protocol; each field is an option of `probe finetune` (but resize and crop, fixed)."""
+
+    freeze: str = opt("conv2", "Last layer kept frozen (conv2: Table 4), or none (train everything: Table 5).")
+    keep: str = opt("conv2", "Last layer taken from ENCODER; deeper ones start from a fresh seeded init (all: all).")
+    epochs: int = Setting.epochs(90)
+    lr: float = Setting.lr(0.01)
+    milestones: tuple[int, ...] = Setting.milestones((30, 60, 80))
+    lr_divisor: float = Setting.lr_divisor(10.0)
+    momentum: float = Setting.momentum(0.9)
+    weight_decay: float = Setting.weight_decay(5e-4, "the usual AlexNet value")
+    batch_size: int = opt(256, "Images per SGD step.", min=1)
+    resize: int = Setting.size(256, "ImageNet-style data: shorter side resized to this before cropping.")
+    crop: int = Setting.size(224, "ImageNet-style data: side of the square crops.")
+    ten_crop: bool = Setting.ten_crop()
+    seed: int = Setting.seed()
 
 
 class Classifier(nn.Module):
@@ -95,16 +98,14 @@ def _up_to(names: list[str], last: str) -> list[str]:
     return names[:names.index(last) + 1]
 
 
-def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtocol, *,
-                 normalization: Normalization, device: str = "cpu", workers: int = 0,
-                 limit_train: int | None = None, limit_test: int | None = None,
-                 progress: bool = True) -> tuple[Classifier, dict]:
+def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtocol, normalization: Normalization,
+                 run: ProbeRun = ProbeRun()) -> tuple[Classifier, dict]:
     """Retrain and test; returns the network and the results fields (scores, history, timings, protocol)."""
     started = time.perf_counter()
     cifar_style = data.style == "cifar"
     input_size = 32 if cifar_style else protocol.crop
     require_input_size(encoder, input_size, f"{data.spec.kind} data")
-    model = build_classifier(encoder, len(data.classes), input_size, protocol).to(device)
+    model = build_classifier(encoder, len(data.classes), input_size, protocol).to(run.device)
 
     if cifar_style:  # the usual CIFAR augmentation: fine-tuning, unlike probing, is not on cached features
         train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
@@ -113,21 +114,21 @@ def run_finetune(encoder: Encoder, data: LabelledData, protocol: FinetuneProtoco
     else:
         train_tf = imagenet_train_transform(normalization, protocol.resize, protocol.crop)
         test_tf = imagenet_test_transform(normalization, protocol.resize, protocol.crop, protocol.ten_crop)
-    train_loader = data_loader(transformed(subset(data.train, limit_train, protocol.seed), train_tf),
-                               protocol.batch_size, shuffle=True, workers=workers, seed=protocol.seed)
+    train_loader = data_loader(transformed(subset(data.train, run.limit_train, protocol.seed), train_tf),
+                               protocol.batch_size, shuffle=True, workers=run.workers, seed=protocol.seed)
     crops = 10 if protocol.ten_crop and not cifar_style else 1
-    test_loader = data_loader(transformed(subset(data.test, limit_test, protocol.seed + 1), test_tf),
-                              max(1, protocol.batch_size // crops), workers=workers)
+    test_loader = data_loader(transformed(subset(data.test, run.limit_test, protocol.seed + 1), test_tf),
+                              max(1, protocol.batch_size // crops), workers=run.workers)
 
     def batches_for_epoch(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         start_epoch(train_loader, epoch)
-        return ((images.to(device), labels.to(device)) for images, labels in train_loader)
+        return ((images.to(run.device), labels.to(run.device)) for images, labels in train_loader)
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     history = [row | {"train": row["train"]["model"]}
                for row in fit(SingleOutput(model), parameters, batches_for_epoch, protocol, len(train_loader),
-                              progress)]
-    scores = evaluate_classifier(model, test_loader, device, progress)
+                              run.progress)]
+    scores = evaluate_classifier(model, test_loader, run.device, run.progress)
     fields = {
         "scores": scores,
         "history": history,

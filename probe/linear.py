@@ -18,11 +18,12 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from pipeline.errors import DataError
+from pipeline.options import opt
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, probing_trunk, require_input_size, require_layers
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
-from probe.fit import StepSchedule, fit
+from probe.fit import ProbeRun, Setting, StepSchedule, fit
 from probe.heads import LinearProbes
 from probe.results import new_results
 from probe.scoring import Tally, average_crops
@@ -33,18 +34,23 @@ Batches = Iterable[tuple[dict[str, Tensor], Tensor]]
 
 @dataclass(frozen=True)
 class ProbeProtocol(StepSchedule):
-    epochs: int = 36
-    lr: float = 0.01
-    milestones: tuple[int, ...] = (5, 15, 25)
-    lr_divisor: float = 5.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-5  # the released linear-probes code's value; the paper's text gives none
-    batch_size: int = 192  # the released linear-probes code's default
-    resize: int = 256
-    crop: int = 224
-    ten_crop: bool = True
-    cifar_flip: bool = False  # CIFAR: train on a random one of (image, its mirror) per sample and epoch
-    seed: int = 0
+    """The linear-probe protocol; each field is an option of `probe linear` (but resize and crop, fixed)."""
+
+    epochs: int = Setting.epochs(36)
+    lr: float = Setting.lr(0.01)
+    milestones: tuple[int, ...] = Setting.milestones((5, 15, 25))
+    lr_divisor: float = Setting.lr_divisor(5.0)
+    momentum: float = Setting.momentum(0.9)
+    # the paper's text gives none
+    weight_decay: float = Setting.weight_decay(1e-5, "as the released linear-probes code")
+    batch_size: int = opt(192, "Images per SGD step (at least 2: the probes' BatchNorm needs two samples).",
+                          min=2)  # the released linear-probes code's default
+    resize: int = Setting.size(256, "ImageNet-style data: shorter side resized to this before cropping.")
+    crop: int = Setting.size(224, "ImageNet-style data: side of the square crops.")
+    ten_crop: bool = Setting.ten_crop()
+    cifar_flip: bool = opt(False, "CIFAR data: cache the mirrored training images too and train each epoch on a "
+                                  "random one of (image, mirror) per sample (2x feature memory).")
+    seed: int = Setting.seed()
 
 
 @dataclass
@@ -70,12 +76,10 @@ class _Feeds:
     cache_bytes: int | None = None
 
 
-def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
-               layers: list[str] | None = None, normalization: Normalization, device: str = "cpu",
-               workers: int = 0, limit_train: int | None = None, limit_test: int | None = None,
-               progress: bool = True) -> LinearRun:
-    """Train one linear probe per tap on the frozen `encoder` (its `for_probing` copy: BN absorbed) and test
-    them on `data`."""
+def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, normalization: Normalization,
+               run: ProbeRun = ProbeRun(), layers: list[str] | None = None) -> LinearRun:
+    """Train one linear probe per tap (all of them, or `layers`) on the frozen `encoder` (its `for_probing` copy:
+    BN absorbed) and test them on `data`."""
     started = time.perf_counter()
     layers = require_layers(encoder, layers)
     cifar_style = data.style == "cifar"
@@ -84,24 +88,24 @@ def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
 
     trunk = probing_trunk(encoder)
     plans = plan_layers(trunk, layers, input_size, reduce=not cifar_style)
-    extractor = FrozenFeatures(trunk, plans).to(device)
+    extractor = FrozenFeatures(trunk, plans).to(run.device)
     torch.manual_seed(protocol.seed)
-    probes = LinearProbes({p.name: p.dims for p in plans}, len(data.classes)).to(device)
-    train_set = subset(data.train, limit_train, protocol.seed)
-    test_set = subset(data.test, limit_test, protocol.seed + 1)
+    probes = LinearProbes({p.name: p.dims for p in plans}, len(data.classes)).to(run.device)
+    train_set = subset(data.train, run.limit_train, protocol.seed)
+    test_set = subset(data.test, run.limit_test, protocol.seed + 1)
     if not isinstance(train_set, IterableDataset) and len(train_set) < 2:
         raise DataError(f"{data.spec}: {len(train_set)} training image(s); the probes' BatchNorm needs at least 2")
 
     timings = {}
     tick = time.perf_counter()
     feed = _cached_feeds if cifar_style else _streamed_feeds
-    feeds = feed(extractor, train_set, test_set, protocol, normalization, device, workers, progress)
+    feeds = feed(extractor, train_set, test_set, protocol, normalization, run)
     timings["features_s"] = time.perf_counter() - tick  # the whole feature extraction when cached
     tick = time.perf_counter()
-    history = train_probes(probes, feeds.train_batches, protocol, feeds.steps_per_epoch, progress)
+    history = train_probes(probes, feeds.train_batches, protocol, feeds.steps_per_epoch, run.progress)
     timings["train_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    scores = evaluate_probes(probes, feeds.test_batches, progress=progress)
+    scores = evaluate_probes(probes, feeds.test_batches, progress=run.progress)
     timings["test_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
 
@@ -111,14 +115,14 @@ def run_linear(encoder: Encoder, data: LabelledData, protocol: ProbeProtocol, *,
 
 
 def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
-                  normalization: Normalization, device: str, workers: int, progress: bool) -> _Feeds:
+                  normalization: Normalization, run: ProbeRun) -> _Feeds:
     """CIFAR: no random crops, so each image's features never change; compute them once, then reuse. With
     `cifar_flip` the mirrored training images are cached too, and every epoch draws one view per sample."""
     to_tensor = cifar_transform(normalization)
 
     def cache(dataset, transform, desc: str) -> FeatureCache:
-        return FeatureCache.compute(extractor, _loader(transformed(dataset, transform), protocol, workers), device,
-                                    progress, desc=desc)
+        return FeatureCache.compute(extractor, _loader(transformed(dataset, transform), protocol, run.workers),
+                                    run.device, run.progress, desc=desc)
 
     train_views = [cache(train_set, to_tensor, "train features")]
     if protocol.cifar_flip:
@@ -128,28 +132,28 @@ def _cached_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: Prob
 
     def train_batches(epoch: int) -> Batches:
         return FeatureCache.batches_of_views(train_views, protocol.batch_size, shuffle, drop_last=True,
-                                             device=device)
+                                             device=run.device)
 
     return _Feeds(train_batches, train_views[0].num_batches(protocol.batch_size, drop_last=True),
-                  test_cache.batches(protocol.batch_size, device=device),
+                  test_cache.batches(protocol.batch_size, device=run.device),
                   cache_bytes=sum(c.nbytes for c in train_views) + test_cache.nbytes)
 
 
 def _streamed_feeds(extractor: FrozenFeatures, train_set, test_set, protocol: ProbeProtocol,
-                    normalization: Normalization, device: str, workers: int, progress: bool) -> _Feeds:
+                    normalization: Normalization, run: ProbeRun) -> _Feeds:
     """ImageNet style: fresh random crops every epoch, so features are computed batch by batch."""
     train_loader = _loader(transformed(train_set, imagenet_train_transform(
-        normalization, protocol.resize, protocol.crop)), protocol, workers, shuffle=True)
+        normalization, protocol.resize, protocol.crop)), protocol, run.workers, shuffle=True)
     crops = 10 if protocol.ten_crop else 1
     test_loader = _loader(transformed(test_set, imagenet_test_transform(
-        normalization, protocol.resize, protocol.crop, protocol.ten_crop)), protocol, workers,
+        normalization, protocol.resize, protocol.crop, protocol.ten_crop)), protocol, run.workers,
         batch_size=max(1, protocol.batch_size // crops))  # as many images per forward as in training
 
     def train_batches(epoch: int) -> Batches:
         start_epoch(train_loader, epoch)
-        return _streamed(extractor, train_loader, device)
+        return _streamed(extractor, train_loader, run.device)
 
-    return _Feeds(train_batches, len(train_loader), _streamed(extractor, test_loader, device))
+    return _Feeds(train_batches, len(train_loader), _streamed(extractor, test_loader, run.device))
 
 
 def _protocol_record(protocol: ProbeProtocol, cifar_style: bool, input_size: int,

@@ -20,6 +20,8 @@ import probe.cli
 import train.cli
 from pipeline.errors import OptionError
 from pipeline.options import IntList, check_fields, click_option, opt, value_problem
+from probe.finetune import FinetuneProtocol
+from probe.linear import ProbeProtocol
 from train.loop import TrainConfig
 from train.loop import train as run_training
 from train.methods import METHODS
@@ -170,9 +172,9 @@ def _field_bad_values(f: dataclasses.Field, kind) -> list[object]:
     bounds = f.metadata["bounds"]
     if kind is bool:
         return ["yes"]
-    if kind is str:
-        return ["no-such-choice", 3]
-    if kind is list:
+    if kind is str:  # text without choices is free (a layer name), refused only when it is no text
+        return ["no-such-choice", 3] if f.metadata["choices"] else [3]
+    if kind is list or typing.get_origin(kind) in (list, tuple):
         return [[bounds.min - 1], [3, 2]] if f.metadata["increasing"] else [[bounds.min - 1]]
     values: list[object] = ["1"]
     if bounds.min is not None:
@@ -199,6 +201,21 @@ def test_the_python_api_refuses_what_the_command_line_refuses():
                     method.Options(**{f.name: value})
                 cases += 1
     assert cases > 100
+
+
+@pytest.mark.parametrize("protocol", [ProbeProtocol, FinetuneProtocol], ids=lambda p: p.__name__)
+def test_probe_protocols_refuse_from_the_python_api_what_the_command_line_refuses(protocol):
+    hints = typing.get_type_hints(protocol)
+    cases = 0
+    for f in dataclasses.fields(protocol):
+        kind = hints[f.name]
+        assert value_problem(f, kind, getattr(protocol(), f.name)) is None, f.name
+        for value in _field_bad_values(f, kind):
+            with pytest.raises(OptionError, match=f"Invalid value for '--{f.name.replace('_', '-')}'"):
+                protocol(**{f.name: value})
+            cases += 1
+    assert cases >= 25
+    assert protocol(milestones=[2, 4]).milestones == (2, 4)  # as the command line parses it, held as a tuple
 
 
 @pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"workers": -1}, {"seed": -1},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from probe.cli import main
+from probe.finetune import FinetuneProtocol
+from probe.linear import ProbeProtocol
 from train.encoder_io import save_encoder
 from train.models import build_encoder
 
@@ -274,3 +277,19 @@ def test_a_single_training_image_is_refused_by_the_linear_probe(tmp_path, writer
     line = _error_line(_run("linear", "random:cifar", "--data", f"cifar10-jpg:{tmp_path}", "--out", tmp_path / "o",
                             "--workers", "0", "--no-progress", "--device", "cpu"))
     assert line == f"Error: cifar10-jpg:{tmp_path}: 1 training image(s); the probes' BatchNorm needs at least 2"
+
+
+@pytest.mark.parametrize(("command", "protocol"), [("linear", ProbeProtocol), ("finetune", FinetuneProtocol)])
+def test_the_command_line_options_are_the_protocol_fields_with_their_defaults(command, protocol):
+    """Each protocol setting is declared once (its dataclass field) and becomes its command's option: left out on
+    the command line, every setting is the dataclass default; given, it reaches the protocol."""
+    from probe.cli import FIXED_SETTINGS, _protocol
+
+    cmd = main.commands[command]
+    names = {p.name for p in cmd.params}
+    settings = [f.name for f in dataclasses.fields(protocol) if f.name not in FIXED_SETTINGS]
+    assert set(settings) <= names and not set(FIXED_SETTINGS) & names
+    required = ["random:cifar", "--data", "cifar10:x", "--out", "o"]
+    assert _protocol(protocol, cmd.make_context(command, [*required]).params) == protocol()  # click eats lists
+    given = cmd.make_context(command, [*required, "--epochs", "3", "--milestones", "1,2", "--center-crop"]).params
+    assert _protocol(protocol, given) == protocol(epochs=3, milestones=(1, 2), ten_crop=False)

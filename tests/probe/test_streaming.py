@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from probe.datasets import open_data
 from probe.encoders import open_encoder
+from probe.fit import ProbeRun
 from probe.linear import ProbeProtocol, run_linear
 from probe.transforms import Normalization, imagenet_test_transform
 
@@ -22,8 +23,8 @@ def test_one_trunk_forward_feeds_every_probe(tmp_path, writers, monkeypatch):
 
     monkeypatch.setattr(type(encoder.module), "forward_taps", counting)
     protocol = ProbeProtocol(epochs=1, batch_size=2, seed=0)
-    run = run_linear(encoder, data, protocol, layers=["conv1", "conv3", "conv5"],
-                     normalization=Normalization.named("imagenet"), progress=False)
+    run = run_linear(encoder, data, protocol, Normalization.named("imagenet"), ProbeRun(progress=False),
+                     layers=["conv1", "conv3", "conv5"])
     # one planning forward of a zero image, two training batches of 2 images, then the test images one by
     # one (batch 2 // 10 crops), each image's 10 crops in a single forward
     assert [n for n, _ in calls] == [1, 2, 2, 10, 10]

@@ -499,3 +499,20 @@ def test_a_per_step_schedule_advances_every_step_and_resumes_exactly(tiny_set, t
     a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (whole, parts))
     assert a["schedulers"] == b["schedulers"] and a["schedulers"]["main"]["last_epoch"] == 8
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_configure_receives_the_runs_facts(tiny_set, tmp_path, monkeypatch):
+    """Run facts reach a method only through the RunContext given to configure: nothing is set on it from outside."""
+    cls = get_method("rotnet")
+    real_configure, seen = cls.configure, []
+
+    def recorded(self, ctx):
+        seen.append(ctx)
+        return real_configure(self, ctx)
+
+    monkeypatch.setattr(cls, "configure", recorded)
+    train(cfg("rotnet", tiny_set, tmp_path / "run", max_steps=3, epochs=5))
+    (ctx,) = seen
+    # 256 samples at batch 16: 16 steps an epoch; --max-steps 3 stops the run, the schedules still span 5 epochs
+    assert (ctx.total_epochs, ctx.steps_per_epoch, ctx.total_steps) == (5, 16, 3)
+    assert (ctx.device, ctx.amp, ctx.world_size) == (torch.device("cpu"), False, 1)

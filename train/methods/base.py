@@ -103,7 +103,7 @@ class Method(nn.Module):
     default_epochs: ClassVar[int] = 100
     default_batch_size: ClassVar[int] = 256
     # Options for a seconds-long smoke run (arch cifar, batch 16) that still runs every code path of the method:
-    # the tests, bench/fingerprint.py and reproduce's smoke preset use them.
+    # the tests (parametrised over the registry) and bench/fingerprint.py use them.
     small_options: ClassVar[dict[str, Any]] = {}
     # When the schedulers advance: after every epoch ("epoch") or after every optimisation step ("step")
     schedule_unit: ClassVar[Literal["epoch", "step"]] = "epoch"

@@ -52,7 +52,7 @@ def test_a_forward_after_an_optimizer_step_sees_the_update_under_the_loops_autoc
         stale.float().square().mean().backward()
         opt.step()
         assert torch.equal(lin(x), stale)
-    owner = SimpleNamespace(optimizers={"main": opt})
+    owner = SimpleNamespace(optimizers={"main": opt}, _ddp=None)  # a method not wrapped in DDP
     with amp_autocast(device, True):
         before = lin(x)
         Method.optimizer_step(owner, "main", before.float().square().mean())

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from train.data import Batch  # noqa: E402
-from train.methods import get_method  # noqa: E402
+from train.methods import RunContext, get_method  # noqa: E402
 
 # the quick preset's settings (experiments/reproduce.py), with DeepCluster's k at CIFAR scale
 OPTIONS = {"monogan": {"g_upsampling": "resize"}, "rotnet": {"head_dim": 1024},
@@ -35,17 +35,16 @@ def time_steps(name: str, batch_size: int, steps: int, rounds: int) -> dict[str,
     cls = get_method(name)
     torch.manual_seed(0)
     model = cls(cls.Options(**OPTIONS.get(name, {})), "cifar", num_samples=1024,
-                num_classes=10 if cls.needs_labels else None, device=torch.device("cpu"))
-    model.total_epochs = 10
+                num_classes=10 if cls.data_kind == "labelled" else None, device=torch.device("cpu"))
     model.to(memory_format=torch.channels_last)
     model.channels_last = True
-    model.configure()
+    model.configure(RunContext.for_epochs(10))
     if name == "deepcluster":
         model.set_labels(torch.arange(1024) % 100, epoch=0)
     gen = torch.Generator().manual_seed(0)
     images = (torch.rand(batch_size, 3, 32, 32, generator=gen) * 255).to(torch.uint8)
     batch = Batch(images, torch.arange(batch_size),
-                  torch.randint(0, 10, (batch_size,)) if cls.needs_labels else None)
+                  torch.randint(0, 10, (batch_size,)) if cls.data_kind == "labelled" else None)
     model.train()
     contexts = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
     best = {mode: float("inf") for mode in contexts}

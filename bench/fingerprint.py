@@ -26,14 +26,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Small settings that still run every method's real code path (as the tests use them).
-SMALL = {
-    "rotnet": {"head_dim": 64},
-    "deepcluster": {"head_dim": 64, "k": 4, "pca_dim": 16},
-    "bigan": {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32},
-    "monogan": {"g_width": 16, "z_dim": 32},
-    "supervised": {"head_dim": 64},
-}
 STEPS = 20
 
 
@@ -68,24 +60,28 @@ def labelled_folder(folder: Path) -> Path:
 
 
 def method_digest(method: str, data: Path, out: Path) -> str:
+    """The weights after a fixed-seed run with the method's ``small_options`` (its smoke-run settings)."""
     from train.loop import TrainConfig, train
+    from train.methods import get_method
 
     torch.set_num_threads(1)
     cfg = TrainConfig(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,
                       max_steps=STEPS, workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
-                      seed=0, device="cpu", options=dict(SMALL[method]))
+                      seed=0, device="cpu", options=dict(get_method(method).small_options))
     train(cfg)
     model = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
     return _digest_tensors(model)
 
 
 def fingerprints(methods: list[str]) -> dict[str, str]:
+    from train.methods import get_method
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rows = {"render": render_digest(tmp / "set")}
         labelled = labelled_folder(tmp / "labelled")
         for m in methods:
-            data = labelled if m == "supervised" else tmp / "set"
+            data = labelled if get_method(m).data_kind == "labelled" else tmp / "set"
             rows[f"train-{m}"] = method_digest(m, data, tmp / f"run-{m}")
             print(f"{'train-' + m:20s} {rows['train-' + m]}", flush=True)
     return rows
@@ -94,9 +90,12 @@ def fingerprints(methods: list[str]) -> dict[str, str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", type=Path, help="a results file with 'name digest' lines to compare against")
-    ap.add_argument("--methods", default=",".join(SMALL), help="comma-separated methods")
+    ap.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one; one "
+                    "the reference does not record is listed as NOT RECORDED)")
     args = ap.parse_args()
-    rows = fingerprints(args.methods.split(","))
+    from train.methods import list_methods
+
+    rows = fingerprints(args.methods.split(",") if args.methods else list_methods())
     print(f"{'render':20s} {rows['render']}")
     return 0 if args.check is None else check_against(rows, args.check)
 

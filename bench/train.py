@@ -30,7 +30,7 @@ from train import clustering  # noqa: E402
 from train.data import Batch, ShardSource, default_workers, usable_cpus  # noqa: E402
 from train.devices import pick_device  # noqa: E402
 from train.loop import amp_autocast, backend_settings  # noqa: E402
-from train.methods import get_method  # noqa: E402
+from train.methods import RunContext, get_method, list_methods  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -44,19 +44,18 @@ def bench_method(name: str, arch: str, size: int, batch_size: int, steps: int, w
     torch.manual_seed(0)
     n = max(batch_size * 4, 1024)
     m = cls(cls.Options(**({"k": 100} if name == "deepcluster" else {})), arch, num_samples=n,
-            num_classes=1000 if cls.needs_labels else None, device=device)
-    m.total_epochs = cls.default_epochs
+            num_classes=1000 if cls.data_kind == "labelled" else None, device=device)
     m.to(device)
     if device.type == "cuda":
         m.to(memory_format=torch.channels_last)
         m.channels_last = True
-    m.configure()
+    m.configure(RunContext.for_epochs(cls.default_epochs, device=device))
     if name == "deepcluster":
         m.set_labels(torch.arange(n) % 100, epoch=0)
     g = torch.Generator().manual_seed(0)
     imgs = (torch.rand(batch_size, 3, size, size, generator=g) * 255).to(torch.uint8).to(device)
     batch = Batch(imgs, torch.arange(batch_size, device=device),
-                  torch.randint(0, 1000, (batch_size,), device=device) if cls.needs_labels else None)
+                  torch.randint(0, 1000, (batch_size,), device=device) if cls.data_kind == "labelled" else None)
     use_amp = amp and device.type == "cuda"
     m.train()
 
@@ -130,7 +129,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--methods", default="rotnet,deepcluster,bigan,monogan,supervised", help="'': no step timing")
+    ap.add_argument("--methods", default=",".join(list_methods()), help="comma-separated ('': no step timing)")
     ap.add_argument("--set", default=None, help="a rendered set to read (default: render a temporary one)")
     ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set (0 and no --set: no "
                     "reader timing)")

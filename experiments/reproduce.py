@@ -348,10 +348,13 @@ def gains_section(work: Path, results: list[Path]) -> list[str]:
              "| model | baseline | conv1 | conv2 | conv3 | conv4 | conv1 and conv2 >= +5 |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |",
              "| paper: MonoGAN | paper: Random | " + " | ".join(f"{g:+.1f}" for g in paper) + " | yes |"]
+    from train.methods import get_method
+
     for path in results:
         result = json.loads(path.read_text())
-        if result["encoder"].get("config", {}).get("method") in (None, "supervised"):
-            continue  # the baselines themselves
+        method = result["encoder"].get("config", {}).get("method")
+        if method is None or get_method(method).data_kind == "labelled":
+            continue  # the baselines themselves: random weights, and training on labels rather than one image
         leaky = bool(result["encoder"].get("arch_kwargs", {}).get("leaky_relu"))
         if not baselines[leaky].exists():
             continue

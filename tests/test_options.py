@@ -54,7 +54,9 @@ CUSTOM_BAD = {"DEVICE": "tpu", "I/N": "3/2"}
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
+    # through click's listing API: train's group builds its commands from the method registry when asked
+    ctx = click.Context(group)
+    for name, command in sorted((n, group.get_command(ctx, n)) for n in group.list_commands(ctx)):
         if isinstance(command, click.Group):
             yield from _commands(command, (*path, name))
         else:

@@ -8,35 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from pipeline.cli_group import ErrorReportingGroup
+from pipeline.cli_group import ErrorReportingGroup, ReportedError
+from pipeline.errors import ToolkitError
 from pipeline.options import CheckedInt, click_option
 from train.devices import DEVICE_HELP, DEVICE_NAME
-from train.loop import (
+from train.loop import train
+from train.methods import METHODS, Method, list_methods
+from train.models import list_encoders
+from train.settings import (
     DEFAULT_CKPT_EVERY,
     DEFAULT_LOG_EVERY,
     DEFAULT_SEED,
     DEFAULT_SHUFFLE_BUFFER,
     SETTING_BOUNDS,
     TrainConfig,
-    train,
 )
-from train.methods import METHODS, Method
-from train.models import list_encoders
-
-EXAMPLES = {
-    "deepcluster": "train deepcluster shards/mono-a --out runs/dc-mono-a\n"
-                   "train deepcluster shards/cifar-b --arch cifar --k 100 --epochs 50 --out runs/dc-cifar",
-    "rotnet": "train rotnet shards/mono-a --out runs/rot-mono-a --batch-size 192",
-    "bigan": "train bigan shards/mono-a-128 --out runs/bigan-mono-a",
-    "monogan": "train monogan shards/cifar-b --out runs/monogan-b --n-critic 5 --gp-lambda 10",
-    "supervised": "train supervised data/cifar10 --arch cifar --out runs/sup-cifar\n"
-                  "train supervised /data/imagenet --out runs/sup-in   (ImageFolder: train/<class>/*.JPEG)",
-}
 
 
 class _DeviceName(click.ParamType):
@@ -56,7 +48,7 @@ def _setting(name: str) -> CheckedInt:
 
 def _common_options(method: type[Method]) -> list[click.Parameter]:
     # --manifest names a rendered set's manifest: only methods that read rendered sets have it
-    manifest = [] if method.needs_labels else [
+    manifest = [] if method.data_kind != "rendered" else [
         click.Option(["--manifest"], type=str, default=None,
                      help="the set's manifest.json (path or URL) when DATA is a webdataset URL pattern, e.g. "
                           "'pipe:aws s3 cp s3://b/set/patches-{000000..000127}.tar -'")]
@@ -132,13 +124,9 @@ def _make_command(method: type[Method]) -> click.Command:
             click.echo(f"done: {summary['step']} steps, {summary['epoch']} epochs, "
                        f"{summary['images_per_s']:.1f} images/s; encoder: {cfg.out}/encoder.pt")
 
-    doc = (method.__module__ and __import__(method.__module__, fromlist=["_"]).__doc__) or ""
-    first = doc.strip().split("\n\n")[0].replace("\n", " ")
-    data = ("DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree."
-            if method.needs_labels else "DATA is a rendered set: a folder with manifest.json and tar shards, an "
-            "http(s) URL of it or of its manifest, or a webdataset URL pattern with --manifest.")
-    examples = "\n".join("  " + line for line in EXAMPLES[method.name].split("\n"))
-    help_text = f"{first}\n\n{data}\n\n\b\nExample:\n{examples}"
+    first = method.summary or (method.__doc__ or method.name).strip().split("\n\n")[0].replace("\n", " ")
+    examples = "\n".join("  " + line for line in method.examples)
+    help_text = f"{first}\n\n{method.data_help()}" + (f"\n\n\b\nExample:\n{examples}" if examples else "")
     params = _common_options(method) + [click_option(f, method.Options) for f in opt_fields
                                         if f.name not in COMMON]
     return click.Command(method.name, callback=callback, params=params, help=help_text,
@@ -146,7 +134,27 @@ def _make_command(method: type[Method]) -> click.Command:
                          context_settings={"max_content_width": 110})
 
 
-@click.group(cls=ErrorReportingGroup,
+class MethodCommands(ErrorReportingGroup):
+    """One subcommand per registered method, built when asked for: reading the registry imports the plugins, so a
+    plugin that fails to import is one line (``Error: FILE: the plugin failed to import (...)``, exit 1) when the
+    command runs, not a traceback when this module is imported."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list_methods()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return _make_command(METHODS[name]) if name in METHODS else None
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except ToolkitError as exc:  # raised while parsing, before invoke: listing the commands for --help
+            error = ReportedError(exc)
+            error.show()
+            sys.exit(error.exit_code)
+
+
+@click.group(cls=MethodCommands,
              context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def main(verbose: bool) -> None:
@@ -167,10 +175,6 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not verbose:  # faiss narrates its CPU-feature probing at INFO (six lines per run)
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-
-
-for _m in sorted(METHODS.values(), key=lambda c: c.name):
-    main.add_command(_make_command(_m))
 
 
 if __name__ == "__main__":

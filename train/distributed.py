@@ -1,10 +1,10 @@
 """Process-group helpers: torchrun environment, gradient all-reduce, gathers with uneven sizes.
 
-Data parallelism is done by all-reducing gradients explicitly after each backward rather than by wrapping
-networks in ``DistributedDataParallel``: the GAN methods step several networks with several optimizers per
-batch and the WGAN-GP penalty needs a double backward, two things DDP's hooks handle poorly. The arithmetic
-is DDP's (gradients averaged over ranks, parameters broadcast from rank 0 at start); the price is no overlap
-of the all-reduce with the backward pass.
+A method with one optimiser and one backward per step (``gradient_sync = "ddp"``: RotNet, DeepCluster,
+supervised) is wrapped in ``DistributedDataParallel`` (``Method.replicate``), whose all-reduce overlaps the backward
+pass. The GAN methods step several networks with several optimizers per batch and the WGAN-GP penalty needs a double
+backward, two things DDP's hooks handle poorly: their gradients are all-reduced explicitly after each backward
+(:func:`allreduce_grads`, DDP's arithmetic: gradients averaged over ranks, parameters broadcast from rank 0 at start).
 """
 
 from __future__ import annotations

@@ -9,17 +9,10 @@ from torch import nn
 
 from train.data import Batch
 from train.loop import amp_autocast
-from train.methods import get_method
+from train.methods import RunContext, get_method, list_methods
 from train.methods.base import Method
 
-SMALL = {
-    "rotnet": {"head_dim": 64},
-    "deepcluster": {"head_dim": 64, "k": 4, "pca_dim": 16},
-    "supervised": {"head_dim": 64},
-    "bigan": {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32},
-    "monogan": {"g_width": 16, "z_dim": 32, "n_critic": 1},  # the generator steps after the critic every step
-}
-METHODS = ["rotnet", "deepcluster", "supervised", "bigan", "monogan"]
+METHODS = list_methods()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
@@ -32,14 +25,15 @@ def fixed_batch(n=8, size=32, seed=0, device="cpu"):
 def build(name, device="cpu", n=8, seed=0, channels_last=False):
     torch.manual_seed(seed)
     cls = get_method(name)
-    m = cls(cls.Options(**SMALL[name]), "cifar", num_samples=n, num_classes=4 if cls.needs_labels else None,
-            device=device)
-    m.total_epochs = 10
+    # MonoGAN's generator steps after the critic every step, so one step runs both players
+    options = {**cls.small_options, **({"n_critic": 1} if name == "monogan" else {})}
+    m = cls(cls.Options(**options), "cifar", num_samples=n,
+            num_classes=4 if cls.data_kind == "labelled" else None, device=device)
     m.to(device)
     if channels_last:
         m.to(memory_format=torch.channels_last)
         m.channels_last = True
-    m.configure()
+    m.configure(RunContext.for_epochs(10, device=device))
     if name == "deepcluster":
         m.set_labels(torch.arange(n) % 4, epoch=0)
     return m
@@ -58,7 +52,7 @@ def test_a_forward_after_an_optimizer_step_sees_the_update_under_the_loops_autoc
         stale.float().square().mean().backward()
         opt.step()
         assert torch.equal(lin(x), stale)
-    owner = SimpleNamespace(optimizers={"main": opt})
+    owner = SimpleNamespace(optimizers={"main": opt}, _ddp=None)  # a method not wrapped in DDP
     with amp_autocast(device, True):
         before = lin(x)
         Method.optimizer_step(owner, "main", before.float().square().mean())
@@ -154,34 +148,34 @@ def test_a_cpu_run_on_a_gpu_machine_resumes_where_fewer_gpus_are_visible(tiny_se
 
 
 def test_a_cuda_run_saves_and_restores_its_own_devices_state_only(monkeypatch):
-    from train.loop import _rng_state, _set_rng_state
+    from train.checkpoint import rng_state, set_rng_state
 
     FakeCuda(monkeypatch, count=4)
     gen = torch.Generator().manual_seed(0)
-    state = _rng_state(gen, torch.device("cuda", 3))  # rank 3 of a 4-GPU run
+    state = rng_state(gen, torch.device("cuda", 3))  # rank 3 of a 4-GPU run
     assert state["cuda"].tolist() == [3] * 8
     fake = FakeCuda(monkeypatch, count=1)  # resumed as a single process on a 1-GPU machine
-    _set_rng_state(state, gen, torch.device("cuda", 0))
+    set_rng_state(state, gen, torch.device("cuda", 0))
     assert fake.restored == [(0, 3)]
     # a checkpoint of the earlier format (every visible GPU's state): the run's own device's is restored
     fake.restored.clear()
-    _set_rng_state({**state, "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]}, gen,
+    set_rng_state({**state, "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]}, gen,
                    torch.device("cuda", 0))
     assert fake.restored == [(0, 0)]
     fake.restored.clear()
-    _set_rng_state(state, gen, torch.device("cpu"))  # a CUDA checkpoint resumed on the CPU
+    set_rng_state(state, gen, torch.device("cpu"))  # a CUDA checkpoint resumed on the CPU
     assert fake.restored == []
 
 
 @pytest.mark.cuda
 def test_cuda_random_stream_round_trips_through_the_checkpoint_state():
-    from train.loop import _rng_state, _set_rng_state
+    from train.checkpoint import rng_state, set_rng_state
 
     device = torch.device("cuda", torch.cuda.current_device())
     gen = torch.Generator().manual_seed(0)
-    state = _rng_state(gen, device)
+    state = rng_state(gen, device)
     first = torch.rand(4, device=device)
-    _set_rng_state(state, gen, device)
+    set_rng_state(state, gen, device)
     assert torch.equal(torch.rand(4, device=device), first)
 
 
@@ -323,10 +317,11 @@ def test_each_method_trains_on_cuda_in_bf16_and_resumes_exactly_when_determinist
 
     from train.loop import TrainConfig, train
 
-    options = {**SMALL[name], "n_critic": 5} if name == "monogan" else SMALL[name]
+    options = get_method(name).small_options
 
     def cfg(out, **kw):
-        return TrainConfig(method=name, data=str(labelled_folder if name == "supervised" else tiny_set),
+        labelled = get_method(name).data_kind == "labelled"
+        return TrainConfig(method=name, data=str(labelled_folder if labelled else tiny_set),
                            out=str(tmp_path / out), arch="cifar", batch_size=16, device="cuda", workers=0,
                            progress=False, log_every=4, ckpt_every=1000, shuffle_buffer=64, deterministic=True,
                            options=dict(options), **kw)

@@ -17,14 +17,9 @@ from train.cli import main
 from train.data import ShardSource
 from train.encoder_io import load_encoder
 from train.loop import TrainConfig, train
-from train.methods import get_method
+from train.methods import get_method, list_methods
 
-SMALL = {
-    "rotnet": {"head_dim": 64},
-    "deepcluster": {"head_dim": 64, "k": 4, "pca_dim": 16},
-    "bigan": {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32},
-    "monogan": {"g_width": 16, "z_dim": 32},
-}
+RENDERED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,7 +27,7 @@ def cfg(method, data, out, **kw):
     # device pinned: on a GPU machine "auto" would run these CPU checks on CUDA (tests marked cuda cover it)
     base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100, device="cpu",
                 workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
-                options=dict(SMALL.get(method, {})))
+                options=dict(get_method(method).small_options))
     base.update(kw)
     return TrainConfig(**base)
 
@@ -41,7 +36,7 @@ def read_metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["rotnet", "deepcluster", "bigan", "monogan"])
+@pytest.mark.parametrize("method", RENDERED)
 def test_each_method_trains_on_shards(method, tiny_set, tmp_path):
     out = tmp_path / method
     summary = train(cfg(method, tiny_set, out, max_steps=24))
@@ -207,22 +202,57 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tiny_set, tmp_
     assert out.is_dir() and not list(out.iterdir())
 
 
-def test_torchrun_two_processes_gloo(tiny_set, tmp_path):
+# Each rank records its weights at the end and whether DistributedDataParallel carried its gradients.
+TWO_RANKS_SCRIPT = """
+import hashlib, json, os, sys
+import train.loop as loop
+from train.cli import main
+
+held = {}
+real_build = loop.build_method
+
+def build(*args, **kwargs):
+    held["method"] = method = real_build(*args, **kwargs)
+    return method
+
+loop.build_method = build
+try:
+    main(sys.argv[2:])
+except SystemExit as exit:
+    if exit.code:
+        raise
+method, h = held["method"], hashlib.sha256()
+for name, p in sorted(method.named_parameters()):
+    h.update(name.encode() + p.detach().contiguous().numpy().tobytes())
+with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"weights": h.hexdigest(), "ddp": method._ddp is not None}, f)
+"""
+
+
+@pytest.mark.parametrize("method", ["deepcluster", "monogan"])
+def test_torchrun_two_processes_gloo(method, tiny_set, tmp_path):
+    """Both ways of averaging gradients, two gloo ranks: DistributedDataParallel for a single-optimiser method
+    (DeepCluster, whose top layer is re-initialised in place at the epoch end crossed here), the explicit all-reduce
+    for the GAN methods (MonoGAN: two optimisers, a double backward). Ranks end with identical weights."""
     out = tmp_path / "ddp"
+    (tmp_path / "script.py").write_text(TWO_RANKS_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    options = [str(a) for k, v in get_method(method).small_options.items() for a in (f"--{k.replace('_', '-')}", v)]
     args = ["--arch", "cifar", "--device", "cpu", "--batch-size", "16", "--max-steps", "10", "--workers", "0",
-            "--no-progress",
-            "--log-every", "2", "--shuffle-buffer", "64", "--k", "4", "--head-dim", "64", "--pca-dim", "16"]
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc-per-node", "2",
-                        "-m", "train.cli", "deepcluster", str(tiny_set), "--out", str(out), *args],
+            "--no-progress", "--log-every", "2", "--shuffle-buffer", "64", *options]
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(tmp_path / "script.py"), str(tmp_path), method, str(tiny_set), "--out", str(out), *args],
                        env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["ddp"] == ranks[1]["ddp"] == (get_method(method).gradient_sync == "ddp") == (method != "monogan")
     recs = read_metrics(out)
     assert recs[0]["world_size"] == 2
-    # 256 samples / (16 x 2 ranks) = 8 steps per epoch: 10 steps cross one epoch end (two clusterings)
-    assert [r["epoch"] for r in recs if r.get("event") == "epoch_start"] == [0, 1]
     assert recs[-1]["event"] == "end" and recs[-1]["step"] == 10
+    if method == "deepcluster":
+        # 256 samples / (16 x 2 ranks) = 8 steps per epoch: 10 steps cross one epoch end (two clusterings)
+        assert [r["epoch"] for r in recs if r.get("event") == "epoch_start"] == [0, 1]
     load_encoder(out / "encoder.pt")
 
 
@@ -299,14 +329,15 @@ def test_cli_help_explains_with_examples():
     runner = CliRunner()
     r = runner.invoke(main, ["--help"])
     assert r.exit_code == 0
-    for name in ("deepcluster", "rotnet", "bigan", "monogan", "supervised", "torchrun"):
+    for name in (*list_methods(), "torchrun"):
         assert name in r.output
-    for name in ("deepcluster", "rotnet", "bigan", "monogan", "supervised"):
+    for name in list_methods():
         r = runner.invoke(main, [name, "--help"])
         assert r.exit_code == 0 and "Example" in r.output and f"train {name}" in r.output
+        assert get_method(name).summary.split(":")[0] in r.output
         assert "--max-steps" in r.output and "--resume" in r.output
         # only the methods that read rendered sets can use a set's manifest
-        assert ("--manifest" in r.output) == (not get_method(name).needs_labels), name
+        assert ("--manifest" in r.output) == (get_method(name).data_kind == "rendered"), name
     r = runner.invoke(main, ["rotnet", "--help"])
     assert "--milestones" in r.output and "10,20,25" in r.output
 
@@ -382,7 +413,7 @@ def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):
         train(cfg("rotnet", other, out, max_steps=4, resume=True))
     with pytest.raises(CheckpointError, match=r"batch_size 16 -> 8; .*options.lr 0.1 -> 0.5\)"):
         train(cfg("rotnet", tiny_set, out, max_steps=4, resume=True, batch_size=8,
-                  options={**SMALL["rotnet"], "lr": 0.5}))
+                  options={**get_method("rotnet").small_options, "lr": 0.5}))
     with pytest.raises(CheckpointError, match=r"seed 0 -> 1\)"):
         train(cfg("rotnet", tiny_set, out, max_steps=4, resume=True, seed=1))
     assert (out / "config.json").read_text() == config_before  # nothing rewritten by a refused resume
@@ -450,3 +481,38 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(tiny_set, tmp_path):
                                   "--arch", "cifar", "--device", "cpu", "--max-steps", "1", "--workers", "0"])
     last_line = r.output.strip().splitlines()[-1]
     assert r.exit_code == 1 and last_line == f"Error: {tmp_path / 'file' / 'run'}: Not a directory"
+
+
+def test_a_per_step_schedule_advances_every_step_and_resumes_exactly(tiny_set, tmp_path, monkeypatch):
+    """``schedule_unit = "step"``: the loop calls ``on_step_end`` after each step, before any checkpoint of it, so the
+    schedules advance per iteration and a resume continues them exactly (RotNet's milestones read as steps here)."""
+    monkeypatch.setattr(get_method("rotnet"), "schedule_unit", "step")
+    options = {**get_method("rotnet").small_options, "milestones": [3, 5]}
+    whole = tmp_path / "whole"
+    train(cfg("rotnet", tiny_set, whole, max_steps=8, log_every=1, options=options))
+    lrs = [r["lr"] for r in read_metrics(whole) if "loss" in r and "event" not in r]
+    # the rate logged after step s is the one step s + 1 uses: 0.1 for steps 1-3, x 0.2 from step 4, again from 6
+    assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.004, 0.004, 0.004])
+    parts = tmp_path / "parts"
+    train(cfg("rotnet", tiny_set, parts, max_steps=4, log_every=1, options=options))
+    train(cfg("rotnet", tiny_set, parts, max_steps=8, log_every=1, options=options, resume=True))
+    a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (whole, parts))
+    assert a["schedulers"] == b["schedulers"] and a["schedulers"]["main"]["last_epoch"] == 8
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_configure_receives_the_runs_facts(tiny_set, tmp_path, monkeypatch):
+    """Run facts reach a method only through the RunContext given to configure: nothing is set on it from outside."""
+    cls = get_method("rotnet")
+    real_configure, seen = cls.configure, []
+
+    def recorded(self, ctx):
+        seen.append(ctx)
+        return real_configure(self, ctx)
+
+    monkeypatch.setattr(cls, "configure", recorded)
+    train(cfg("rotnet", tiny_set, tmp_path / "run", max_steps=3, epochs=5))
+    (ctx,) = seen
+    # 256 samples at batch 16: 16 steps an epoch; --max-steps 3 stops the run, the schedules still span 5 epochs
+    assert (ctx.total_epochs, ctx.steps_per_epoch, ctx.total_steps) == (5, 16, 3)
+    assert (ctx.device, ctx.amp, ctx.world_size) == (torch.device("cpu"), False, 1)

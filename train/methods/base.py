@@ -1,17 +1,21 @@
 """The shared base class of the training methods (solo-learn style): networks, optimisers, one training step.
 
-A method owns its networks (``self.encoder`` is the one exported to ``encoder.pt``), its optimisers and
-schedulers (by name, so the loop can checkpoint them), and implements ``training_step`` on a device batch.
-Optional hooks: ``on_epoch_start`` (DeepCluster's clustering), ``extra_state``/``load_extra_state``
-(anything beyond parameters that a resume needs). Hyper-parameters live in a per-method ``Options``
-dataclass whose fields become command-line options.
+A method is one file: a :class:`Method` subclass that declares everything the rest of the project reads as class
+attributes (name, ``Options``, ``summary``, ``examples``, ``data_kind``, default architecture / epochs / batch size,
+``small_options``, ``schedule_unit``, ``gradient_sync``), owns its networks (``self.encoder`` is the one exported to
+``encoder.pt``), its optimisers and schedulers (by name, so the loop can checkpoint them), and implements
+``configure(ctx)`` and ``training_step`` on a device batch. Run facts (total steps and epochs, device, precision,
+world size) reach it only through the :class:`RunContext` given to ``configure``. Optional hooks: ``on_epoch_start``
+(DeepCluster's clustering), ``on_step_end`` (per-iteration schedules, EMA targets), ``extra_state`` /
+``load_extra_state`` (anything beyond parameters and schedules that a resume needs). docs/architecture.md, "Method
+base", describes the contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,8 +23,15 @@ from torch import Tensor, nn
 from pipeline.errors import OptionError
 from pipeline.options import check_fields, opt
 from train import distributed as D
-from train.data import Batch, Source
+from train.data import Batch, LabelledSource, ShardSource, Source
 from train.models import build_encoder
+
+# What a method trains on (its ``data_kind``): the help text of the command's DATA argument for each.
+DATA_KINDS = {
+    "rendered": "DATA is a rendered set: a folder with manifest.json and tar shards, an http(s) URL of it or of its "
+                "manifest, or a webdataset URL pattern with --manifest.",
+    "labelled": "DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree.",
+}
 
 
 @dataclass
@@ -48,6 +59,23 @@ def check_gan_size(size: int) -> None:
         raise OptionError(f"Invalid value for '--gan-size': {size} is not 0 (automatic) or a power of two >= 8.")
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """The facts of the run a method is configured for (``Method.configure``); nothing else is set from outside."""
+
+    total_epochs: int  # the run's --epochs (the schedules' length), also when --max-steps stops it earlier
+    steps_per_epoch: int  # optimisation steps per epoch, per process
+    total_steps: int  # the step the run stops at (--max-steps or --epochs, whichever comes first)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = False  # bf16 autocast around each training step
+    world_size: int = 1
+
+    @classmethod
+    def for_epochs(cls, epochs: int, steps_per_epoch: int = 1, device: torch.device | str = "cpu") -> RunContext:
+        """A single-process fp32 run of ``epochs`` full epochs (tests, benches, notebooks)."""
+        return cls(epochs, steps_per_epoch, epochs * steps_per_epoch, torch.device(device))
+
+
 @dataclass
 class EpochContext:
     """What ``on_epoch_start`` may use: the data source and how the loop reads it."""
@@ -63,12 +91,28 @@ class EpochContext:
 
 
 class Method(nn.Module):
+    """A training method. Subclasses declare the class attributes below and implement ``configure`` and
+    ``training_step``; the registry (``@register_method``) makes them a ``train`` subcommand."""
+
     name: ClassVar[str] = ""
     Options: ClassVar[type[MethodOptions]] = MethodOptions
+    summary: ClassVar[str] = ""  # one paragraph: the first of `train NAME --help`; up to a colon, the list entry
+    examples: ClassVar[tuple[str, ...]] = ()  # command lines shown by `train NAME --help`
+    data_kind: ClassVar[str] = "rendered"  # a key of DATA_KINDS: what DATA names (make_source opens it)
     default_arch: ClassVar[str] = "alexnet"
     default_epochs: ClassVar[int] = 100
     default_batch_size: ClassVar[int] = 256
-    needs_labels: ClassVar[bool] = False  # True: trains on a labelled set, not on shards
+    # Options for a seconds-long smoke run (arch cifar, batch 16) that still runs every code path of the method:
+    # the tests (parametrised over the registry) and bench/fingerprint.py use them.
+    small_options: ClassVar[dict[str, Any]] = {}
+    # When the schedulers advance: after every epoch ("epoch") or after every optimisation step ("step")
+    schedule_unit: ClassVar[Literal["epoch", "step"]] = "epoch"
+    # How gradients are averaged over torchrun's processes. "ddp": the method is wrapped in DistributedDataParallel
+    # (its all-reduce overlaps the backward pass), for a method with one optimiser stepped once per step, no double
+    # backward, and every trainable parameter used by ``forward``, which its training step calls through
+    # ``self.replicated``. "allreduce": gradients averaged explicitly in ``optimizer_step`` (several optimisers per
+    # step, the WGAN-GP penalty's double backward).
+    gradient_sync: ClassVar[Literal["ddp", "allreduce"]] = "allreduce"
     encoder_kwargs: ClassVar[dict[str, Any]] = {}  # e.g. leaky ReLU for GAN encoders
 
     def __init__(self, opts: MethodOptions, arch: str, num_samples: int, num_classes: int | None = None,
@@ -83,8 +127,23 @@ class Method(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.channels_last = False
+        # the DistributedDataParallel wrapper (gradient_sync "ddp" under torchrun); set with object.__setattr__
+        # so that it is not a submodule: it holds this module
+        object.__setattr__(self, "_ddp", None)
 
     # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def make_source(cls, data: str, input_size: int, shuffle_buffer: int, manifest: str | None = None) -> Source:
+        """Open ``data`` as this method's ``data_kind`` for an encoder of ``input_size`` px."""
+        if cls.data_kind == "labelled":
+            # the loader's square: 256 for 224 px networks (random resized crops take 224 of it), else the input size
+            return LabelledSource(data, input_size if input_size <= 64 else round(input_size * 256 / 224))
+        return ShardSource(data, shuffle_buffer=shuffle_buffer, manifest=manifest)
+
+    @classmethod
+    def data_help(cls) -> str:
+        return DATA_KINDS[cls.data_kind]
+
     @classmethod
     def check_options(cls, opts: MethodOptions, arch: str) -> None:
         """Rules between the options and the architecture, checked before any work; raise :class:`OptionError`."""
@@ -92,13 +151,31 @@ class Method(nn.Module):
     def encoder_arch_kwargs(self) -> dict[str, Any]:
         return dict(self.encoder_kwargs)
 
-    def configure(self) -> None:
-        """Create optimisers and schedulers; called by the loop once the method is on its device."""
+    def configure(self, ctx: RunContext) -> None:
+        """Create optimisers and schedulers for the run ``ctx`` describes; called by the loop once the method is on
+        its device (and before a checkpoint's state is loaded into them)."""
         raise NotImplementedError
 
     @property
     def input_size(self) -> int:
         return int(self.encoder.input_size)
+
+    def replicate(self) -> None:
+        """Under torchrun, wrap a ``gradient_sync = "ddp"`` method in DistributedDataParallel; called by the loop
+        once the method is configured and every rank holds rank 0's weights. Buffers are not broadcast (BatchNorm
+        statistics stay per rank, as with the explicit all-reduce). A method that re-initialises parameters in
+        place (DeepCluster's top layer) keeps the same parameter objects, so DDP's buckets stay valid."""
+        if self.gradient_sync != "ddp" or not D.is_dist():
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device] if self.device.type == "cuda" else None
+        object.__setattr__(self, "_ddp", DistributedDataParallel(self, device_ids=ids, broadcast_buffers=False))
+
+    def replicated(self, *args: Any) -> Any:
+        """``self(*args)`` through DistributedDataParallel when the method is replicated: the forward whose
+        backward averages the gradients over ranks."""
+        return self(*args) if self._ddp is None else self._ddp(*args)
 
     # ---- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
@@ -113,6 +190,15 @@ class Method(nn.Module):
         """Called before each epoch's steps (also on resume mid-epoch); may return metrics to log."""
         return {}
 
+    def on_step_end(self, step: int) -> None:
+        """Called after optimisation step ``step`` (1-based, counted over the run) and before any checkpoint of it:
+        advances the schedules of a method whose ``schedule_unit`` is "step". A method with other per-iteration
+        work (an EMA target, a momentum ramp) overrides this and calls it; state it keeps beyond the schedules goes
+        in ``extra_state`` so that a resume restores it exactly."""
+        if self.schedule_unit == "step":
+            for s in self.schedulers.values():
+                s.step()
+
     def extra_state(self) -> dict[str, Any]:
         return {}
 
@@ -124,12 +210,15 @@ class Method(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def optimizer_step(self, name: str, loss: Tensor, params: Iterable[nn.Parameter] | None = None) -> None:
-        """zero_grad, backward, average gradients over ranks, step: the one place gradients are applied."""
+        """zero_grad, backward, average gradients over ranks, step: the one place gradients are applied.
+
+        A replicated method's backward averaged them already (DDP's hooks); otherwise they are all-reduced here."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        plist = [p for g in opt.param_groups for p in g["params"]] if params is None else list(params)
-        D.allreduce_grads(plist)
+        if self._ddp is None:
+            plist = [p for g in opt.param_groups for p in g["params"]] if params is None else list(params)
+            D.allreduce_grads(plist)
         opt.step()
         # Under autocast the bf16 copies of weights are cached until the autocast region ends; the loop keeps one
         # region per training step, so a second player (MonoGAN's generator, BiGAN's E/G) would otherwise run on
@@ -138,9 +227,10 @@ class Method(nn.Module):
         torch.clear_autocast_cache()
 
     def epoch_end(self) -> None:
-        """Advance the per-epoch learning-rate schedules."""
-        for s in self.schedulers.values():
-            s.step()
+        """Called after each full epoch: advances the schedules of a method whose ``schedule_unit`` is "epoch"."""
+        if self.schedule_unit == "epoch":
+            for s in self.schedulers.values():
+                s.step()
 
     def options_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self.opts, f.name) for f in fields(self.opts)}

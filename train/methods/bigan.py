@@ -24,15 +24,15 @@ from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule
-from train.models import build_encoder
+from train.methods.base import Method, MethodOptions, RunContext, check_gan_size, linear_decay_schedule
+from train.models import build_encoder, output_shape
 from train.models.gan import DCGANGenerator, JointDiscriminator
 
 
 def _output_size(encoder: nn.Module, size: int) -> int:
     """Side of the encoder's output map for a ``size`` px input; 0 where its layers cannot take that input."""
     try:
-        return int(encoder.output_shape(size)[-1])
+        return int(output_shape(encoder, size)[-1])
     except RuntimeError:  # torch: the kernel is larger than the (padded) input at some layer
         return 0
 
@@ -73,15 +73,18 @@ class BiGANOptions(MethodOptions):
 class BiGAN(Method):
     name = "bigan"
     Options = BiGANOptions
+    summary = "BiGAN (Donahue et al., 2017): an encoder E, a generator G and a joint discriminator D(x, z)."
+    examples = ("train bigan shards/mono-a-128 --out runs/bigan-mono-a",)
     default_arch = "alexnet"
     default_epochs = 200
     default_batch_size = 128
+    small_options = {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32}
     encoder_kwargs = {"leaky_relu": True}
 
     def __init__(self, opts: BiGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
         self.enc_size, self.gan_size = self.sizes(opts, self.encoder.input_size)
-        feat_dim = math.prod(self.encoder.output_shape(self.enc_size))
+        feat_dim = math.prod(output_shape(self.encoder, self.enc_size))
         self.to_z = nn.Linear(feat_dim, opts.z_dim)
         self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width)
         self.discriminator = JointDiscriminator(opts.z_dim, self.gan_size, opts.d_width, opts.d_hidden)
@@ -105,13 +108,13 @@ class BiGAN(Method):
             raise OptionError(f"Invalid value for '--encoder-size': {enc_size} is too small for the {arch} "
                               f"encoder, whose layers need at least {least} px.")
 
-    def configure(self) -> None:
+    def configure(self, ctx: RunContext) -> None:
         o: BiGANOptions = self.opts
         eg = [*self.encoder.parameters(), *self.to_z.parameters(), *self.generator.parameters()]
         kw = dict(lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
         self.optimizers["eg"] = torch.optim.Adam(eg, **kw)
         self.optimizers["d"] = torch.optim.Adam(self.discriminator.parameters(), **kw)
-        epochs = getattr(self, "total_epochs", self.default_epochs)
+        epochs = ctx.total_epochs
         for name in ("eg", "d"):
             half = epochs // 2
             self.schedulers[name] = linear_decay_schedule(self.optimizers[name], half, epochs - half)

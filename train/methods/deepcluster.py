@@ -37,7 +37,8 @@ from train import clustering, views
 from train import distributed as D
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import EpochContext, Method, MethodOptions, constant_schedule, sgd
+from train.methods.base import EpochContext, Method, MethodOptions, RunContext, constant_schedule, sgd
+from train.models import output_shape
 from train.models.heads import classifier_head
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,15 @@ class _PassProgress:
 class DeepCluster(Method):
     name = "deepcluster"
     Options = DeepClusterOptions
+    summary = ("DeepCluster (Caron et al., 2018): alternate k-means on the network's features and learning to "
+               "predict the cluster ids.")
+    examples = ("train deepcluster shards/mono-a --out runs/dc-mono-a",
+                "train deepcluster shards/cifar-b --arch cifar --k 100 --epochs 50 --out runs/dc-cifar")
     default_arch = "alexnet"
     default_epochs = 500
     default_batch_size = 256
+    gradient_sync = "ddp"  # one optimiser, one backward per step
+    small_options = {"head_dim": 64, "k": 4, "pca_dim": 16}
 
     def __init__(self, opts: DeepClusterOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
@@ -122,7 +129,7 @@ class DeepCluster(Method):
         note = clustering.sparse_clusters_note(num_samples, self.k, k_given=opts.k > 0)
         if note and D.is_main():
             log.warning("deepcluster: %s", note)
-        feat_dim = math.prod(self.encoder.output_shape())
+        feat_dim = math.prod(output_shape(self.encoder))
         self.head = classifier_head(feat_dim, opts.head_dim, None, dropout=0.5)
         self.top_layer = nn.Linear(opts.head_dim, self.k)
         self.reset_top_layer()
@@ -134,7 +141,7 @@ class DeepCluster(Method):
     def encoder_arch_kwargs(self) -> dict[str, Any]:
         return {"sobel": True} if self.opts.sobel else {}
 
-    def configure(self) -> None:
+    def configure(self, ctx: RunContext) -> None:
         o: DeepClusterOptions = self.opts
         self.optimizers["main"] = sgd(self.parameters(), o, momentum=o.momentum)
         self.schedulers["main"] = constant_schedule(self.optimizers["main"])
@@ -290,7 +297,7 @@ class DeepCluster(Method):
         x = views.random_resized_crop(views.to_unit_range(batch.images), self.input_size,
                                         scale=(0.08, 1.0),
                                         generator=generator)
-        logits = self(x)
+        logits = self.replicated(x)
         loss = weighted_cross_entropy(logits.float(), y, self.class_weights)
         self.optimizer_step("main", loss)
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean().detach()}

@@ -22,7 +22,8 @@ from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, check_gan_size, linear_decay_schedule
+from train.methods.base import Method, MethodOptions, RunContext, check_gan_size, linear_decay_schedule
+from train.models import output_shape
 from train.models.gan import GENERATOR_UPSAMPLING, DCGANGenerator
 
 
@@ -108,26 +109,30 @@ class MonoGANOptions(MethodOptions):
 class MonoGAN(Method):
     name = "monogan"
     Options = MonoGANOptions
+    summary = ("MonoGAN: the paper's CIFAR-scale ablation network, a WGAN with gradient penalty (Gulrajani et al., "
+               "2017).")
+    examples = ("train monogan shards/cifar-b --out runs/monogan-b --n-critic 5 --gp-lambda 10",)
     default_arch = "cifar"
     default_epochs = 100
     default_batch_size = 64
+    small_options = {"g_width": 16, "z_dim": 32}
     encoder_kwargs = {"leaky_relu": True}
 
     def __init__(self, opts: MonoGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
         size = self.encoder.input_size
         self.gan_size = opts.gan_size or (size if size & (size - 1) == 0 else 64)
-        self.critic = Critic(self.encoder, math.prod(self.encoder.output_shape()),
+        self.critic = Critic(self.encoder, math.prod(output_shape(self.encoder)),
                              batch_stats=opts.critic_bn == "batch")
         self.generator = DCGANGenerator(opts.z_dim, self.gan_size, opts.g_width, opts.g_upsampling)
         self.steps_done = 0
 
-    def configure(self) -> None:
+    def configure(self, ctx: RunContext) -> None:
         o: MonoGANOptions = self.opts
         kw = dict(lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
         self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), **kw)
         self.optimizers["g"] = torch.optim.Adam(self.generator.parameters(), **kw)
-        epochs = getattr(self, "total_epochs", self.default_epochs) if o.decay else 0
+        epochs = ctx.total_epochs if o.decay else 0
         for name in ("critic", "g"):
             self.schedulers[name] = linear_decay_schedule(self.optimizers[name], 0 if o.decay else 1, epochs)
 

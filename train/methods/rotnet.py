@@ -19,7 +19,8 @@ from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, sgd, step_schedule
+from train.methods.base import Method, MethodOptions, RunContext, sgd, step_schedule
+from train.models import output_shape
 from train.models.heads import classifier_head
 
 
@@ -44,19 +45,24 @@ class RotNetOptions(MethodOptions):
 class RotNet(Method):
     name = "rotnet"
     Options = RotNetOptions
+    summary = ("RotNet (Gidaris et al., 2018): predict which of four rotations (0, 90, 180, 270 degrees) was "
+               "applied.")
+    examples = ("train rotnet shards/mono-a --out runs/rot-mono-a --batch-size 192",)
     default_arch = "alexnet"
     default_epochs = 30
     default_batch_size = 192
+    gradient_sync = "ddp"  # one optimiser, one backward per step
+    small_options = {"head_dim": 64}
 
     def __init__(self, opts: RotNetOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
-        feat_dim = math.prod(self.encoder.output_shape())
+        feat_dim = math.prod(output_shape(self.encoder))
         if opts.head_dim > 0:
             self.head = classifier_head(feat_dim, opts.head_dim, 4, batchnorm=True)
         else:
             self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(feat_dim, 4))
 
-    def configure(self) -> None:
+    def configure(self, ctx: RunContext) -> None:
         o: RotNetOptions = self.opts
         self.optimizers["main"] = sgd(self.parameters(), o, momentum=o.momentum, nesterov=True)
         self.schedulers["main"] = step_schedule(self.optimizers["main"], o.milestones, o.gamma)
@@ -71,7 +77,7 @@ class RotNet(Method):
 
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         x, y = views.rotate_batch(self.augment(batch.images, generator))
-        logits = self(x)
+        logits = self.replicated(x)
         loss = rotation_loss(logits.float(), y)
         self.optimizer_step("main", loss)
         acc = (logits.argmax(1) == y).float().mean()

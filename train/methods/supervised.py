@@ -20,7 +20,8 @@ from pipeline.options import opt
 from train import views
 from train.data import Batch
 from train.methods import register_method
-from train.methods.base import Method, MethodOptions, sgd, step_schedule
+from train.methods.base import Method, MethodOptions, RunContext, sgd, step_schedule
+from train.models import output_shape
 from train.models.heads import classifier_head
 
 
@@ -39,27 +40,27 @@ class SupervisedOptions(MethodOptions):
 class Supervised(Method):
     name = "supervised"
     Options = SupervisedOptions
+    summary = "The full-supervision baseline: the same encoder trained with labels on a labelled set."
+    examples = ("train supervised data/cifar10 --arch cifar --out runs/sup-cifar",
+                "train supervised /data/imagenet --out runs/sup-in   (ImageFolder: train/<class>/*.JPEG)")
+    data_kind = "labelled"
     default_arch = "alexnet"
     default_epochs = 90
     default_batch_size = 256
-    needs_labels = True
+    gradient_sync = "ddp"  # one optimiser, one backward per step
+    small_options = {"head_dim": 64}
 
     def __init__(self, opts: SupervisedOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
         if not num_classes:
             raise ValueError("supervised: the data set has no labels")
-        feat_dim = math.prod(self.encoder.output_shape())
+        feat_dim = math.prod(output_shape(self.encoder))
         if opts.head_dim > 0:
             self.head = classifier_head(feat_dim, opts.head_dim, num_classes, dropout=0.5)
         else:
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(feat_dim, num_classes))
 
-    @staticmethod
-    def load_size(input_size: int) -> int:
-        """Size of the square the loader produces: 256 for 224 px networks, the input size for CIFAR."""
-        return input_size if input_size <= 64 else round(input_size * 256 / 224)
-
-    def configure(self) -> None:
+    def configure(self, ctx: RunContext) -> None:
         o: SupervisedOptions = self.opts
         self.optimizers["main"] = sgd(self.parameters(), o, momentum=o.momentum)
         self.schedulers["main"] = step_schedule(self.optimizers["main"], o.milestones, o.gamma)
@@ -76,7 +77,7 @@ class Supervised(Method):
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         if batch.labels is None:
             raise ValueError("supervised: batches carry no labels")
-        logits = self(self.augment(batch.images, generator))
+        logits = self.replicated(self.augment(batch.images, generator))
         loss = F.cross_entropy(logits.float(), batch.labels)
         self.optimizer_step("main", loss)
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == batch.labels).float().mean().detach()}

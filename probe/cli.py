@@ -17,11 +17,11 @@ from pipeline.cli_group import ErrorReportingGroup
 from pipeline.errors import DataError, ToolkitError, one_line
 from pipeline.fileio import atomic_write_text
 from pipeline.options import SEED, click_option, float_range
+from probe.cli_init_kmeans import init_kmeans
 from probe.datasets import LabelledData, open_data
 from probe.encoders import Encoder, open_encoder
 from probe.finetune import FinetuneProtocol
 from probe.fit import ProbeRun
-from probe.init_kmeans import init_kmeans
 from probe.linear import ProbeProtocol
 from probe.transforms import NORMALIZATIONS, Normalization
 
@@ -514,7 +514,7 @@ def _write_results(out_dir: Path, results: dict, table: str, also: Path | None =
     click.echo(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}{extra}")
 
 
-main.add_command(init_kmeans)  # its own module: probe/init_kmeans.py
+main.add_command(init_kmeans)  # its own command-line module: probe/cli_init_kmeans.py
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from pipeline.cli_group import ErrorReportingGroup
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "train", "probe")
 # The modules that build command lines; every other module is library code and raises plain exceptions.
-CLI_MODULES = {"pipeline/cli.py", "pipeline/cli_group.py", "pipeline/options.py", "train/cli.py", "probe/cli.py"}
+CLI_MODULES = {"pipeline/cli.py", "pipeline/cli_group.py", "pipeline/options.py", "train/cli.py", "probe/cli.py",
+               "probe/cli_init_kmeans.py"}
 
 
 def _package_modules() -> list[str]:

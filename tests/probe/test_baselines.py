@@ -55,14 +55,14 @@ def test_init_kmeans_refusals_are_one_line(tmp_path, writers):
     assert not (tmp_path / "x" / "encoder.pt").exists()
 
 
-def test_scattering_is_probed_on_cifar_unpooled(tmp_path, writers):
+def test_scattering_is_probed_on_cifar_with_conv2_pooled_below_9600(tmp_path, writers):
     writers.cifar10(tmp_path / "data", per_batch=4, test=6)
     out = tmp_path / "s"
     result = _run("linear", "random:scattering-cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out", out,
                   "--epochs", "1", "--batch-size", "8", *QUIET)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert {name: row["dims"] for name, row in results["layers"].items()} == {"conv1": 3264, "conv2": 15552}
+    assert {name: row["dims"] for name, row in results["layers"].items()} == {"conv1": 3264, "conv2": 8748}
     assert _default_key(results["encoder"]) == "scattering"  # not the random row: nothing in it is random
 
 

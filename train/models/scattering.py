@@ -19,7 +19,8 @@ land in the paper's columns):
 
 How the probes read them: on ImageNet-style data each tap is adaptively max-pooled to the grid whose size is
 nearest the paper's dimensions (probe/features.py): conv1 51 x 14 x 14 = 9,996, conv2 243 x 6 x 6 = 8,748; on
-CIFAR nothing is pooled (conv1 51 x 8 x 8 = 3,264, conv2 243 x 8 x 8 = 15,552).
+CIFAR conv1 is kept whole (51 x 8 x 8 = 3,264) and conv2 (243 x 8 x 8 = 15,552) is pooled to 243 x 6 x 6 = 8,748,
+as every CIFAR-style map above 9,600 dimensions is.
 
 ``scattering-alexnet`` (Table 4's "Scattering" row, for ``probe finetune``): the fixed scattering as tap ``conv2``
 (it replaces conv1-conv2), then AlexNet's conv3..conv5 (384-384-256, 3x3, BN, ReLU) with conv3 taking the 243

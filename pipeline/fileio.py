@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +25,30 @@ def temporary_name(path: Path) -> Path:
     """Where `path` is written before it is renamed: unique per host and process, so parts and workers writing
     into one folder never share one, and a killed writer's leftover is recognisable (`NAME.tmp-*`)."""
     return path.with_name(f"{path.name}.tmp-{os.uname().nodename}-{os.getpid()}")
+
+
+def remove_dead_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files (see `temporary_name`) of `names` in `folder` that a killed writer on this host
+    left: its process is gone, so nothing will rename them. Another host's, or a live process's, are kept (they may
+    still be written). The removed paths, in order."""
+    host, removed = os.uname().nodename, []
+    for name in names:
+        for path in sorted(folder.glob(f"{name}.tmp-*")):
+            writer_host, _, pid = path.name[len(name) + len(".tmp-"):].rpartition("-")
+            if writer_host == host and pid.isdigit() and not _process_exists(int(pid)):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def named_os_error(error: BaseException, path: str | os.PathLike) -> OSError | None:

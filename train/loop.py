@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.errors import CheckpointError, DataError, Interrupted, ToolkitError
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, remove_dead_temporaries
 from train import distributed as D
 from train.checkpoint import Checkpointer, Position, load_checkpoint, restore_checkpoint
 from train.data import Batch, Source, default_workers, epoch_batches, steps_per_epoch
@@ -147,6 +147,9 @@ def read_resume(cfg: TrainConfig) -> tuple[dict[str, Any] | None, dict[str, Any]
     if not cfg.resume:
         return None, {}
     ckpt_path = out / "checkpoint.pt"
+    if D.rank() == 0:  # a writer killed mid-write (SIGKILL, power) leaves its temporary file; the rename never came
+        for path in remove_dead_temporaries(out, ("checkpoint.pt", "encoder.pt", "config.json")):
+            log.info("removed %s: left by a writer that was killed", path)
     ckpt = load_checkpoint(ckpt_path)
     if ckpt["method"] != cfg.method:
         raise CheckpointError(f"{ckpt_path}: checkpoint of method {ckpt['method']!r}, not {cfg.method!r}")

@@ -516,3 +516,24 @@ def test_configure_receives_the_runs_facts(tiny_set, tmp_path, monkeypatch):
     # 256 samples at batch 16: 16 steps an epoch; --max-steps 3 stops the run, the schedules still span 5 epochs
     assert (ctx.total_epochs, ctx.steps_per_epoch, ctx.total_steps) == (5, 16, 3)
     assert (ctx.device, ctx.amp, ctx.world_size) == (torch.device("cpu"), False, 1)
+
+
+def test_resume_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tiny_set, tmp_path):
+    """A writer killed between writing its temporary file and renaming it leaves `NAME.tmp-HOST-PID`; resuming
+    removes those of dead processes on this host, and keeps another host's and a live process's."""
+    out = tmp_path / "run"
+    train(cfg("rotnet", tiny_set, out, max_steps=2))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = os.uname().nodename
+    left = [out / f"{name}.tmp-{host}-{dead.pid}" for name in ("checkpoint.pt", "encoder.pt", "config.json")]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        kept = [out / f"checkpoint.pt.tmp-{host}-{live.pid}", out / f"checkpoint.pt.tmp-other-host-{dead.pid}"]
+        for path in left + kept:
+            path.write_bytes(b"half a file")
+        assert train(cfg("rotnet", tiny_set, out, max_steps=4, resume=True))["step"] == 4
+    finally:
+        live.kill()
+        live.wait()
+    assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)

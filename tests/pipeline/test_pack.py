@@ -193,3 +193,16 @@ def test_a_shard_holding_a_decompression_bomb_is_refused_before_decoding(split, 
     assert verify_set(out) == [f"{shard}:000000001.png: more than 178,956,970 pixels (decompression bomb?), refused"]
     with pytest.raises(ShardSetError, match=r"000000001: more than 178,956,970 pixels \(decompression bomb\?\)"):
         list(open_shards(out))
+
+
+@pytest.mark.parametrize("fmt, options", [("JPEG", {}), ("JPEG", {"progressive": True}), ("JPEG", {"quality": 30}),
+                                          ("PNG", {}), ("WEBP", {}), ("BMP", {})])
+def test_the_shard_decoders_header_size_is_pillows(fmt, options):
+    from pipeline.shard_reader import header_size
+
+    for width, height in ((32, 32), (17, 301), (640, 7)):
+        image = Image.fromarray(np.random.default_rng(width).integers(0, 255, (height, width, 3), np.uint8))
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        assert header_size(buffer.getvalue()) == (width, height), (fmt, options)
+    assert header_size(b"not an image") == (0, 0)

@@ -9,6 +9,7 @@ Steps run with train's kernel settings (cuDNN autotuning and TF32 on CUDA, train
 bf16 autocast region (train.loop.amp_autocast).
 
     .venv/bin/python bench/train.py                          # CPU: CIFAR encoder, 32 px
+    .venv/bin/python bench/train.py --methods simclr@resnet18-cifar,dino@vit-tiny   # METHOD@ARCH: another encoder
     .venv/bin/python bench/train.py --arch alexnet --size 256 --batch-size 256 --cluster-n 1281167  # GPU
 """
 
@@ -129,7 +130,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--methods", default=",".join(list_methods()), help="comma-separated ('': no step timing)")
+    ap.add_argument("--methods", default=",".join(list_methods()),
+                    help="comma-separated METHOD or METHOD@ARCH (default ARCH: --arch; '': no step timing)")
     ap.add_argument("--set", default=None, help="a rendered set to read (default: render a temporary one)")
     ap.add_argument("--render-n", type=int, default=4096, help="patches in the temporary set (0 and no --set: no "
                     "reader timing)")
@@ -150,11 +152,13 @@ def main() -> None:
 
 def run(args: argparse.Namespace, device: torch.device) -> None:
     rates = {}
-    for name in filter(None, args.methods.split(",")):
-        ips = bench_method(name, args.arch, args.size, args.batch_size, args.steps, args.warmup, device,
+    for entry in filter(None, args.methods.split(",")):
+        name, _, arch = entry.partition("@")
+        arch = arch or args.arch
+        ips = bench_method(name, arch, args.size, args.batch_size, args.steps, args.warmup, device,
                            not args.no_amp)
-        rates[name] = ips
-        print(f"train  {name:12s} {args.arch:13s} {args.size:4d} px  batch {args.batch_size:4d}  "
+        rates[entry] = ips
+        print(f"train  {name:12s} {arch:14s} {args.size:4d} px  batch {args.batch_size:4d}  "
               f"{ips:10.1f} images/s")
 
     if args.set is not None or args.render_n > 0:
@@ -184,7 +188,7 @@ def bench_reading(args: argparse.Namespace, rates: dict[str, float]) -> None:
           f"{reader:10.1f} samples/s")
     for name, ips in rates.items():
         limit = "the reader limits" if reader < ips else "training limits"
-        print(f"ratio  {name:12s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
+        print(f"ratio  {name:27s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def _grey(x: Tensor) -> Tensor:
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
-    return values.to(device=like.device, dtype=like.dtype).reshape(-1, 1, 1, 1)
+    return values.to(device=like.device, dtype=like.dtype, non_blocking=True).reshape(-1, 1, 1, 1)
 
 
 def colour_jitter(x: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor, hue: Tensor) -> Tensor:
@@ -156,7 +156,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     b, c, h, w = x.shape
     offsets = torch.arange(kernel_size, dtype=torch.float32) - kernel_size // 2
     kernels = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
-    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).to(device=x.device, dtype=x.dtype)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).to(device=x.device, dtype=x.dtype, non_blocking=True)
     kernels = kernels.repeat_interleave(c, dim=0)  # (B * C, k): each channel of sample i uses sigma i
     pad = kernel_size // 2
     flat = F.pad(x.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
@@ -167,11 +167,14 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
 
 def _apply_where(x: Tensor, chosen: Tensor, op) -> Tensor:
     """``op`` applied to the samples where ``chosen`` (a CPU bool mask) holds; the others unchanged."""
-    index = chosen.nonzero().flatten()
+    # the mask and the index are CPU tensors drawn from the CPU generator: no device synchronisation here, and the
+    # copy to the device need not wait (the multi-view methods' steps never wait for the device)
+    index = torch.arange(len(chosen))[chosen]
     if index.numel() == 0:
         return x
     x = x.clone()
-    x[index.to(x.device)] = op(x[index.to(x.device)], index)
+    on_device = index.to(x.device, non_blocking=True)
+    x[on_device] = op(x[on_device], index)
     return x
 
 

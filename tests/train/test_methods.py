@@ -29,8 +29,9 @@ def build(name, n=16, num_classes=None, **options):
 
 def test_registry():
     # the package's modules are found without an import line; a plugin adds to them (test_new_method.py)
-    assert {"deepcluster", "rotnet", "bigan", "monogan", "supervised"} <= set(list_methods())
-    with pytest.raises(ValueError, match="unknown method 'no-such-method'; known: bigan, deepcluster"):
+    assert {"deepcluster", "rotnet", "bigan", "monogan", "supervised", "simclr", "mocov2", "byol", "dino"} <= set(
+        list_methods())
+    with pytest.raises(ValueError, match="unknown method 'no-such-method'; known: bigan, byol, deepcluster"):
         get_method("no-such-method")
 
 

@@ -21,7 +21,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     itself = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = (z @ z.t() / temperature).masked_fill(itself, float("-inf"))  # an embedding is not its own candidate
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    partner = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(n, device=z.device)])
     return F.cross_entropy(logits, partner)
 
 
@@ -52,5 +52,5 @@ def enqueue(queue: Tensor, pointer: int, keys: Tensor) -> int:
     if keys.shape[0] > size:
         raise ValueError(f"a batch of {keys.shape[0]} keys does not fit a queue of {size}")
     rows = (pointer + torch.arange(keys.shape[0])) % size
-    queue[rows.to(queue.device)] = F.normalize(keys, dim=1).to(queue.dtype)
+    queue[rows.to(queue.device, non_blocking=True)] = F.normalize(keys, dim=1).to(queue.dtype)
     return int((pointer + keys.shape[0]) % size)

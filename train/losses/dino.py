@@ -25,8 +25,10 @@ def dino_loss(student: Tensor, teacher: Tensor, center: Tensor, student_temperat
     log_probs = F.log_softmax(student / student_temperature, dim=-1)
     # cross-entropy of every (teacher view g, student view v) pair: (G, V)
     pair_losses = -torch.einsum("gnk,vnk->gv", targets, log_probs) / student.shape[1]
-    same_view = torch.eye(teacher.shape[0], student.shape[0], dtype=torch.bool, device=student.device)
-    return pair_losses[~same_view].mean()
+    same_view = torch.eye(teacher.shape[0], student.shape[0], dtype=pair_losses.dtype, device=student.device)
+    # the mean over the other pairs, without boolean indexing (which would wait for the device to count them)
+    pairs = teacher.shape[0] * student.shape[0] - teacher.shape[0]
+    return (pair_losses * (1 - same_view)).sum() / pairs
 
 
 @torch.no_grad()

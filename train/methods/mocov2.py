@@ -16,12 +16,13 @@ MoCo v2's asymmetric one (query of view 1, key of view 2).
 
 One forward of the trainable networks per step (the query), so DistributedDataParallel carries the gradients; the
 keys are gathered from every process before they enter the queue, so each process holds the same queue. The queue
-and its pointer are buffers of the method: the checkpoint holds them with the weights.
+is a buffer of the method (the checkpoint holds it with the weights), its pointer extra state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -72,7 +73,7 @@ class MoCoV2(MultiViewMethod):
         # MoCo starts the queue with random unit vectors
         self.register_buffer("queue", torch.nn.functional.normalize(torch.randn(opts.queue_size, opts.proj_dim),
                                                                     dim=1))
-        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self.queue_pointer = 0  # the next row to write (extra_state: a Python int, read without a device sync)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         o: MoCoV2Options = self.opts
@@ -103,9 +104,15 @@ class MoCoV2(MultiViewMethod):
         k = self.keys(key_view).float()
         loss = infonce_loss(q, k, self.queue, o.temperature)
         self.optimizer_step("main", loss)
-        pointer = enqueue(self.queue, int(self.queue_pointer), all_gather_rows(k))
-        self.queue_pointer.fill_(pointer)
+        self.queue_pointer = enqueue(self.queue, self.queue_pointer, all_gather_rows(k))
         return {"loss": loss.detach()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "queue_pointer": self.queue_pointer}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.queue_pointer = int(state["queue_pointer"])
 
 
 @torch.no_grad()

@@ -65,7 +65,7 @@ RANDOM = "random:cifar"
 # (+3.6 on seed 2) for about 100 CPU-seconds per probe instead of 45 (bench/results/demo.md).
 PRESETS: dict[str, dict] = {
     "demo": {
-        "n_patches": 4800,  # 150 steps per epoch at batch 32: 600 steps, each patch seen 4 times
+        "n_patches": 3600,  # 112 steps per epoch at batch 32: 448 steps, each patch seen 4 times
         "train": ["--epochs", "4", "--milestones", "3", "--batch-size", "32", "--head-dim", "1024",
                   "--workers", "1"],
         "probe": ["--layers", ",".join(LAYERS), "--limit-train", "25000", "--limit-test", "5000",

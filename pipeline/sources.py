@@ -206,7 +206,7 @@ def _decode_rgb(data: bytes, name: str | Path, min_side: int | None = None) -> t
                 img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", draft_request(img.size, min_side))
             img.load()  # the first frame of a multi-frame file (GIF, TIFF pages, APNG, animated WebP)
             frames = getattr(img, "n_frames", 1)
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
         except Image.DecompressionBombWarning:
             raise Image.DecompressionBombError("bomb") from None
         finally:
@@ -233,7 +233,7 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     # Alpha is dropped, as the authors' generator did (PIL convert('RGB')); Image C (sf.png) is RGBA.
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))  # convert would copy an RGB image
 
 
 _FLOAT_SLACK = 1e-6  # rounding in the tool that wrote the file: 1.0000001 is still 1

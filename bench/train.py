@@ -11,6 +11,12 @@ bf16 autocast region (train.loop.amp_autocast).
     .venv/bin/python bench/train.py                          # CPU: CIFAR encoder, 32 px
     .venv/bin/python bench/train.py --methods simclr@resnet18-cifar,dino@vit-tiny   # METHOD@ARCH: another encoder
     .venv/bin/python bench/train.py --arch alexnet --size 256 --batch-size 256 --cluster-n 1281167  # GPU
+
+With ``--real-set KIND:PATH`` (e.g. ``imagefolder:`` of the shared ImageNet sample) it also times the real-set
+loader of ``train METHOD KIND:PATH`` (decode in the workers, JPEG DCT scaling, shorter side to S, centre square)
+beside the shard reader on patches rendered at the same S, at the methods' loader scales (``--real-sizes``:
+256 for RotNet/DeepCluster's 224, 128 for BiGAN's 112, 32 for the CIFAR encoders), with and without DCT scaling.
+With ``--workers 1`` the rates are per worker core.
 """
 
 from __future__ import annotations
@@ -139,6 +145,8 @@ def main() -> None:
     ap.add_argument("--cluster-n", type=int, default=50_000, help="0: skip the clustering benchmark")
     ap.add_argument("--cluster-dim", type=int, default=0, help="feature width (0: 4096)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--real-set", default=None, help="KIND:PATH: time the real-set loader beside the shard reader")
+    ap.add_argument("--real-sizes", default="256,128,32", help="loader scales for --real-set (px, comma-separated)")
     ap.add_argument("--no-amp", action="store_true")
     args = ap.parse_args()
 
@@ -163,6 +171,11 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
 
     if args.set is not None or args.render_n > 0:
         bench_reading(args, rates)
+    if args.real_set:
+        with tempfile.TemporaryDirectory() as tmp:
+            packed = pack_real_set(args.real_set, Path(tmp))
+            for size in (int(v) for v in args.real_sizes.split(",")):
+                bench_real_set(args, size, packed)
     if args.cluster_n > 0:
         dim = args.cluster_dim or 4096
         k = clustering.default_k(args.cluster_n)
@@ -189,6 +202,82 @@ def bench_reading(args: argparse.Namespace, rates: dict[str, float]) -> None:
     for name, ips in rates.items():
         limit = "the reader limits" if reader < ips else "training limits"
         print(f"ratio  {name:27s} training/reader = {ips:.1f}/{reader:.1f} = {ips / reader:.3g}  ({limit})")
+
+
+def bench_source(source, batch_size: int, workers: int, max_samples: int) -> float:
+    """Images/s of one pass of ``source``'s loader, the first two batches (worker start-up) not counted."""
+    seen, t = 0, None
+    for i, b in enumerate(source.loader(0, batch_size, seed=0, workers=workers)):
+        if i == 2:
+            t, seen = time.perf_counter(), 0
+        seen += len(b)
+        if seen >= max_samples:
+            break
+    if t is None:
+        raise SystemExit(f"{source.description}: too small to time; use more images")
+    return seen / (time.perf_counter() - t)
+
+
+def pack_real_set(spec: str, tmp: Path) -> Path | None:
+    """The train split of an ``imagefolder:`` set packed by ``pipeline pack`` (as ``shards:`` reads it), else None."""
+    from pipeline.pack import pack_set
+    from train.datasets import DataSpec
+
+    parsed = DataSpec.parse(spec)
+    if parsed.kind != "imagefolder":
+        return None
+    pack_set(Path(parsed.path) / "train", tmp / "packed" / "train", shard_size=256, log=lambda *a, **k: None)
+    return tmp / "packed"
+
+
+def bench_packed_reader(packed: Path, batch_size: int, workers: int) -> float:
+    """The shard reader itself on the packed JPEGs (full-size decode, no resize; what `probe --data shards:` pays
+    before its transforms)."""
+    from torch.utils.data import DataLoader
+
+    from pipeline.shard_reader import open_shards
+
+    pipe = open_shards(packed / "train", decode="rgb", split_by_node=False)
+    loader = DataLoader(pipe, batch_size=batch_size, num_workers=workers, collate_fn=len)
+    seen, t = 0, None
+    for i, n in enumerate(loader):
+        if i == 2:
+            t, seen = time.perf_counter(), 0
+        seen += n
+    return seen / (time.perf_counter() - t)
+
+
+def bench_real_set(args: argparse.Namespace, size: int, packed: Path | None) -> None:
+    """The real-set loader at ``size`` px (DCT scaling on and off; from files and from packed shards) beside the
+    shard reader on ``size`` px rendered patches and on the packed JPEGs."""
+    from pipeline.config import RenderConfig
+    from pipeline.render import render_set
+    from train.real_sets import RealImageSource
+
+    source = RealImageSource(args.real_set, load_size=size)
+    n = source.num_samples
+    with tempfile.TemporaryDirectory() as tmp:
+        render_set(Path(tmp) / "set", RenderConfig(n_patches=n, size=size, shard_size=max(64, n // 8)),
+                   workers=max(1, args.workers), log=lambda *a, **k: None)
+        reader = bench_reader(str(Path(tmp) / "set"), args.batch_size, args.workers, max_samples=n)
+    real = bench_source(source, args.batch_size, args.workers, n)
+    full = None
+    if getattr(source.dataset, "dct_scaling", None) is not None:
+        source.dataset.dct_scaling = False
+        full = bench_source(source, args.batch_size, args.workers, n)
+    print(f"reader open_shards (rendered)  {size:4d} px  workers {args.workers:3d}  {reader:10.1f} samples/s")
+    print(f"real   {args.real_set} -> {size} px  workers {args.workers:3d}  {real:10.1f} images/s  "
+          f"(real/reader = {real / reader:.2f})")
+    if full is not None:
+        print(f"real   without DCT scaling -> {size} px  workers {args.workers:3d}  {full:10.1f} images/s  "
+              f"(DCT scaling gains {real / full:.2f}x)")
+    if packed is not None:
+        raw = bench_packed_reader(packed, args.batch_size, args.workers)
+        from_shards = bench_source(RealImageSource(f"shards:{packed}", load_size=size), args.batch_size,
+                                   args.workers, n)
+        print(f"reader open_shards (packed JPEGs, full decode)  workers {args.workers:3d}  {raw:10.1f} samples/s")
+        print(f"real   shards:{packed.name} -> {size} px  workers {args.workers:3d}  {from_shards:10.1f} images/s  "
+              f"(real folder/packed reader = {real / raw:.2f}, real shards/packed reader = {from_shards / raw:.2f})")
 
 
 if __name__ == "__main__":

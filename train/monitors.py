@@ -77,7 +77,7 @@ def start_events(monitors: Monitors, out: Path, enabled: bool, resumed_at: int |
         from train.settings import remove_event_files
 
         remove_event_files(out)
-    monitors.events = EventLog(out, purge_step=resumed_at)
+    monitors.events = EventLog(out, resumed_at=resumed_at)
 
 
 def log_views(monitors: Monitors, method: Method, images: Tensor, seed: int, epoch: int, step: int) -> None:

@@ -7,14 +7,15 @@ stderr and only on a later call. Here a failed write is one warning line naming 
 on without TensorBoard: pictures are not worth a run. The summaries themselves are built by torch's summary
 functions and framed by tensorboard's own record writer.
 
-A resumed run starts a new event file whose first event is a ``SessionLog.START`` at the resumed step (what
-``SummaryWriter(purge_step=...)`` writes): TensorBoard then drops the events of earlier files from that step on,
+A resumed run starts a new event file whose first event is a ``SessionLog.START`` at the step after the checkpoint's
+(what ``SummaryWriter(purge_step=...)`` writes): TensorBoard then drops the events of earlier files from that step on,
 which the interrupted run logged after its checkpoint and the resumed run logs again.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import socket
@@ -33,17 +34,18 @@ FOLDER = "tensorboard"
 IMAGES_PER_VIEW = 16
 # metrics.jsonl lines that are not measurements (their numbers restate a position or a configuration)
 NOT_SCALARS = frozenset({"start", "resume", "end", "interrupted", "nonfinite"})
-NOT_A_SCALAR_KEY = frozenset({"step", "epoch", "time", "event"})
+NOT_A_SCALAR_KEY = frozenset({"step", "epoch", "time", "event", "knn_k"})
+_file_numbers = itertools.count()  # two runs in one process within a second still get two files
 
 
 class EventLog:
     """One event file of a run, written by rank 0; every method a no-op once disabled (or a write failed)."""
 
-    def __init__(self, run_folder: Path, purge_step: int | None = None, enabled: bool = True) -> None:
+    def __init__(self, run_folder: Path, resumed_at: int | None = None, enabled: bool = True) -> None:
         self.enabled = enabled
         self.folder = run_folder / FOLDER
         self.path = self.folder / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                                   f"{os.getpid()}.0")
+                                   f"{os.getpid()}.{next(_file_numbers):04d}")
         if not enabled:
             return
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
@@ -54,8 +56,8 @@ class EventLog:
             self._give_up(e)
             return
         self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
-        if purge_step is not None:
-            self._write(Event(wall_time=time.time(), step=purge_step,
+        if resumed_at is not None:  # the resumed run logs the steps after its checkpoint's again
+            self._write(Event(wall_time=time.time(), step=resumed_at + 1,
                               session_log=SessionLog(status=SessionLog.START)))
 
     def _give_up(self, error: OSError) -> None:

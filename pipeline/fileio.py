@@ -121,8 +121,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append `line` and a newline to `path`; a failed append is cut back off, so the log holds whole lines only."""
+    append_bytes(path, (line + "\n").encode())
+
+
+def append_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Append `data` to `path` as one record: a failed append is cut back off, so the file holds whole records only
+    (metrics.jsonl lines, TensorBoard event records)."""
     path = Path(path)
-    data = (line + "\n").encode()
     try:
         with open(path, "ab", buffering=0) as f:  # unbuffered: each write below is one system call
             start = f.seek(0, os.SEEK_END)

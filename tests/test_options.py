@@ -47,6 +47,9 @@ FREE_TEXT = {
     "--style-taps": "tap names of the encoder given, checked against it before the optimisation",
     "--unit": "TAP:INDEX, its form refused at once and the tap and index checked against the encoder",
     "--retrieve": "a KIND:PATH data specification, opened (and refused in one line) before the optimisation",
+    "--knn-data": "a labelled set ([KIND:]PATH), opened (and refused in one line) before any work",
+    "--knn-tap": "a tap name of the run's encoder, checked against it before any work",
+    "--online-probe-tap": "a tap name of the run's encoder, checked against it before any work",
 }
 
 # Parameter types of the project that are not click ranges or choices, with a value each refuses.

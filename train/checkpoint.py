@@ -102,6 +102,7 @@ class Checkpointer:
         self.path, self.method, self.run_config = path, method, run_config
         self.generator, self.device = generator, device
         self.last_saved = resumed_at if resumed_at is not None else -1
+        self.online_probe: Any = None  # train.online_probe.OnlineProbe, saved beside the method when the run has one
 
     def save(self, pos: Position) -> None:
         rngs = D.all_gather_object(rng_state(self.generator, self.device))
@@ -115,6 +116,7 @@ class Checkpointer:
                 "optimizers": {n: o.state_dict() for n, o in method.optimizers.items()},
                 "schedulers": {n: s.state_dict() for n, s in method.schedulers.items()},
                 "extra": method.extra_state(), "rng": rngs,
+                **({} if self.online_probe is None else {"online_probe": self.online_probe.checkpoint_state()}),
             }, self.path)
         self.last_saved = pos.step
 

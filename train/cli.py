@@ -23,6 +23,10 @@ from train.methods import METHODS, Method, list_methods
 from train.models import list_encoders
 from train.settings import (
     DEFAULT_CKPT_EVERY,
+    DEFAULT_KNN_EVERY,
+    DEFAULT_KNN_K,
+    DEFAULT_KNN_TEST_SIZE,
+    DEFAULT_KNN_TRAIN_SIZE,
     DEFAULT_LOG_EVERY,
     DEFAULT_SEED,
     DEFAULT_SHUFFLE_BUFFER,
@@ -87,11 +91,45 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
                           "torch; pass it again on --resume): deterministic algorithms, no cuDNN autotuning, no TF32; "
                           "slower"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
+        *_watching_options(),
     ]
 
 
+def _watching_options() -> list[click.Parameter]:
+    """The k-NN monitor, the online probe and TensorBoard: they watch the run and do not change it."""
+    return [
+        click.Option(["--knn-data"], type=str, default=None, metavar="[KIND:]PATH",
+                     help="k-NN monitor: a labelled set (a CIFAR-10/100 folder or an ImageFolder tree; KIND cifar10, "
+                          "cifar100 or imagefolder as for `probe --data`); weighted k-NN top-1 of --knn-tap on it "
+                          "is logged in metrics.jsonl every --knn-every epochs and at the run's end"),
+        click.Option(["--knn-every"], type=_setting("knn_every"), default=DEFAULT_KNN_EVERY, show_default=True,
+                     help="epochs between k-NN evaluations"),
+        click.Option(["--knn-tap"], type=str, default=None,
+                     help="the encoder tap the k-NN monitor reads (map taps averaged over space)  "
+                          "[default: the encoder's last tap]"),
+        click.Option(["--knn-k"], type=_setting("knn_k"), default=DEFAULT_KNN_K, show_default=True,
+                     help="neighbours that vote"),
+        click.Option(["--knn-train-size"], type=_setting("knn_train_size"), default=DEFAULT_KNN_TRAIN_SIZE,
+                     show_default=True, help="training images of --knn-data that vote (a seeded subset)"),
+        click.Option(["--knn-test-size"], type=_setting("knn_test_size"), default=DEFAULT_KNN_TEST_SIZE,
+                     show_default=True, help="test images of --knn-data scored (a seeded subset)"),
+        click.Option(["--online-probe/--no-online-probe"], default=None,
+                     help="train a linear classifier on detached features of --online-probe-tap from each training "
+                          "batch's labels (a labelled training set only); its top-1 goes into metrics.jsonl  "
+                          "[default: off]"),
+        click.Option(["--online-probe-tap"], type=str, default=None,
+                     help="the tap the online probe reads  [default: the encoder's last tap]"),
+        click.Option(["--tensorboard/--no-tensorboard"], default=True, show_default=True,
+                     help="TensorBoard event files in OUT/tensorboard/: every metrics.jsonl scalar, and pictures of "
+                          "the augmented views at each epoch's start"),
+    ]
+
+
+WATCHING = {"knn_data", "knn_every", "knn_tap", "knn_k", "knn_train_size", "knn_test_size", "online_probe",
+            "online_probe_tap"}
 COMMON = {"data", "out", "arch", "epochs", "max_steps", "batch_size", "workers", "seed", "ckpt_every",
-          "log_every", "shuffle_buffer", "resume", "device", "amp", "deterministic", "progress"}
+          "log_every", "shuffle_buffer", "resume", "device", "amp", "deterministic", "progress", "tensorboard",
+          *WATCHING}
 
 
 def _given_on_command_line(kw: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +153,8 @@ def _make_command(method: type[Method]) -> click.Command:
             seed=given.get("seed"), ckpt_every=given.get("ckpt_every"), log_every=given.get("log_every"),
             shuffle_buffer=given.get("shuffle_buffer"), manifest=kw.get("manifest"), resume=kw["resume"],
             device=kw["device"], amp=given.get("amp"), deterministic=kw["deterministic"],
-            progress=kw["progress"], options=options,
+            progress=kw["progress"], tensorboard=kw["tensorboard"], options=options,
+            **{name: given.get(name) for name in WATCHING},
         )
         summary = train(cfg)
         from train import distributed as D

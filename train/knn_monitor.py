@@ -6,18 +6,22 @@ The classifier is InstDisc's (Wu et al., 2018) as DINO's ``eval_knn.py`` runs it
 (B, C) first (flattening a ResNet stem would make 65,536-dimensional features); a vector tap is used as it is.
 
 :func:`knn_predict` is the pure classifier; :class:`KnnMonitor` holds a labelled set (image tensors in memory,
-uint8 or float in [0, 255], mapped to (-1, 1) as the methods feed their encoders) and measures an encoder on it.
-Wiring it into the loop (every N epochs, into ``metrics.jsonl``) is the loop's job.
+uint8 or float in [0, 255], mapped to (-1, 1) as the methods feed their encoders) and measures an encoder on it;
+:func:`open_knn_monitor` fills one from a labelled set on disk (``train --knn-data``). The loop runs it every N
+epochs on rank 0 and writes its record into ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.errors import DataError
+from train.data import LabelledSource
 from train.models.contract import evaluating
 from train.views import to_unit_range
 
@@ -79,3 +83,63 @@ class KnnMonitor:
         predicted = knn_predict(train, self.train_labels, test, self.num_classes, self.k, self.temperature)
         correct = (predicted.cpu() == self.test_labels.cpu().long()).float().mean().item()
         return {"knn_top1": 100.0 * correct, "knn_tap": self.tap, "knn_k": self.k}
+
+
+# The KIND: prefixes of probe's data specifications that name what LabelledSource reads (it tells CIFAR pickles from
+# an ImageFolder tree by itself), so `--knn-data` accepts the spelling `probe --data` takes.
+LABELLED_KINDS = ("cifar10", "cifar100", "imagefolder")
+
+
+def labelled_root(spec: str) -> Path:
+    """The folder a ``--knn-data`` value names: ``PATH`` or ``KIND:PATH`` (KIND one of :data:`LABELLED_KINDS`);
+    a rendered (unlabelled) set is refused in one line."""
+    kind, sep, rest = spec.partition(":")
+    root = Path(rest if sep and kind in LABELLED_KINDS else spec).expanduser()
+    if (root / "manifest.json").is_file():
+        raise DataError(f"{root}: a set of shards (manifest.json), not a labelled set; the k-NN monitor needs "
+                        f"labels: a CIFAR-10/100 folder or an ImageFolder tree (train/ and val/ class folders)")
+    if not root.is_dir():
+        raise DataError(f"{root}: no such labelled data set folder")
+    return root
+
+
+def _subset_images(source: LabelledSource, indices: list[int]) -> tuple[Tensor, Tensor]:
+    images, labels = [], []
+    for i in indices:
+        item = source.dataset[i]
+        if not isinstance(item, tuple):  # an unreadable image: the message naming its file
+            raise DataError(item.message)
+        images.append(item[0])
+        labels.append(item[1])
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def open_knn_monitor(spec: str, input_size: int, tap: str, k: int, train_size: int, test_size: int,
+                     seed: int) -> KnnMonitor:
+    """A monitor on seeded subsets (``train_size`` and ``test_size`` images, or all of a smaller split) of the
+    labelled set ``spec``, its images brought to ``input_size`` px (short side resized, centre crop).
+
+    CIFAR's test split, or an ImageFolder's ``val/`` (or ``test/``) beside ``train/``, is the test set; an ImageFolder
+    of class folders alone is split in two disjoint subsets. The subsets come from their own generator seeded with
+    ``seed``: nothing is drawn from the run's random streams.
+    """
+    root = labelled_root(spec)
+    train = LabelledSource(root, input_size, "train")
+    held_out = next((name for name in ("val", "test") if (root / name).is_dir()), "test")
+    single_folder = train.identity["kind"] == "ImageFolder" and not (root / "train").is_dir()
+    test = train if single_folder else LabelledSource(root, input_size, held_out)
+    if train.num_classes < 2:
+        raise DataError(f"{root}: {train.num_classes} class; the k-NN monitor needs at least two")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(train.num_samples, generator=generator).tolist()
+    if single_folder:
+        if len(order) < 2:
+            raise DataError(f"{root}: {len(order)} image; the k-NN monitor needs a training and a test image")
+        n_test = min(test_size, len(order) // 2)
+        test_indices, train_indices = order[:n_test], order[n_test:n_test + train_size]
+    else:
+        train_indices = order[:train_size]
+        test_indices = torch.randperm(test.num_samples, generator=generator)[:test_size].tolist()
+    train_images, train_labels = _subset_images(train, sorted(train_indices))
+    test_images, test_labels = _subset_images(test, sorted(test_indices))
+    return KnnMonitor(train_images, train_labels, test_images, test_labels, train.num_classes, tap, k)

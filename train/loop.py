@@ -39,6 +39,7 @@ from train.interrupt import StopSignals
 from train.methods import EpochContext, Method, RunContext, get_method
 from train.metrics import MetricsWriter, truncate_metrics
 from train.models import build_encoder
+from train.monitors import Monitors, knn_due, log_views, open_monitors, start_events
 from train.settings import (
     TrainConfig,
     build_options,
@@ -111,6 +112,7 @@ class Run:
     start: Position
     run_config: dict[str, Any]
     resumed_from: dict[str, Any] | None
+    monitors: Monitors
 
     @property
     def device(self) -> torch.device:
@@ -225,6 +227,7 @@ def prepare_run(cfg: TrainConfig, device: torch.device, source: Source | None = 
                              {**settings, "options": asdict(opts), "data_identity": identity})
     ctx = run_context(cfg, settings, source, device)
     method = build_method(method_cls, opts, settings, source, ctx, cfg.channels_last)
+    monitors = open_monitors(settings, method, source)  # names and data checked before any file is written
     if D.rank() > 0:
         # Dropout masks (global and CUDA generators) differ per rank, as augmentation does; the weights above were
         # built from the common seed and broadcast. Rank 0 keeps the stream a single process has.
@@ -233,8 +236,10 @@ def prepare_run(cfg: TrainConfig, device: torch.device, source: Source | None = 
     start = Position()
     if ckpt is not None:
         start = restore_checkpoint(ckpt, Path(cfg.out) / "checkpoint.pt", method, generator, device)
+        if monitors.probe is not None:
+            monitors.probe.load_checkpoint_state(ckpt.get("online_probe"), str(Path(cfg.out) / "checkpoint.pt"))
     return Run(cfg, Path(cfg.out), settings, method, source, ctx, generator, start,
-               run_config(cfg, settings, method, source, ctx, identity), ckpt)
+               run_config(cfg, settings, method, source, ctx, identity), ckpt, monitors)
 
 
 def run_config(cfg: TrainConfig, settings: dict[str, Any], method: Method, source: Source, ctx: RunContext,
@@ -283,10 +288,13 @@ def start_loop(run: Run) -> Loop:
             # left by a run stopped before its first checkpoint (check_run_folder): its lines describe no weights
             log.info("%s: replacing the metrics of a run that stopped before its first checkpoint", metrics_path)
             metrics_path.unlink()
+        start_events(run.monitors, out, cfg.tensorboard, run.start.step if resumed else None)
+        metrics.listeners.append(run.monitors.record)
         metrics.write(event="resume" if resumed else "start", step=run.start.step, epoch=run.start.epoch,
                       method=cfg.method, arch=run.method.arch, world_size=run.ctx.world_size, device=str(run.device))
     checkpointer = Checkpointer(out / "checkpoint.pt", run.method, run.run_config, run.generator, run.device,
                                 resumed_at=run.start.step if resumed else None)
+    checkpointer.online_probe = run.monitors.probe
     pbar = tqdm(total=run.ctx.total_steps, initial=run.start.step, disable=not (cfg.progress and D.is_main()),
                 desc=f"{cfg.method}/{run.method.arch}", unit="step", dynamic_ncols=True)
     stop = StopSignals(sync_every=run.settings["log_every"])
@@ -306,6 +314,8 @@ def fit(loop: Loop) -> None:
                 stop_on_signal(loop)
             train_one_epoch(loop)
         flush_metrics(loop)
+        if run.monitors.knn is not None and run.monitors.knn_step != pos.step:
+            evaluate_knn(loop)  # the run's end, when no epoch end just measured it
         D.check_in_sync(run.method)
         loop.checkpointer.save_unless_saved(pos)
         write_encoder(loop)
@@ -327,8 +337,12 @@ def train_one_epoch(loop: Loop) -> None:
                             seed=settings["seed"], workers=settings["workers"], pin_memory=run.device.type == "cuda")
     for batch in batches_until_stopped(loop, batches):
         batch = batch.to(run.device)
+        if pos.batch_in_epoch == 0:  # the epoch's first batch (not a resumed epoch's): pictures of its views
+            log_views(run.monitors, method, batch.images, settings["seed"], pos.epoch, pos.step)
         with amp_autocast(run.device.type, run.ctx.amp):
             values = method.training_step(batch, run.generator)
+        if run.monitors.probe is not None:
+            values = {**values, **run.monitors.probe.step(method.encoder, batch.images, batch.labels)}
         loop.metrics.record(values, method.images_per_step(batch))
         pos.step += 1
         pos.batch_in_epoch += 1
@@ -349,8 +363,20 @@ def train_one_epoch(loop: Loop) -> None:
         pos.epoch += 1
         pos.batch_in_epoch = 0
         flush_metrics(loop)
+        if knn_due(run.monitors, pos.epoch):
+            evaluate_knn(loop)  # before the checkpoint: a run killed in between redoes the line on resume
         loop.checkpointer.save(pos)
         write_encoder(loop)
+
+
+def evaluate_knn(loop: Loop) -> None:
+    """The k-NN monitor's record at the loop's position (rank 0, which holds the monitor)."""
+    monitors, pos = loop.run.monitors, loop.pos
+    started = time.perf_counter()
+    result = monitors.knn.evaluate(loop.run.method.encoder)
+    monitors.knn_step = pos.step
+    loop.metrics.write(event="knn", step=pos.step, epoch=pos.epoch, **result,
+                       seconds=round(time.perf_counter() - started, 3))
 
 
 def start_epoch(loop: Loop) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class MetricsWriter:
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self.last_logged: dict[str, float] = {}
         self.images_total = 0
+        # called with each line written (rank 0), e.g. the TensorBoard event file's scalars
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._new_window()
 
     def _new_window(self) -> None:
@@ -55,7 +58,10 @@ class MetricsWriter:
 
     def write(self, **rec: Any) -> None:
         if self.enabled:
-            append_line(self.path, json.dumps({"time": round(time.time(), 3), **plain(rec)}))
+            line = {"time": round(time.time(), 3), **plain(rec)}
+            append_line(self.path, json.dumps(line))
+            for listener in self.listeners:
+                listener(line)
 
     def record(self, values: dict[str, Tensor], images: int) -> None:
         """One step's values (detached device scalars, 'loss' among them) and the images it consumed."""

@@ -28,7 +28,13 @@ DEFAULT_LOG_EVERY = 20
 SETTING_BOUNDS = {
     "epochs": Bounds(min=1), "max_steps": Bounds(min=1), "batch_size": Bounds(min=1), "workers": Bounds(min=0),
     "seed": SEED.bounds, "ckpt_every": Bounds(min=0), "log_every": Bounds(min=1), "shuffle_buffer": Bounds(min=0),
+    "knn_every": Bounds(min=1), "knn_k": Bounds(min=1), "knn_train_size": Bounds(min=1),
+    "knn_test_size": Bounds(min=1),
 }
+DEFAULT_KNN_EVERY = 1
+DEFAULT_KNN_K = 20
+DEFAULT_KNN_TRAIN_SIZE = 5000
+DEFAULT_KNN_TEST_SIZE = 1000
 
 
 @dataclass
@@ -55,6 +61,16 @@ class TrainConfig:
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
     deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
+    # watching the run (train.knn_monitor, train.online_probe, train.tensorboard_log); None: recorded, else default
+    knn_data: str | None = None  # a labelled set ([KIND:]PATH); None: no k-NN monitor
+    knn_every: int | None = None  # epochs between k-NN evaluations (DEFAULT_KNN_EVERY)
+    knn_tap: str | None = None  # None: the encoder's last tap
+    knn_k: int | None = None  # DEFAULT_KNN_K
+    knn_train_size: int | None = None  # DEFAULT_KNN_TRAIN_SIZE
+    knn_test_size: int | None = None  # DEFAULT_KNN_TEST_SIZE
+    online_probe: bool | None = None  # None: recorded, else off
+    online_probe_tap: str | None = None  # None: the encoder's last tap
+    tensorboard: bool = True  # event files in OUT/tensorboard/
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
 
@@ -68,7 +84,10 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
                 "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
                 "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER, "workers": None,
                 "ckpt_every": DEFAULT_CKPT_EVERY, "log_every": DEFAULT_LOG_EVERY,
-                "amp": None}  # amp None: bf16 autocast on CUDA only; recorded as the precision that ran
+                "amp": None,  # amp None: bf16 autocast on CUDA only; recorded as the precision that ran
+                "knn_data": None, "knn_every": DEFAULT_KNN_EVERY, "knn_tap": None, "knn_k": DEFAULT_KNN_K,
+                "knn_train_size": DEFAULT_KNN_TRAIN_SIZE, "knn_test_size": DEFAULT_KNN_TEST_SIZE,
+                "online_probe": False, "online_probe_tap": None}
     settings = {name: getattr(cfg, name) if getattr(cfg, name) is not None else recorded.get(name, default)
                 for name, default in defaults.items()}
     known = {f.name for f in fields(method_cls.Options)}
@@ -183,6 +202,19 @@ def remove_unsaved_run(out: Path, created: bool) -> None:
     """A fresh run that failed before its first checkpoint leaves no files describing weights that never were."""
     for name in ("config.json", "metrics.jsonl"):
         (out / name).unlink(missing_ok=True)
+    remove_event_files(out)
     if created:
         with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
             out.rmdir()
+
+
+def remove_event_files(out: Path) -> None:
+    """The TensorBoard events of a run that saved nothing (train.tensorboard_log writes only under this folder)."""
+    from train.tensorboard_log import FOLDER
+
+    folder = out / FOLDER
+    if folder.is_dir():
+        for path in folder.glob("events.out.tfevents.*"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something else was put there
+            folder.rmdir()

@@ -7,7 +7,8 @@ attributes (name, ``Options``, ``summary``, ``examples``, ``data_kind``, default
 ``configure(ctx)`` and ``training_step`` on a device batch. Run facts (total steps and epochs, device, precision,
 world size) reach it only through the :class:`RunContext` given to ``configure``. Optional hooks: ``on_epoch_start``
 (DeepCluster's clustering), ``on_step_end`` (per-iteration schedules, EMA targets), ``extra_state`` /
-``load_extra_state`` (anything beyond parameters and schedules that a resume needs). docs/architecture.md, "Method
+``load_extra_state`` (anything beyond parameters and schedules that a resume needs), ``example_views`` (its augmented
+views, pictured in TensorBoard). docs/architecture.md, "Method
 base", describes the contract.
 """
 
@@ -199,6 +200,12 @@ class Method(nn.Module):
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         """One step on a device batch; returns detached scalar tensors, 'loss' among them."""
         raise NotImplementedError
+
+    def example_views(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        """The method's augmented views of a uint8 batch ``images``, each a float (B, C, H, W) batch in the input
+        range (-1, 1), drawn from ``generator`` (the loop passes one of its own: the training stream is not touched).
+        TensorBoard shows them at each epoch's start; the default shows none."""
+        return []
 
     def images_per_step(self, batch: Batch) -> int:
         """Rendered patches consumed per step (for images/s)."""

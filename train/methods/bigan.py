@@ -142,6 +142,10 @@ class BiGAN(Method):
                                 flip_p=0.5 if self.opts.flip else 0.0, generator=generator)
         return x, views.resize(x, self.gan_size)
 
+    def example_views(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        """The encoder's view and the discriminator's copy of it."""
+        return list(self.views(images, generator))
+
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
         # Uniform(-1, 1) latents as in BiGAN.
         # non_blocking: a plain copy from pageable memory waits for the GPU's queued work (a sync every step)

@@ -302,13 +302,18 @@ class DeepCluster(Method):
     def forward(self, x: Tensor) -> Tensor:
         return self.top_layer(F.relu(self.features(x)))
 
+    def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        return views.random_resized_crop(views.to_unit_range(images), self.input_size, scale=(0.08, 1.0),
+                                         generator=generator)
+
+    def example_views(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        return [self.augment(images, generator)]
+
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         # No checks of the batch here: a Python test of a CUDA tensor waits for the GPU every step. The epoch's
         # clustering pass checked every index its batches carry (cluster) and that each has a label (set_labels).
         y = self.labels[batch.index]
-        x = views.random_resized_crop(views.to_unit_range(batch.images), self.input_size,
-                                        scale=(0.08, 1.0),
-                                        generator=generator)
+        x = self.augment(batch.images, generator)
         logits = self.replicated(x)
         loss = weighted_cross_entropy(logits.float(), y, self.class_weights)
         self.optimizer_step("main", loss)

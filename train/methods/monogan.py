@@ -162,6 +162,9 @@ class MonoGAN(Method):
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
+    def example_views(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        return [self.real_view(images, generator)]
+
     def sample_z(self, n: int, generator: torch.Generator) -> Tensor:
         # non_blocking: a plain copy from pageable memory waits for the GPU's queued work (a sync every step)
         return torch.randn(n, self.opts.z_dim, generator=generator).to(self.device, non_blocking=True)

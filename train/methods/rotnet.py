@@ -83,6 +83,11 @@ class RotNet(Method):
         return views.random_crop(x, self.input_size, flip_p=0.5 if self.opts.flip else 0.0,
                                    generator=generator)
 
+    def example_views(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        """The crop, then its copies at 90, 180 and 270 degrees: what the network classifies."""
+        x, _ = views.rotate_batch(self.augment(images, generator))
+        return list(x.chunk(4))
+
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(self.prepare(x)))
 

@@ -74,6 +74,9 @@ class Supervised(Method):
             return views.padded_random_crop(x, self.input_size, pad=4, generator=generator)
         return views.random_resized_crop(x, self.input_size, generator=generator)
 
+    def example_views(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        return [self.augment(images, generator)]
+
     def training_step(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         if batch.labels is None:
             raise ValueError("supervised: batches carry no labels")

@@ -94,13 +94,16 @@ def select_taps(taps: Sequence[str], names: Sequence[str] | None) -> list[str]:
 
 @contextmanager
 def evaluating(module: nn.Module) -> Iterator[nn.Module]:
-    """`module` in eval mode for the block; its previous mode afterwards."""
-    was_training = module.training
+    """`module` in eval mode for the block; afterwards each of its submodules in the mode it had. Restored one by
+    one, not with ``module.train(was)``: a module may hold submodules in another mode than itself (MonoGAN's critic
+    keeps its BatchNorm layers, which belong to the shared encoder, in eval mode while training)."""
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         yield module
     finally:
-        module.train(was_training)
+        for m, was_training in modes:
+            m.training = was_training
 
 
 @torch.no_grad()

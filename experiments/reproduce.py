@@ -7,8 +7,8 @@
 `cifar10` is Table 3's CIFAR-10 rows: MonoGAN, RotNet and DeepCluster trained on Image B expanded to a CIFAR-sized
 set, against the random-initialisation and fully supervised baselines, each probed on conv1..conv4. `ablation` is
 Table 1: MonoGAN on every subset of {scale, rotation, jitter}; it shares its "all" set, its MonoGAN and its baselines
-with `cifar10` when both use the same --work folder. `modern` (experiments/modern.py, issue 21) asks the same question of SimCLR, MoCo v2,
-BYOL and DINO on a ResNet-18.
+with `cifar10` when both use the same --work folder. `modern` (experiments/modern.py, issue 21) asks the same
+question of SimCLR, MoCo v2, BYOL and DINO on a ResNet-18.
 
 Every stage records its command, wall time and the commit in WORK/stages/NAME.json when it succeeds; a stage whose
 record and outputs exist is skipped, so the same command resumes after an interruption (training resumes from its

@@ -1,8 +1,11 @@
-"""Heads that sit on an encoder's final representation (``forward``): the AlexNet classifier and friends."""
+"""Heads that sit on an encoder's final representation (``forward``): the AlexNet classifier and friends, and the
+projection heads of the modern methods (SimCLR, MoCo v2, BYOL, DINO)."""
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 ALEXNET_HIDDEN = 4096
 
@@ -47,3 +50,49 @@ def alexnet_classifier(in_dim: int, out: int) -> nn.Sequential:
     """AlexNet's fc6-fc8 (4096 hidden units, dropout 0.5), PyTorch's default init: the fine-tuning head of the
     AlexNet family (Tables 4 and 5)."""
     return classifier_head(in_dim, ALEXNET_HIDDEN, out, dropout=0.5, reinit=False)
+
+
+def projection_mlp(in_dim: int, hidden: int, out: int, *, batchnorm: bool = True) -> nn.Sequential:
+    """The two-layer MLP of the modern methods: Linear, [BatchNorm1d], ReLU, Linear.
+
+    SimCLR's projection head g (Chen et al., 2020, section 2.1, with BatchNorm as in its code), BYOL's projector
+    and predictor (Grill et al., 2020, section 3.3: 4096 hidden units with BatchNorm, 256 out), MoCo v2's MLP
+    head (Chen et al., 2020, "Improved baselines": no BatchNorm). PyTorch's default initialisation.
+    """
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden, bias=not batchnorm)]
+    if batchnorm:
+        layers.append(nn.BatchNorm1d(hidden))
+    layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out)]
+    return nn.Sequential(*layers)
+
+
+class NormedLinear(nn.Module):
+    """A bias-free linear layer whose weight rows are L2-normalised in the forward: ``weight_norm`` with its gain
+    fixed at 1 (DINO's ``last_layer`` with ``norm_last_layer=True``)."""
+
+    def __init__(self, in_dim: int, out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out, in_dim))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, F.normalize(self.weight, dim=1))
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head (Caron et al., 2021, section 3.1 and its ``DINOHead``): a 3-layer MLP (GELU, hidden
+    ``hidden``) to a ``bottleneck``-wide vector, L2-normalised, then a weight-normalised linear layer to ``out_dim``
+    logits. Linear layers start truncated-normal (std 0.02) with zero biases, as DINO's."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = NormedLinear(bottleneck, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))

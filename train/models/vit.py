@@ -40,13 +40,27 @@ class TokenEmbedding(nn.Module):
     def __init__(self, vit: VisionTransformer) -> None:
         super().__init__()
         self.patch_embed = vit.patch_embed
+        # other input sizes (DINO's local crops) are accepted: any multiple of the patch size
+        self.patch_embed.strict_img_size = False
         self.cls_token = vit.cls_token
         self.pos_embed = vit.pos_embed
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = self.patch_embed(x)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
-        return torch.cat([cls, tokens], dim=1) + self.pos_embed
+        grid = (x.shape[-2] // self.patch_embed.patch_size[0], x.shape[-1] // self.patch_embed.patch_size[1])
+        return torch.cat([cls, tokens], dim=1) + self.position_embedding(grid)
+
+    def position_embedding(self, grid: tuple[int, int]) -> Tensor:
+        """The learnt position embeddings for a ``grid`` of patches: as learnt at the design size, else the patch
+        part resized bicubically (DINO's ``interpolate_pos_encoding``, for its smaller local crops)."""
+        design = self.patch_embed.grid_size
+        if tuple(grid) == tuple(design):
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_map = patch_pos.reshape(1, design[0], design[1], -1).permute(0, 3, 1, 2)
+        resized = torch.nn.functional.interpolate(patch_map, size=grid, mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, resized.flatten(2).transpose(1, 2)], dim=1)
 
 
 class ClassToken(nn.Module):

@@ -46,7 +46,7 @@ from reproduce import (
 from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.preview import contact_sheet
-from probe.archive import default_cache_dir
+from train.archive import default_cache_dir
 
 METHOD = "rotnet"
 METHOD_NAMES = {"rotnet": "RotNet", "monogan": "MonoGAN", "deepcluster": "DeepCluster", "bigan": "BiGAN"}

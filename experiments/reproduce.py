@@ -189,7 +189,7 @@ def probe_stage(work: Path, name: str, encoder: str, preset: dict, data: str, de
 
 def cifar_imagefolder(path: Path) -> Path:
     """The shared CIFAR-10 JPEG tarballs, extracted once (the same cache `probe` uses) into train/ and test/."""
-    from probe.archive import default_cache_dir, extracted
+    from train.archive import default_cache_dir, extracted
 
     if (path / "train").is_dir():
         return path

@@ -161,12 +161,16 @@ class _UndefinedPixels(ValueError):
     """Pixel values whose meaning as an 8-bit intensity cannot be known (see `_float_to_grey8`)."""
 
 
-def decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
-    """Encoded image bytes -> (H x W x 3 uint8 RGB, the file's own mode); a SourceImageError naming `name`."""
+def decode_rgb(data: bytes, name: str | Path, min_side: int | None = None) -> tuple[np.ndarray, str]:
+    """Encoded image bytes -> (H x W x 3 uint8 RGB, the file's own mode); a SourceImageError naming `name`.
+
+    With `min_side`, a JPEG is decoded at reduced size by the decoder's DCT scaling (1/2, 1/4 or 1/8, Pillow's
+    `draft`) as long as its shorter side stays at least `min_side`: for a loader that shrinks the image anyway,
+    most of the decode is skipped. Other formats, and JPEGs that would fall below `min_side`, decode in full."""
     if not data:
         raise SourceImageError(f"{name}: empty file")
     try:
-        return _decode_rgb(data, name)
+        return _decode_rgb(data, name, min_side)
     except Image.DecompressionBombError:
         raise SourceImageError(f"{name}: image too large, a possible decompression bomb "
                                f"(limit {MAX_SOURCE_PIXELS:,} pixels)") from None
@@ -181,7 +185,15 @@ def decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
 _NOTICED_FRAMES: set[str] = set()  # files whose extra frames were reported, once per process
 
 
-def _decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
+def draft_request(size: tuple[int, int], min_side: int) -> tuple[int, int]:
+    """The (width, height) to ask Pillow's `draft` for so that the decoded shorter side stays >= `min_side` (draft
+    picks the largest DCT reduction whose result is at least the requested size in both dimensions)."""
+    width, height = size
+    short = max(1, min(width, height))
+    return -(-width * min_side // short), -(-height * min_side // short)
+
+
+def _decode_rgb(data: bytes, name: str | Path, min_side: int | None = None) -> tuple[np.ndarray, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         old_limit = Image.MAX_IMAGE_PIXELS
@@ -190,6 +202,8 @@ def _decode_rgb(data: bytes, name: str | Path) -> tuple[np.ndarray, str]:
         try:
             img = Image.open(io.BytesIO(data))
             mode = img.mode
+            if min_side and img.format == "JPEG" and min(img.size) >= 2 * min_side:
+                img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", draft_request(img.size, min_side))
             img.load()  # the first frame of a multi-frame file (GIF, TIFF pages, APNG, animated WebP)
             frames = getattr(img, "n_frames", 1)
             img = ImageOps.exif_transpose(img)

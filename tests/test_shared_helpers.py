@@ -13,8 +13,8 @@ from PIL import Image
 from pipeline.hashing import BLOCK_SIZE, sha256_bytes, sha256_files
 from pipeline.shard_format import SHARD_NAME, shard_index, shard_name
 from pipeline.sources import IMAGE_SUFFIXES, discover_sources
-from probe.image_folder import scan_image_folder
 from train.data import LabelledSource
+from train.image_folder import scan_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = sorted(p for package in ("pipeline", "train", "probe", "experiments")
@@ -66,7 +66,7 @@ def test_each_shared_helper_is_defined_once_in_package_code(definition):
 def test_files_are_made_durable_only_by_the_atomic_writer():
     # fsync and rename live in pipeline/fileio.py; the one other rename swaps in a whole extracted folder
     assert {f.split(":")[0] for f in _lines_matching(r"os\.(fsync|replace|rename)\(")} == {
-        "pipeline/fileio.py", "probe/archive.py"}
+        "pipeline/fileio.py", "train/archive.py"}
 
 
 def _lines_matching(pattern: str) -> list[str]:

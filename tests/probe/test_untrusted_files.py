@@ -213,7 +213,7 @@ def test_an_archive_escaping_its_folder_is_refused(tmp_path):
     import io
     import tarfile
 
-    from probe.archive import extracted
+    from train.archive import extracted
 
     def archive(name: str, member: tarfile.TarInfo) -> Path:
         path = tmp_path / f"{name}.tar.gz"

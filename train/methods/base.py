@@ -20,16 +20,19 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import OptionError
+from pipeline.errors import DataError, OptionError
 from pipeline.options import check_fields, opt
 from train import distributed as D
 from train.data import Batch, LabelledSource, ShardSource, Source
 from train.models import build_encoder
+from train.real_sets import RealImageSource, real_set_spec
 
 # What a method trains on (its ``data_kind``): the help text of the command's DATA argument for each.
 DATA_KINDS = {
     "rendered": "DATA is a rendered set: a folder with manifest.json and tar shards, an http(s) URL of it or of its "
-                "manifest, or a webdataset URL pattern with --manifest.",
+                "manifest, or a webdataset URL pattern with --manifest. Or a real image set, KIND:PATH as for "
+                "`probe --data` (imagefolder:, shards:, cifar10:, cifar100:, cifar10-jpg:), whose train split is "
+                "read (labels ignored).",
     "labelled": "DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree.",
 }
 
@@ -138,7 +141,22 @@ class Method(nn.Module):
         if cls.data_kind == "labelled":
             # the loader's square: 256 for 224 px networks (random resized crops take 224 of it), else the input size
             return LabelledSource(data, input_size if input_size <= 64 else round(input_size * 256 / 224))
+        spec = real_set_spec(data)
+        if spec is not None:
+            if manifest is not None:
+                raise DataError(f"{data}: --manifest goes with a rendered set's URL pattern, not a KIND:PATH set")
+            return RealImageSource(spec, cls.real_input_scale(input_size), shuffle_buffer=shuffle_buffer)
         return ShardSource(data, shuffle_buffer=shuffle_buffer, manifest=manifest)
+
+    @classmethod
+    def real_input_scale(cls, input_size: int) -> int:
+        """The square side (px) that the loader workers bring a real set's images to (shorter side resized, centre
+        square kept) for an encoder of ``input_size`` px; the method's device augmentation takes it from there.
+
+        By default the ImageNet convention (resize to 256, crop 224: ``input_size * 256 / 224``) for networks
+        above 64 px, and the encoder's own size for the CIFAR-scale ones (32 px). A method whose original loader
+        used another scale overrides this and says so, with the reference, in its docstring."""
+        return input_size if input_size <= 64 else round(input_size * 256 / 224)
 
     @classmethod
     def data_help(cls) -> str:

@@ -8,6 +8,11 @@ lr 2e-4, beta1 0.5, weight decay 2.5e-5, batch 128; the rate is constant for hal
 linearly to 0.
 
 For ``--arch cifar`` the encoder sees 32 px and G and D work at 32 px.
+
+On a real image set (``KIND:PATH``) the loader workers resize each image's shorter side to 128 and keep the centre
+128 px square (``real_input_scale``); the random 112 crop and flip run on the device: the BiGAN ImageNet loader
+(Donahue et al., 2017, section 4.3 and github.com/jeffdonahue/bigan: images resized to 128, random 112 crops,
+flips). CIFAR-scale encoders take the 32 px images as they are.
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ class BiGAN(Method):
     default_epochs = 200
     default_batch_size = 128
     small_options = {"g_width": 16, "d_width": 16, "d_hidden": 64, "z_dim": 32}
+
+    @classmethod
+    def real_input_scale(cls, input_size: int) -> int:
+        """128 px for the ImageNet-scale encoder (BiGAN's loader: resize to 128, crop 112), else its own size."""
+        return input_size if input_size <= 64 else 128
     encoder_kwargs = {"leaky_relu": True}
 
     def __init__(self, opts: BiGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):

@@ -15,6 +15,13 @@ rank (``pca_samples`` in all), the features are gathered on rank 0, which cluste
 
 Native augmentation: random resized crops (area 0.08-1, aspect 3/4-4/3) and horizontal flips; optimiser SGD lr
 0.05, momentum 0.9, weight decay 1e-5, batch 256, constant rate. Optional Sobel input (``--sobel``).
+
+On a real image set (``KIND:PATH``) the loader workers resize each image's shorter side to 256 and keep the centre
+256 px square (``real_input_scale``); the random-resized crop to 224 and the flip then run on the device. The
+DeepCluster loader (github.com/facebookresearch/deepcluster, main.py: ``RandomResizedCrop(224)``,
+``RandomHorizontalFlip``) cropped from the full-size image; taking the crops from the 256 px image, as the ImageNet
+loaders of the linear probes do, keeps the decode small (JPEG DCT scaling) and the crops' content the same up to
+the long side's margins. The clustering pass sees the centre 224 of the 256 square, as on rendered patches.
 """
 
 from __future__ import annotations
@@ -120,6 +127,11 @@ class DeepCluster(Method):
     default_batch_size = 256
     gradient_sync = "ddp"  # one optimiser, one backward per step
     small_options = {"head_dim": 64, "k": 4, "pca_dim": 16}
+
+    @classmethod
+    def real_input_scale(cls, input_size: int) -> int:
+        """256 px for a 224 px network (random-resized crops to 224 taken on the device), else its own size."""
+        return input_size if input_size <= 64 else round(input_size * 256 / 224)
 
     def __init__(self, opts: DeepClusterOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)

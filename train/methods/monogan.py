@@ -8,6 +8,11 @@ real batch as in WGAN-GP's algorithm. Adam lr 1e-4, betas (0.5, 0.9), penalty we
 learning rate decayed linearly to 0 over ``--epochs`` (per epoch; a run cut short by ``--max-steps`` stops
 part-way down the ramp, e.g. at 62% of the initial rate after the quick preset's 6,000 steps of 156 per epoch).
 Native augmentation: horizontal flips only (the rendered patches already carry the paper's augmentation).
+
+On a real image set (``KIND:PATH``) the loader workers bring each image to the encoder's input size (shorter side
+resized, centre square kept; ``real_input_scale``): CIFAR's 32 px images as they are, which is how the paper's
+"GAN trained on CIFAR-10" row (Table 3) saw its data (WGAN-GP's CIFAR-10 loader: the 32 px images, no
+augmentation).
 """
 
 from __future__ import annotations
@@ -116,6 +121,11 @@ class MonoGAN(Method):
     default_epochs = 100
     default_batch_size = 64
     small_options = {"g_width": 16, "z_dim": 32}
+
+    @classmethod
+    def real_input_scale(cls, input_size: int) -> int:
+        """The encoder's own input size (32 px for the CIFAR-scale critic): WGAN-GP's loader takes CIFAR as is."""
+        return input_size
     encoder_kwargs = {"leaky_relu": True}
 
     def __init__(self, opts: MonoGANOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):

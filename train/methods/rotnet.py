@@ -4,6 +4,12 @@ Native augmentation (paper, section 3.2): a non-scaled random crop to the networ
 256 px renders) and a horizontal flip; every image of the batch then appears at all four rotations.
 Optimiser defaults follow the RotNet AlexNet config: SGD, lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4,
 batch 192, 30 epochs with the rate multiplied by 0.2 at epochs 10, 20 and 25.
+
+On a real image set (``KIND:PATH``) the loader workers resize each image's shorter side to 256 and keep the centre
+256 px square (``real_input_scale``), and the random 224 crop and flip run on the device as for rendered patches:
+the RotNet ImageNet loader (github.com/gidariss/FeatureLearningRotNet, dataloader.py: ``Scale(256)``,
+``RandomCrop(224)``, ``RandomHorizontalFlip``), whose crop may also slide along the long side, which a stacked
+square cannot hold. CIFAR-scale encoders take the 32 px images as they are (RotNet's CIFAR loader: no resize).
 """
 
 from __future__ import annotations
@@ -53,6 +59,11 @@ class RotNet(Method):
     default_batch_size = 192
     gradient_sync = "ddp"  # one optimiser, one backward per step
     small_options = {"head_dim": 64}
+
+    @classmethod
+    def real_input_scale(cls, input_size: int) -> int:
+        """256 px for a 224 px network (RotNet's ImageNet loader: resize to 256, random crop 224), else its size."""
+        return input_size if input_size <= 64 else round(input_size * 256 / 224)
 
     def __init__(self, opts: RotNetOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)

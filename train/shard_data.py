@@ -146,6 +146,15 @@ def open_shard_splits(location: str) -> tuple[list[str], ShardImages, ShardImage
     return list(train["classes"]), ShardImages(train_location, train), ShardImages(test_location, test)
 
 
+def open_train_split(location: str) -> tuple[str, dict]:
+    """The location and checked manifest of the train split alone (what `train` reads of a `shards:` set): the
+    `train/` set under a folder or URL base, or the `train=` field of a split list (no test split needed)."""
+    if is_split_list(location):
+        return _named_split(location, _split_fields(location), TRAIN_SPLIT)
+    train_location = f"{location.rstrip('/')}/{TRAIN_SPLIT}"
+    return train_location, _labelled_manifest(train_location)
+
+
 def _split_fields(text: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for field in filter(None, map(str.strip, text.split(FIELD_SEPARATOR))):

@@ -28,7 +28,6 @@ from reproduce import BIN, Stage, cifar_imagefolder, device_name, git_commit, pr
 
 from pipeline.fileio import atomic_write_text
 
-ARCH = "resnet18-cifar"
 TAPS = ("stem", "layer1", "layer2", "layer3", "layer4")
 METHOD_NAMES = {"simclr": "SimCLR", "mocov2": "MoCo v2", "byol": "BYOL", "dino": "DINO",
                 "supervised": "supervised", "random": "random init."}
@@ -39,31 +38,45 @@ SHARDS = "cifar-B-all"  # the name `reproduce cifar10` renders Image B under: on
 # `epochs` is per training set: the Image B set and CIFAR-10 get the same number of optimisation steps, so the
 # comparison is one image against the full set at equal compute, not at equal epochs.
 PRESETS: dict[str, dict] = {
-    # One 2-core CPU, at most about 3 hours on a quiet machine (bench/results/modern.md has the timing runs and the
-    # arithmetic). Width 32 instead of 64: every stage has width, 2, 4, 8 x width channels, so a step costs about a
-    # quarter as much, and
+    # One 2-core CPU: predicted 3.5 hours on a quiet machine, over the 3 hours aimed at (below). Timed at these
+    # settings on this machine (bench/modern_steps.py, bench/results/modern.md): CPU seconds per step at batch 128
+    # (CPU time does not move with the load: the demo's was the same on a loaded and a quiet machine) SimCLR 4.1,
+    # BYOL 5.4, DINO 10.3 (11.4 with 2 local crops instead of 6: within the noise, so DINO keeps its 6), MoCo v2 4.9,
+    # supervised 3.3; a quiet 2-core machine runs training at 0.61 s of wall time per CPU second and probes at 0.74
+    # (bench/results/demo.md, quiet run).
+    # - Width 16 (channels 16/32/64/128): width 32 costs about 2x as much per image here and width 64 6-8x
+    #   (forward + backward at 32 px), and even at width 16 one epoch of CIFAR-10 is the most each run can have.
+    # - Steps: one epoch of CIFAR-10 at batch 128 is 390 steps (the floor: epochs are whole, and the schedules span
+    #   them); Image B gets the same 390 steps (5 epochs of its 10,000 patches), so both rows see 50,000 samples.
+    #   Per run: SimCLR 390 x 4.1 x 0.61 = 975 s, BYOL 1,290 s, DINO 2,440 s. MoCo v2 would add 2 x 1,150 s: left
+    #   to `full`.
+    # - Supervised: one epoch (390 x 3.3 x 0.61 = 785 s), SGD lr 0.1, a linear classifier on pooled layer4.
+    # - Probes: 10,000 training / 5,000 test images of CIFAR-10, 10 epochs (milestones 3, 6, 8: the demo's
+    #   shortened protocol): 15,000 images x 8.8 ms + 520 steps x 0.43 CPU-s + 10 s start = 366 CPU-s, 270 s each
+    #   x 8. The full protocol would cost about 3,400 s per probe at this width.
+    # Total: 2 x (975 + 1,290 + 2,440) + 785 + 8 x 270 + render 25 = 12,380 s = 3.4 h. DINO is the largest share
+    # (39%); to bring it under 3 h, run `--stages` without one method's rows, or time a smaller DINO head first.
     "quick": {
         "n_patches": 10_000,  # as `reproduce cifar10` quick: the same render
-        "width": 32,
+        "arch": "resnet18-cifar-w16",
         "methods": ("simclr", "byol", "dino"),
-        "batch_size": 256,
-        "epochs": {"imageB": 15, "cifar10": 3},
+        "batch_size": 128,
+        "epochs": {"imageB": 5, "cifar10": 1},
         "train": {"simclr": [], "mocov2": [], "byol": [], "dino": []},
-        "supervised": ["--epochs", "4", "--batch-size", "128", "--lr", "0.1", "--milestones", "3",
-                       "--head-dim", "0"],
+        "supervised": ["--epochs", "1", "--batch-size", "128", "--lr", "0.1", "--head-dim", "0"],
         "workers": 2,
-        "probe": [],
+        "probe": ["--limit-train", "10000", "--limit-test", "5000", "--epochs", "10", "--milestones", "3,6,8"],
     },
-    # One GPU: a 200-epoch budget for every self-supervised run on either set (SimCLR's CIFAR-10 results go to 800
-    # epochs, BYOL's and DINO's small-data references to 1,000: too long for one GPU in one sitting; 200 epochs is
-    # the shortest schedule those papers' ablations report). 50,000 patches: Image B gets as many images per epoch as
-    # CIFAR-10. The supervised ResNet-18: the usual CIFAR recipe (SGD lr 0.1, batch 128, 200 epochs, /10 at 100 and
-    # 150, a linear classifier on the pooled layer4).
+    # One GPU: 200 epochs per self-supervised run on either set (the methods' defaults here; the originals' CIFAR
+    # schedules are longer, up to 800-1,000 epochs, which does not fit 8 runs on one GPU), at each method's default
+    # batch (256) and options, DINO with its 6 local crops. 50,000 patches: Image B has as many images per epoch as
+    # CIFAR-10, so equal epochs are equal steps. The supervised ResNet-18: the usual CIFAR recipe (SGD lr 0.1, batch
+    # 128, 200 epochs, /10 at 100 and 150, a linear classifier on the pooled layer4). Probes: the full protocol.
     "full": {
         "n_patches": 50_000,
-        "width": 64,
+        "arch": "resnet18-cifar",
         "methods": ("simclr", "mocov2", "byol", "dino"),
-        "batch_size": 512,
+        "batch_size": 256,
         "epochs": {"imageB": 200, "cifar10": 200},
         "train": {"simclr": [], "mocov2": [], "byol": [], "dino": []},
         "supervised": ["--epochs", "200", "--batch-size", "128", "--lr", "0.1", "--milestones", "100,150",
@@ -73,7 +86,7 @@ PRESETS: dict[str, dict] = {
     # For the test suite only: every stage in seconds on toy data; its numbers mean nothing.
     "smoke": {
         "n_patches": 128,
-        "width": 4,
+        "arch": "resnet18-cifar-w16",
         "methods": ("simclr", "mocov2", "byol", "dino"),
         "batch_size": 16,
         "max_steps": 2,
@@ -85,24 +98,42 @@ PRESETS: dict[str, dict] = {
 }
 
 PRESET_NOTES = {
-    "quick": "CPU: ResNet-18 (CIFAR stem) at width 32 (channels 32/64/128/256, a quarter of the cost of width 64); "
-             "SimCLR, BYOL and DINO at batch 256 for the same number of steps on Image B (10,000 patches, 15 epochs) "
-             "and on CIFAR-10 (3 epochs); supervised 4 epochs; probes use the full 36-epoch protocol",
-    "full": "one GPU: ResNet-18 (CIFAR stem) at width 64; SimCLR, MoCo v2, BYOL and DINO 200 epochs at batch 512 on "
-            "Image B (50,000 patches) and on CIFAR-10; supervised 200 epochs; 36-epoch probes",
-    "smoke": "test-suite toy run: width 4, 2 steps per training, 1-epoch probes; its numbers mean nothing",
+    "quick": "CPU: ResNet-18 (CIFAR stem) at width 16 (channels 16/32/64/128); SimCLR, BYOL and DINO "
+             "at batch 128 for 390 steps on Image B (10,000 patches, 5 epochs) and on CIFAR-10 (1 epoch); supervised "
+             "1 epoch; probes on 10,000 / 5,000 images for 10 epochs",
+    "full": "one GPU: ResNet-18 (CIFAR stem) at width 64; SimCLR, MoCo v2, BYOL and DINO 200 epochs at batch 256 on "
+            "Image B (50,000 patches) and on CIFAR-10; supervised 200 epochs; the full 36-epoch probes",
+    "smoke": "test-suite toy run: width 16, 2 steps per training, 1-epoch probes; its numbers mean nothing",
 }
 
 
 def arch_options(preset: dict) -> list[str]:
-    return ["--arch", ARCH, "--width", str(preset["width"])]
+    return ["--arch", preset["arch"]]
 
 
-def schedule_options(preset: dict, train_set: str) -> list[str]:
-    """How long a self-supervised run is: the preset's epochs on that set, or (smoke) a fixed step count."""
+def schedule_options(preset: dict, method: str, train_set: str) -> list[str]:
+    """How long a self-supervised run is: the preset's epochs on that set, with the method's schedules compressed
+    to it; or (smoke) a fixed step count."""
     if "max_steps" in preset:
         return ["--max-steps", str(preset["max_steps"]), "--ckpt-every", "1"]
-    return ["--epochs", str(preset["epochs"][train_set])]
+    epochs = preset["epochs"][train_set]
+    return ["--epochs", str(epochs), *compressed_schedule(method, epochs)]
+
+
+def compressed_schedule(method: str, epochs: int) -> list[str]:
+    """The method's schedule lengths given in epochs (learning-rate warm-up, DINO's teacher-temperature warm-up and
+    frozen last layer) scaled from its default run length to `epochs`, so that a short run keeps the shape of the
+    original schedule: SimCLR's 10 warm-up epochs of 200 are 5% of any run, not all of a 3-epoch one."""
+    from dataclasses import fields
+
+    from train.methods import get_method
+
+    cls = get_method(method)
+    options = []
+    for f in fields(cls.Options):
+        if f.name.endswith("_epochs") and f.default and epochs != cls.default_epochs:
+            options += [f"--{f.name.replace('_', '-')}", f"{f.default * epochs / cls.default_epochs:g}"]
+    return options
 
 
 def workers_option(preset: dict) -> list[str]:
@@ -149,7 +180,7 @@ def modern_stages(work: Path, preset: dict, src: Path, data: str, device: str) -
             inputs = [shards / "manifest.json"] if train_set == "imageB" else []
             stages.append(Stage(f"train-{name}", [
                 str(BIN / "train"), method, where, *arch_options(preset), "--out", str(run), "--device", device,
-                "--batch-size", str(preset["batch_size"]), *schedule_options(preset, train_set),
+                "--batch-size", str(preset["batch_size"]), *schedule_options(preset, method, train_set),
                 *workers_option(preset), *preset["train"][method]], [run / "encoder.pt"], run_dir=run,
                 inputs=inputs))
             stages.append(probe_stage(work, name, str(run / "encoder.pt"), preset, data, device))
@@ -170,7 +201,7 @@ def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
         str(BIN / "train"), "supervised", sup_data, *arch_options(preset), "--out", str(run), "--device", device,
         *workers_option(preset), *preset["supervised"]], [run / "encoder.pt"], run_dir=run)
     return [sup, probe_stage(work, "supervised-resnet18", str(run / "encoder.pt"), preset, data, device),
-            probe_stage(work, "random-resnet18", f"random:{ARCH}:width={preset['width']}", preset, data, device)]
+            probe_stage(work, "random-resnet18", f"random:{preset['arch']}", preset, data, device)]
 
 
 def row_label(method: str, train_set: str | None) -> str:

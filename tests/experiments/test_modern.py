@@ -48,14 +48,21 @@ def test_quick_preset_trains_each_method_on_both_sets_with_equal_steps_and_probe
     assert [n for n in stages if n.startswith("probe-")] == [f"probe-{t}" for t in [*trained, "random-resnet18"]]
     for name in trained:
         command = stages[f"train-{name}"].command
-        assert option(command, "--arch") == "resnet18-cifar" and option(command, "--width") == "32"
+        assert option(command, "--arch") == "resnet18-cifar-w16"
     # one image against the full set at equal compute: the same number of samples seen (so of steps) on each set
     for method in methods:
         image_b, cifar = stages[f"train-{method}-imageB"].command, stages[f"train-{method}-cifar10"].command
         assert image_b[2] == str(tmp_path / "reproduce-modern" / "shards" / "cifar-B-all")
         assert cifar[2] == "cifar10:/data/cifar-10-batches-py"  # `train` reads the same KIND:PATH as `probe`
         assert int(option(image_b, "--epochs")) * preset["n_patches"] == int(option(cifar, "--epochs")) * 50_000
-    assert option(stages["probe-random-resnet18"].command, "linear") == "random:resnet18-cifar:width=32"
+    # the short runs keep the shape of each method's schedule: its warm-ups (SimCLR's 10 of 200 epochs, DINO's
+    # teacher temperature over 30) take the same share of every run, so the same number of samples on both sets
+    sizes = {"imageB": preset["n_patches"], "cifar10": 50_000}
+    for method, name in [(m, "--warmup-epochs") for m in methods] + [("dino", "--teacher-temperature-epochs")]:
+        samples = {s: float(option(stages[f"train-{method}-{s}"].command, name)) * sizes[s] for s in sizes}
+        assert samples["imageB"] == pytest.approx(samples["cifar10"]) and samples["imageB"] > 0
+    assert option(stages["train-simclr-cifar10"].command, "--warmup-epochs") == f"{10 * 1 / 200:g}"
+    assert option(stages["probe-random-resnet18"].command, "linear") == "random:resnet18-cifar-w16"
     # a retrained Image B encoder is probed again; the render is the one `reproduce cifar10` makes
     assert stages["probe-simclr-imageB"].inputs == [Path(stages["train-simclr-imageB"].outputs[0])]
     assert stages["render-cifar-B-all"].command == load("reproduce").render_stage(
@@ -71,8 +78,9 @@ def test_full_preset_runs_all_four_methods_at_width_64_and_leaves_workers_to_tra
         stages)
     for stage in stages.values():
         if stage.name.startswith("train-"):
-            assert option(stage.command, "--width") == "64" and "--workers" not in stage.command
+            assert option(stage.command, "--arch") == "resnet18-cifar" and "--workers" not in stage.command
     assert option(stages["train-simclr-imageB"].command, "--epochs") == "200"
+    assert "--warmup-epochs" not in stages["train-simclr-imageB"].command  # the methods' own schedules
 
 
 def render_in_sibling(tmp_path: Path, modern, preset: str) -> Path:

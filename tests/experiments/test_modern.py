@@ -19,6 +19,8 @@ def load(name: str):
     """experiments/NAME.py as module NAME (modern imports reproduce by that name, as the scripts do)."""
     if name in sys.modules:
         return sys.modules[name]
+    if name == "modern":
+        load("reproduce")
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
@@ -27,7 +29,6 @@ def load(name: str):
 
 
 def stages_of(tmp_path: Path, preset: str, data: str = "cifar10:/data/cifar-10-batches-py"):
-    load("reproduce")
     modern = load("modern")
     stages, reports = modern.modern_stages(tmp_path / "reproduce-modern", modern.PRESETS[preset],
                                            default_pool()[1], data, "cpu")

@@ -2,11 +2,13 @@
 
     python experiments/reproduce.py cifar10  [--preset quick|full] [--work runs/reproduce-cifar10]
     python experiments/reproduce.py ablation [--preset quick|full] [--work runs/reproduce-cifar10]
+    python experiments/reproduce.py modern   [--preset quick|full] [--work runs/reproduce-modern]
 
 `cifar10` is Table 3's CIFAR-10 rows: MonoGAN, RotNet and DeepCluster trained on Image B expanded to a CIFAR-sized
 set, against the random-initialisation and fully supervised baselines, each probed on conv1..conv4. `ablation` is
 Table 1: MonoGAN on every subset of {scale, rotation, jitter}; it shares its "all" set, its MonoGAN and its baselines
-with `cifar10` when both use the same --work folder.
+with `cifar10` when both use the same --work folder. `modern` (experiments/modern.py, issue 21) asks the same
+question of SimCLR, MoCo v2, BYOL and DINO on a ResNet-18.
 
 Every stage records its command, wall time and the commit in WORK/stages/NAME.json when it succeeds; a stage whose
 record and outputs exist is skipped, so the same command resumes after an interruption (training resumes from its
@@ -389,9 +391,9 @@ def positive_seconds(text: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("target", choices=["cifar10", "ablation"])
+    ap.add_argument("target", choices=["cifar10", "ablation", "modern"])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "reproduce-cifar10")
+    ap.add_argument("--work", type=Path, default=None, help="default runs/reproduce-cifar10 (modern: -modern)")
     ap.add_argument("--src", type=Path, default=SHARED / "paper-images" / "animals.png", help="Image B by default")
     ap.add_argument("--data", default=f"cifar10-jpg:{SHARED / 'cifar10-jpg'}",
                     help="probe/supervised data as KIND:PATH (cifar10-jpg:DIR or cifar10:cifar-10-batches-py)")
@@ -408,6 +410,12 @@ def main() -> None:
         raise SystemExit(f"{args.src}: source image not found (pass --src)")
     preset = PRESETS[args.preset]
     build = cifar10_stages if args.target == "cifar10" else ablation_stages
+    report_writer = write_report
+    if args.target == "modern":  # SimCLR, MoCo v2, BYOL and DINO: experiments/modern.py (issue 21)
+        import modern
+
+        preset, build, report_writer = modern.PRESETS[args.preset], modern.modern_stages, modern.write_report
+    args.work = args.work or ROOT / "runs" / f"reproduce-{'modern' if args.target == 'modern' else 'cifar10'}"
     try:
         stages, reports = build(args.work, preset, args.src, args.data, args.device)
     except ToolkitError as e:  # the CIFAR-10 data is located (and a JPEG archive unpacked) before any stage runs
@@ -424,8 +432,8 @@ def main() -> None:
         missing = [s.name for s in stages if s.name not in finished]
         if not any(p.exists() for p, _ in reports):
             raise SystemExit(f"{args.work}: no probe has finished yet; nothing to report")
-        report = write_report(args.work, args.target, args.preset, reports, list(finished.values()), args.device,
-                              args.data, missing)
+        report = report_writer(args.work, args.target, args.preset, reports, list(finished.values()), args.device,
+                               args.data, missing)
         print(f"report: {report} ({len(finished)} stages done, {len(missing)} not yet run)")
         return
     deadline = time.time() + args.time_limit if args.time_limit else None
@@ -442,7 +450,7 @@ def main() -> None:
     if args.stages:
         print(f"{len(done)} selected stages done; run without --stages to finish the rest and write the report")
         return
-    report = write_report(args.work, args.target, args.preset, reports, done, args.device, args.data)
+    report = report_writer(args.work, args.target, args.preset, reports, done, args.device, args.data)
     print(f"report: {report}")
 
 

@@ -353,6 +353,13 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
         if relative is not None:
             _draw_panel(next(free_axes), part, shown, relative.paper, [points for _, points in relative.measured],
                         row_styles, measured_styles, "top-1 relative to supervised", ", relative")
+    return _save_png(fig, out)
+
+
+def _save_png(fig, out: Path) -> Path:
+    """Write a finished figure to `out` atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -361,3 +368,52 @@ def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Pa
     plt.close(fig)
     atomic_write_bytes(out, encoded.getvalue())
     return out
+
+
+@dataclass
+class TapCurve:
+    """One encoder's probe accuracies per tap, for :func:`plot_tap_curves` (any encoder's taps, not only the
+    paper's conv1..conv5)."""
+
+    label: str
+    values: dict[str, float]  # tap -> top-1 (%); taps it lacks are left out of its line
+    group: str  # curves of one group share a colour (one method trained on several sets)
+    variant: int = 0  # and differ by line style: 0 solid, 1 dashed, 2 dotted, 3 dash-dot
+    color: str | None = None  # a fixed colour (baselines: black, grey) instead of the group's from the palette
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def plot_tap_curves(curves: list[TapCurve], taps: list[str], out: Path, reference: str | None = None,
+                    title: str = "") -> Path:
+    """Every curve's top-1 per tap, and beside it (when the curve labelled `reference` is among them, normally the
+    supervised encoder) each divided by the reference's top-1 at the same tap: the paper's Figure 6 for any taps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next((c for c in curves if c.label == reference), None)
+    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(13 if base else 6.5, 5.8), squeeze=False)
+    palette = _palette("tab10")
+    groups = dict.fromkeys(c.group for c in curves if c.color is None)
+    colours = {group: palette[i % len(palette)] for i, group in enumerate(groups)}
+    panels = [(axes[0][0], "top-1 accuracy (%)", lambda curve, tap: curve.values[tap])]
+    if base:
+        panels.append((axes[0][1], f"top-1 relative to {base.label}",
+                       lambda curve, tap: curve.values[tap] / base.values[tap]))
+    for ax, ylabel, value in panels:
+        for curve in curves:
+            shown = [tap for tap in taps if tap in curve.values and (ax is axes[0][0] or base.values.get(tap))]
+            points = [(taps.index(tap), value(curve, tap)) for tap in shown]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=curve.label, color=curve.color or colours[curve.group],
+                        marker="o", ms=4, lw=2, ls=LINE_STYLES[curve.variant % len(LINE_STYLES)])
+        ax.set_xticks(list(range(len(taps))), taps)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save_png(fig, out)

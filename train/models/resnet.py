@@ -116,3 +116,23 @@ def resnet18(width: int = 64) -> ResNetEncoder:
 def resnet18_cifar(width: int = 64) -> ResNetEncoder:
     """ResNet-18 with the CIFAR stem (3x3/1 conv, no max-pool), 32 px input; ``width`` scales the stages."""
     return ResNetEncoder(cifar_stem=True, width=width)
+
+
+
+# Reduced widths under names of their own, for the command line (`train --arch` takes a name, not options): a
+# ResNet-18 at width w costs about (w / 64)^2 of width 64's compute, which is what makes it trainable on a CPU
+# (experiments/modern.py's quick preset; bench/results/modern.md). `random:resnet18-cifar:width=16` is the same
+# network as `random:resnet18-cifar-w16`.
+REDUCED_WIDTHS = (16, 32)
+
+
+def _reduced_width(width: int) -> None:
+    def factory() -> ResNetEncoder:
+        return ResNetEncoder(cifar_stem=True, width=width)
+
+    factory.__doc__ = f"ResNet-18 with the CIFAR stem at width {width} (stages of {width}..{8 * width} channels)."
+    register_encoder(f"resnet18-cifar-w{width}")(factory)
+
+
+for _width in REDUCED_WIDTHS:
+    _reduced_width(_width)

@@ -36,6 +36,28 @@ def write_cifar10(root: Path, per_batch: int = 40, test: int = 60) -> Path:
     return folder
 
 
+def write_cifar100(root: Path, train: int = 200, test: int = 60) -> Path:
+    """A small cifar-100-python folder (the probe tests' writer lives in a conftest, which cannot be imported)."""
+    rng = np.random.default_rng(1)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
+    for name, n in (("train", train), ("test", test)):
+        payload = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                   "fine_labels": [int(v) for v in rng.integers(0, 100, n)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(payload, f)
+    return folder
+
+
+def rows_after(report: str, start: str) -> list[str]:
+    """The report's line starting with `start` and the line after it."""
+    lines = report.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(start))
+    return lines[i:i + 2]
+
+
 @pytest.mark.slow
 def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     data = write_cifar10(tmp_path)
@@ -51,17 +73,56 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     assert (work / "report-cifar10-probe.png").exists()
     gains = [line for line in report.splitlines() if line.startswith(("| monogan |", "| rotnet |", "| deepcluster |"))]
     assert [g.split(" | ")[1] for g in gains] == ["random-leaky", "random", "random"]  # like-for-like baselines
-    # the paper's RotNet row was trained on all of CIFAR-10: a single-image RotNet is not compared with it
-    assert "| difference to MonoGAN" in report and "| difference to RotNet" not in report
+    # the paper's RotNet row was trained on all of CIFAR-10: a single-image RotNet is not compared with it, the
+    # RotNet trained on the CIFAR-10 pickles is; the GAN trained on them is compared with the paper's GAN row
+    assert "| difference to MonoGAN" in report
+    assert not rows_after(report, "| measured: rotnet on cifar10")[1].startswith("| difference")
+    assert rows_after(report, "| measured: rotnet-cifar10 on cifar10")[1].startswith("| difference to RotNet (")
+    assert rows_after(report, "| measured: monogan-cifar10 on cifar10")[1].startswith(
+        "| difference to GAN (CIFAR-10) (")
+    assert "| rotnet-cifar10 |" not in report  # the central claim's table is about single-image models
+    # one image against the full set: per layer, with the paper's MonoGAN - GAN (CIFAR-10) difference
+    assert "## One image against the full set (CIFAR-10, points)" in report
+    twins = [line.split(" | ") for line in report.splitlines() if " vs " in line and line.startswith("| ")]
+    assert [(t[0], t[1]) for t in twins] == [("| rotnet vs rotnet-cifar10", f"conv{i}") for i in range(1, 5)] + [
+        ("| monogan vs monogan-cifar10", f"conv{i}") for i in range(1, 5)]
+    assert [t[-1] for t in twins] == ["- |"] * 4 + ["+0.4 |", "-0.7 |", "-1.7 |", "-5.7 |"]
+    one, full, diff = (float(v) for v in twins[4][2:5])
+    assert diff == pytest.approx(one - full, abs=0.11)
     # the smoke preset's 1-epoch probes are not the paper's protocol: said so, and never judged in bold
     assert "| difference to MonoGAN (protocol differs: not comparable) |" in report
     assert "protocol differs from the paper's: epochs 1 (paper: 36); batch size 64 (paper: 192)" in report
-    for name in ("monogan", "rotnet", "deepcluster", "supervised", "random", "random-leaky"):
+    for name in ("monogan", "rotnet", "deepcluster", "rotnet-cifar10", "monogan-cifar10", "supervised", "random",
+                 "random-leaky"):
         results = json.loads((work / "probes" / name / "results.json").read_text())
         assert set(results["layers"]) == {"conv1", "conv2", "conv3", "conv4"}
+    config = json.loads((work / "runs" / "rotnet-cifar10" / "config.json").read_text())
+    assert config["data"] == f"cifar10:{data}" and config["num_samples"] == 200  # the whole train split
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert again.stdout.count("skipped") == 11  # 1 render, 4 trainings, 6 probes
+    assert again.stdout.count("skipped") == 15  # 1 render, 6 trainings, 8 probes
+
+    # Table 3's CIFAR-100 columns in the same work folder: the rendered set and the single-image trainings are
+    # shared (skipped); the real-data rows, the supervised baseline and every probe are CIFAR-100's own
+    data100 = write_cifar100(tmp_path)
+    cmd100 = [*cmd[:2], "cifar100", *cmd[3:cmd.index("--data")], "--data", f"cifar100:{data100}", "--device", "cpu"]
+    c100 = subprocess.run(cmd100, capture_output=True, text=True, timeout=900)
+    assert c100.returncode == 0, c100.stdout[-3000:] + c100.stderr[-3000:]
+    assert c100.stdout.count("skipped") == 4  # 1 render, 3 single-image trainings
+    report = (work / "report-cifar100.md").read_text()
+    assert "CIFAR-100 Table 3 columns" in report and f"data: `cifar100:{data100}`" in report
+    assert "| probe-cifar100-monogan |" in report and "| train-supervised-cifar100 |" in report
+    assert rows_after(report, "| measured: monogan-cifar100 on cifar100")[1].startswith(
+        "| difference to GAN (CIFAR-100) (")
+    assert rows_after(report, "| measured: rotnet-cifar100 on cifar100")[1].startswith("| difference to RotNet (")
+    assert rows_after(report, "| measured: supervised-cifar100 on cifar100")[1].startswith(
+        "| difference to Fully supervised (")
+    twins = [line.split(" | ") for line in report.splitlines() if line.startswith("| monogan vs monogan-cifar100")]
+    assert [t[-1] for t in twins] == ["+1.8 |", "+4.7 |", "+0.5 |", "-7.8 |"]  # MonoGAN - GAN (CIFAR-100)
+    assert "| monogan | random-leaky | " in report  # gains over CIFAR-100's own random baseline
+    for name in ("monogan", "rotnet-cifar100", "supervised-cifar100", "random"):
+        results = json.loads((work / "probes-cifar100" / name / "results.json").read_text())
+        assert results["data"]["kind"] == "cifar100"
 
 
 def load_reproduce():
@@ -206,7 +267,7 @@ def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the
         return [s.command for s in stages if s.name.startswith("train-")]
 
     full, quick = train_commands("full"), train_commands("quick")
-    assert len(full) == len(quick) == 4  # monogan, rotnet, deepcluster, supervised
+    assert len(full) == len(quick) == 6  # monogan, rotnet, deepcluster, their two real-data twins, supervised
     assert not any("--workers" in c for c in full)  # train's default: the CPUs the process may use
     assert all(c[c.index("--workers"):c.index("--workers") + 2] == ["--workers", "2"] for c in quick)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -215,3 +276,17 @@ def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the
     assert reproduce.device_name("cuda:1") == "GPU model 1 (cuda:1)"
     assert reproduce.device_name("auto") == reproduce.device_name("cuda") == "GPU model 0 (cuda:0)"
     assert reproduce.device_name("cpu").startswith("CPU: ")
+
+
+def test_cifar100_requires_its_pickles_and_refuses_missing_ones_in_one_line(tmp_path):
+    base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar100", "--preset", "smoke",
+            "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]), "--device", "cpu"]
+    cases = {(): "reproduce cifar100: --data cifar100:PATH is required",
+             ("--data", f"cifar10:{tmp_path}"): f"--data cifar10:{tmp_path}: the cifar100 target reads CIFAR-100",
+             ("--data", f"cifar100:{tmp_path / 'nowhere'}"):
+                 f"--data cifar100:{tmp_path / 'nowhere'}: {tmp_path / 'nowhere'}: no such folder"}
+    for extra, message in cases.items():
+        result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "work").exists()  # refused before any stage

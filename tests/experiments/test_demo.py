@@ -16,17 +16,10 @@ from PIL import Image
 
 from pipeline.sources import default_pool
 
+from ..cifar_files import write_cifar10
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.py"
-
-
-def write_cifar10(root: Path) -> Path:
-    """test_reproduce's toy CIFAR-10 pickles (random pixels and labels)."""
-    spec = importlib.util.spec_from_file_location("test_reproduce_helpers", Path(__file__).with_name(
-        "test_reproduce.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_cifar10(root)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import pytest
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
+from ..cifar_files import write_cifar10
+
 ROOT = Path(__file__).resolve().parents[2]
 TAPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
 
@@ -162,8 +164,6 @@ def test_the_tap_plot_draws_every_curve_and_its_ratio_to_the_reference(tmp_path,
 
 @pytest.mark.slow
 def test_smoke_preset_end_to_end_then_every_stage_is_skipped(tmp_path):
-    from test_reproduce import write_cifar10
-
     data = write_cifar10(tmp_path)
     work = tmp_path / "work"
     cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "modern", "--preset", "smoke",

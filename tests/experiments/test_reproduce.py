@@ -2,53 +2,19 @@
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.sources import default_pool
 
+from ..cifar_files import write_cifar10, write_cifar100
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_cifar10(root: Path, per_batch: int = 40, test: int = 60) -> Path:
-    rng = np.random.default_rng(0)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-
-    def dump(name, n):
-        labels = [int(v) for v in rng.integers(0, 10, n)]
-        payload = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": labels}
-        with open(folder / name, "wb") as f:
-            pickle.dump(payload, f)
-
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
-    for i in range(1, 6):
-        dump(f"data_batch_{i}", per_batch)
-    dump("test_batch", test)
-    return folder
-
-
-def write_cifar100(root: Path, train: int = 200, test: int = 60) -> Path:
-    """A small cifar-100-python folder (the probe tests' writer lives in a conftest, which cannot be imported)."""
-    rng = np.random.default_rng(1)
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
-    for name, n in (("train", train), ("test", test)):
-        payload = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                   "fine_labels": [int(v) for v in rng.integers(0, 100, n)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(payload, f)
-    return folder
 
 
 def rows_after(report: str, start: str) -> list[str]:

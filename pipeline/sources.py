@@ -245,7 +245,7 @@ def _decode_plain_jpeg(data: bytes, img: Image.Image, min_side: int | None) -> n
 
     Both wheels carry libjpeg-turbo with the same default IDCT and upsampling, so the pixels are Pillow's exactly
     (tests/pipeline/test_sources.py compares them, DCT-scaled and EXIF-rotated too); OpenCV writes RGB straight from
-    the decoder where Pillow decodes into 4-byte pixels and unpacks them, 1.3x slower for an ImageNet photo. Only
+    the decoder where Pillow decodes into 4-byte pixels and unpacks them, 1.2x slower for an ImageNet photo. Only
     a file that ends with the JPEG end-of-image marker takes this path: libjpeg pads a truncated stream with grey
     and OpenCV returns it, where Pillow refuses it; so a truncated file, and anything OpenCV cannot decode, is
     left to Pillow and its messages. The EXIF orientation is Pillow's reading of the tag, applied as exif_transpose

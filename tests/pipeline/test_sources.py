@@ -223,7 +223,8 @@ def imdecode_calls(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 @pytest.mark.parametrize("min_side", [None, 40, 18])  # full decode, DCT scaling 1/2 and 1/8 of 200 x 150
-def test_plain_jpegs_are_decoded_by_opencv_with_pillows_pixels_in_every_orientation(tmp_path, mode, min_side,
+@pytest.mark.parametrize("options", [{}, {"progressive": True, "subsampling": 0}])  # baseline 4:2:0; progressive 4:4:4
+def test_plain_jpegs_are_decoded_by_opencv_with_pillows_pixels_in_every_orientation(tmp_path, mode, min_side, options,
                                                                                    imdecode_calls):
     from pipeline.sources import decode_rgb
 
@@ -233,7 +234,7 @@ def test_plain_jpegs_are_decoded_by_opencv_with_pillows_pixels_in_every_orientat
         exif = Image.Exif()
         exif[0x0112] = orientation
         path = tmp_path / f"o{orientation}.jpg"
-        Image.fromarray(pixels).convert(mode).save(path, exif=exif, quality=90)
+        Image.fromarray(pixels).convert(mode).save(path, exif=exif, quality=90, **options)
         rgb, found_mode = decode_rgb(path.read_bytes(), path, min_side)
         expected = _pillow_reference(path, min_side)
         assert found_mode == mode and rgb.shape == expected.shape, (orientation, rgb.shape, expected.shape)

@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
@@ -200,8 +201,11 @@ def _decode_rgb(data: bytes, name: str | Path, min_side: int | None = None) -> t
         # Pillow warns above this many pixels (an error here) and raises above twice it: one limit, MAX_SOURCE_PIXELS
         Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data))  # the header only: format, mode, size (bomb-checked here)
             mode = img.mode
+            rgb = _decode_plain_jpeg(data, img, min_side)
+            if rgb is not None:
+                return rgb, mode
             if min_side and img.format == "JPEG" and min(img.size) >= 2 * min_side:
                 img.draft(img.mode if img.mode in ("L", "CMYK") else "RGB", draft_request(img.size, min_side))
             img.load()  # the first frame of a multi-frame file (GIF, TIFF pages, APNG, animated WebP)
@@ -215,6 +219,47 @@ def _decode_rgb(data: bytes, name: str | Path, min_side: int | None = None) -> t
         _NOTICED_FRAMES.add(str(name))
         log.warning("%s: %d frames; the first is used", name, frames)
     return _to_rgb8(img), mode
+
+
+# Pillow's exif_transpose, as numpy views of an H x W x C array (Image.Transpose: FLIP_LEFT_RIGHT, ROTATE_180,
+# FLIP_TOP_BOTTOM, TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90 for orientations 2..8)
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+_CV2_REDUCED = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def dct_reduction(size: tuple[int, int], min_side: int | None) -> int:
+    """The DCT scaling denominator (1, 2, 4 or 8) Pillow's `draft` picks for `draft_request(size, min_side)`: the
+    largest whose result keeps the shorter side >= `min_side`; 1 (full decode) below a 2x shrink or without one."""
+    if not min_side or min(size) < 2 * min_side:
+        return 1
+    want_w, want_h = draft_request(size, min_side)
+    fits = min(size[0] // want_w, size[1] // want_h)
+    return next(m for m in (8, 4, 2, 1) if fits >= m)
+
+
+def _decode_plain_jpeg(data: bytes, img: Image.Image, min_side: int | None) -> np.ndarray | None:
+    """An 8-bit RGB or greyscale JPEG decoded by OpenCV (the shard reader's library), else None (Pillow decodes).
+
+    Both wheels carry libjpeg-turbo with the same default IDCT and upsampling, so the pixels are Pillow's exactly
+    (tests/pipeline/test_sources.py compares them, DCT-scaled and EXIF-rotated too); OpenCV writes RGB straight from
+    the decoder where Pillow decodes into 4-byte pixels and unpacks them, 1.2x slower for an ImageNet photo. Only
+    a file that ends with the JPEG end-of-image marker takes this path: libjpeg pads a truncated stream with grey
+    and OpenCV returns it, where Pillow refuses it; so a truncated file, and anything OpenCV cannot decode, is
+    left to Pillow and its messages. The EXIF orientation is Pillow's reading of the tag, applied as exif_transpose
+    applies it."""
+    if img.format != "JPEG" or img.mode not in ("RGB", "L") or getattr(img, "bits", 8) != 8 \
+            or not data.endswith(b"\xff\xd9"):
+        return None
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | _CV2_REDUCED[dct_reduction(img.size, min_side)]
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if rgb is None:
+        return None
+    turn = _ORIENT.get(orientation)
+    return rgb if turn is None else np.ascontiguousarray(turn(rgb))
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:

@@ -197,3 +197,63 @@ def test_multi_frame_images_use_the_first_frame_and_say_so(tmp_path, caplog):
                    "4", "--size", "32", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     assert f"{tmp_path / 'pages.tif'}: 2 frames; the first is used" in proc.stderr.splitlines()
+
+
+def _pillow_reference(path: Path, min_side: int | None) -> np.ndarray:
+    """What decode_rgb gave before OpenCV decoded plain JPEGs: Pillow's draft, load, exif_transpose, convert."""
+    from PIL import ImageOps
+
+    from pipeline.sources import draft_request
+
+    with Image.open(path) as img:
+        if min_side and min(img.size) >= 2 * min_side:
+            img.draft(img.mode if img.mode == "L" else "RGB", draft_request(img.size, min_side))
+        img.load()
+        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+
+
+@pytest.fixture
+def imdecode_calls(monkeypatch):
+    import cv2
+
+    calls, real = [], cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: calls.append(a[1]) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("min_side", [None, 40, 18])  # full decode, DCT scaling 1/2 and 1/8 of 200 x 150
+@pytest.mark.parametrize("options", [{}, {"progressive": True, "subsampling": 0}])  # baseline 4:2:0; progressive 4:4:4
+def test_plain_jpegs_are_decoded_by_opencv_with_pillows_pixels_in_every_orientation(tmp_path, mode, min_side, options,
+                                                                                   imdecode_calls):
+    from pipeline.sources import decode_rgb
+
+    smooth = np.linspace(0, 255, 200 * 150 * 3).reshape(150, 200, 3)
+    pixels = np.clip(smooth + RNG.normal(0, 40, smooth.shape), 0, 255).astype(np.uint8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.jpg"
+        Image.fromarray(pixels).convert(mode).save(path, exif=exif, quality=90, **options)
+        rgb, found_mode = decode_rgb(path.read_bytes(), path, min_side)
+        expected = _pillow_reference(path, min_side)
+        assert found_mode == mode and rgb.shape == expected.shape, (orientation, rgb.shape, expected.shape)
+        assert np.array_equal(rgb, expected), orientation
+    assert len(imdecode_calls) == 8  # the OpenCV path was taken, for every orientation
+
+
+def test_jpegs_opencv_would_misread_are_left_to_pillow(tmp_path, imdecode_calls):
+    from pipeline.sources import decode_rgb
+
+    Image.fromarray(RGB).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    rgb, mode = decode_rgb((tmp_path / "c.jpg").read_bytes(), tmp_path / "c.jpg")
+    assert mode == "CMYK" and np.array_equal(rgb, _pillow_reference(tmp_path / "c.jpg", None))
+    # a truncated stream: OpenCV would return it padded with grey; Pillow refuses it, as before
+    save(tmp_path / "t.jpg", RNG.integers(0, 256, (300, 300, 3), dtype=np.uint8), quality=95)
+    whole = (tmp_path / "t.jpg").read_bytes()
+    with pytest.raises(SourceImageError, match="t.jpg: corrupt or truncated"):
+        decode_rgb(whole[: len(whole) // 2], tmp_path / "t.jpg")
+    # bytes after the end marker (some cameras append them): Pillow decodes it, with the same pixels as OpenCV's
+    padded = whole + b"\0" * 16
+    assert np.array_equal(decode_rgb(padded, "padded.jpg")[0], decode_rgb(whole, "t.jpg")[0])
+    assert len(imdecode_calls) == 1  # only the intact, plain t.jpg

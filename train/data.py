@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from pipeline.errors import DataError, SourceImageError
 from pipeline.sources import has_image_suffix, open_rgb
@@ -77,13 +77,14 @@ def collate_samples(samples: list[dict[str, Any]]) -> Batch:
     return Batch(torch.stack(images), index)
 
 
-def _collate_labelled(items: list[tuple[Tensor, int, int] | _Unreadable]) -> Batch | _Unreadable:
+def collate_labelled(items: list[tuple[Tensor, int, int] | _Unreadable]) -> Batch | _Unreadable:
+    """(uint8 image, label, index) samples -> a labelled Batch, or the first sample that could not be read."""
     unreadable = [x for x in items if isinstance(x, _Unreadable)]
     if unreadable:
         return unreadable[0]
     imgs, labels, idx = zip(*items, strict=True)
-    index = torch.tensor(idx, dtype=torch.int64)
-    return Batch(torch.stack(imgs), index, torch.tensor(labels, dtype=torch.int64))
+    # default_collate stacks into shared memory in a worker: the batch then reaches the trainer without a copy
+    return Batch(default_collate(imgs), torch.tensor(idx, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64))
 
 
 def _loader_generator(seed: int, epoch: int) -> torch.Generator:
@@ -201,7 +202,10 @@ class _Unreadable:
     message: str
 
 
-class _LabelledDataset(Dataset):
+class LabelledImages(Dataset):
+    """(image, label) pairs of ``base`` as (``transform(image)``, label, index) samples, an unreadable image as an
+    _Unreadable that the batch carries back to the main process."""
+
     def __init__(self, base: Dataset, transform) -> None:
         self.base, self.transform = base, transform
 
@@ -251,7 +255,7 @@ class LabelledSource:
             kind = "ImageFolder"
         if len(base) == 0:
             raise DataError(f"{root}: the labelled set is empty")
-        self.dataset = _LabelledDataset(base, to_uint8)
+        self.dataset = LabelledImages(base, to_uint8)
         self.num_samples = len(base)
         self.num_classes = len(base.classes)
         self.image_size = load_size
@@ -264,7 +268,7 @@ class LabelledSource:
         sampler = DistributedSampler(self.dataset, num_replicas=D.world_size(), rank=D.rank(),
                                      shuffle=shuffle, seed=seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
-        batches = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate_labelled,
+        batches = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_labelled,
                              drop_last=drop_last, num_workers=_worker_count(workers), pin_memory=pin_memory,
                              generator=_loader_generator(seed, epoch), worker_init_fn=quiet_worker_signals)
         return _raise_unreadable(batches)

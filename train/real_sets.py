@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.errors import DataError, SourceImageError
 from pipeline.shard_format import is_url
@@ -38,7 +38,16 @@ from pipeline.sources import decode_rgb
 from train import distributed as D
 from train.archive import default_cache_dir
 from train.cifar_pickle import read_cifar
-from train.data import Batch, _loader_generator, _raise_unreadable, _Unreadable, _worker_count
+from train.data import (
+    ArrayImages,
+    Batch,
+    LabelledImages,
+    _loader_generator,
+    _raise_unreadable,
+    _Unreadable,
+    _worker_count,
+    collate_labelled,
+)
 from train.datasets import KINDS, DataSpec, _cifar_jpg_root
 from train.image_folder import scan_image_folder
 from train.interrupt import quiet_worker_signals
@@ -111,27 +120,9 @@ class _FileImages(Dataset):
             return _Unreadable(str(e))
 
 
-class _ArrayImages(Dataset):
-    """(uint8 image, label, index) of in-memory CIFAR arrays, brought to `size` when it is not theirs."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int) -> None:
-        self.images, self.labels, self.size = images, labels, size
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
-        return _channels_first(to_square(self.images[i], self.size)), int(self.labels[i]), i
-
-
-def _collate(items: list[tuple[Tensor, int, int] | _Unreadable]) -> Batch | _Unreadable:
-    unreadable = [x for x in items if isinstance(x, _Unreadable)]
-    if unreadable:
-        return unreadable[0]
-    images, labels, index = zip(*items, strict=True)
-    # default_collate stacks into shared memory in a worker: the batch then reaches the trainer without a copy
-    return Batch(default_collate(images), torch.tensor(index, dtype=torch.int64),
-                 torch.tensor(labels, dtype=torch.int64))
+def _square_tensor(size: int, image: Any) -> Tensor:
+    """A CIFAR array image (as ArrayImages gives it) brought to the loader scale, channels first."""
+    return _channels_first(to_square(np.asarray(image), size))
 
 
 def list_files(root: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -153,7 +144,8 @@ class RealImageSource:
         kind, path = self.spec.kind, self.spec.path
         if kind in ("cifar10", "cifar100"):
             train, _, self.classes = read_cifar(Path(path), kind)
-            self.dataset: Dataset | None = _ArrayImages(train.images, train.labels, load_size)
+            self.dataset: Dataset | None = LabelledImages(ArrayImages(train.images, train.labels, self.classes),
+                                                          functools.partial(_square_tensor, load_size))
             digest = hashlib.sha256(np.ascontiguousarray(train.images).tobytes())
             digest.update(train.labels.tobytes())
         elif kind == "shards":
@@ -190,7 +182,7 @@ class RealImageSource:
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
-        common: dict[str, Any] = dict(batch_size=batch_size, collate_fn=_collate, drop_last=drop_last,
+        common: dict[str, Any] = dict(batch_size=batch_size, collate_fn=collate_labelled, drop_last=drop_last,
                                       num_workers=_worker_count(workers), pin_memory=pin_memory,
                                       generator=_loader_generator(seed, epoch), worker_init_fn=quiet_worker_signals)
         if self.dataset is not None:

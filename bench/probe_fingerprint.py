@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import pickle
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -116,7 +117,12 @@ def probe_rows(tmp: Path) -> dict[str, str]:
         if args[0] == "finetune":
             weights = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True)["state_dict"]
             rows[name + "-weights"] = _digest_tensors(weights)
-    for arch, source in (("cifar", trained_cifar), ("alexnet", "random:alexnet")):
+    # the sheet's title names the encoder (its folder for an encoder.pt, else its path): a fixed folder name keeps the
+    # temporary directory's random name out of the picture
+    named = tmp / "trained-cifar" / "encoder.pt"
+    named.parent.mkdir()
+    shutil.copyfile(trained_cifar, named)
+    for arch, source in (("cifar", str(named)), ("alexnet", "random:alexnet")):
         picture = tmp / f"filters-{arch}.png"
         _probe("filters", source, "--out", str(picture))
         rows[f"filters-{arch}"] = hashlib.sha256(picture.read_bytes()).hexdigest()[:16]

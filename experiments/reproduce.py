@@ -132,19 +132,25 @@ class Stage:
 
 
 def cifar10_stages(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
+    stages, reports = single_image_rows(work, preset, src, data, device)
+    return stages, [*baseline_reports(work, "Fully supervised", "Random"), *reports]
+
+
+def single_image_rows(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
+    """Table 3's rows for the data set `data` names: MonoGAN, RotNet and DeepCluster trained on Image B (the same
+    stages for every target sharing --work), their real-data twins, and the baselines."""
     shards = work / "shards" / "cifar-B-all"
     stages = [render_stage(shards, src, preset["n_patches"], scale=True, rotate=True, jitter=True)]
     reports = []
     for method in ("monogan", "rotnet", "deepcluster"):
         stages += train_and_probe(work, method, shards, preset, data, device)
-        # Table 3's RotNet row was trained on all of CIFAR-10, not on one image, and it has no DeepCluster row:
+        # Table 3's RotNet row was trained on the full set, not on one image, and it has no DeepCluster row:
         # those two are shown beside the paper, compared only through the gains over random and (RotNet) with
-        # the real-data twin below
+        # the real-data twin
         paper_row = {"monogan": "MonoGAN", "rotnet": NO_PAPER_ROW, "deepcluster": NO_PAPER_ROW}[method]
-        reports.append((work / "probes" / method / "results.json", paper_row))
+        reports.append((probe_folder(work, data) / method / "results.json", paper_row))
     real_stages, real_reports = real_set_rows(work, preset, data, device)
-    stages += real_stages + baselines(work, preset, data, device)
-    return stages, [*baseline_reports(work, "Fully supervised", "Random"), *reports, *real_reports]
+    return stages + real_stages + baselines(work, preset, data, device), [*reports, *real_reports]
 
 
 def cifar100_stages(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
@@ -157,17 +163,9 @@ def cifar100_stages(work: Path, preset: dict, src: Path, data: str, device: str)
         raise ToolkitError("the cifar100 target reads CIFAR-100's python pickles: give --data cifar100:PATH "
                            "(PATH: cifar-100-python/ or the folder holding it; the set is not in shared/data)")
     read_cifar(Path(path).expanduser(), "cifar100")  # a missing or broken folder refused before any stage runs
-    shards = work / "shards" / "cifar-B-all"
-    stages = [render_stage(shards, src, preset["n_patches"], scale=True, rotate=True, jitter=True)]
-    reports = []
-    for method in ("monogan", "rotnet", "deepcluster"):
-        stages += train_and_probe(work, method, shards, preset, data, device)
-        paper_row = {"monogan": "MonoGAN", "rotnet": NO_PAPER_ROW, "deepcluster": NO_PAPER_ROW}[method]
-        reports.append((probe_folder(work, data) / method / "results.json", paper_row))
-    real_stages, real_reports = real_set_rows(work, preset, data, device)
-    stages += real_stages + baselines(work, preset, data, device)
+    stages, reports = single_image_rows(work, preset, src, data, device)
     sup = "supervised-cifar100"
-    return stages, [*baseline_reports(work, "Fully supervised", "Random", data, sup), *reports, *real_reports]
+    return stages, [*baseline_reports(work, "Fully supervised", "Random", data, sup), *reports]
 
 
 # Table 3's rows trained on a real set, by the run's method: the paper row each is compared with (per data set) and

@@ -81,6 +81,7 @@ PRESETS: dict[str, dict] = {
         },
         "workers": 2,  # loader workers of every training stage (the 2-core machine the results were measured on)
         "probe": [],
+        "init": [],  # probe init-kmeans: its defaults (160 images, as the paper's row; 10 scaling iterations)
     },
     # One GPU: the paper-scale schedules at d = 50,000: the tools' defaults but for the epochs (DeepCluster 100, not
     # its ImageNet-scale 500) and the supervised batch (128, not 256). Loader workers: train's default (the CPUs the
@@ -97,6 +98,7 @@ PRESETS: dict[str, dict] = {
             "monogan-real": ["--epochs", "100"],
         },
         "probe": [],
+        "init": [],  # probe init-kmeans: its defaults (160 images, as the paper's row; 10 scaling iterations)
     },
     # For the test suite only: the whole chain in a minute or two on toy data.
     "smoke": {
@@ -105,6 +107,8 @@ PRESETS: dict[str, dict] = {
                   for m in ("monogan", "rotnet", "deepcluster", "supervised", "rotnet-real", "monogan-real")},
         "workers": 2,
         "probe": ["--epochs", "1", "--batch-size", "64", "--workers", "0"],
+        # 48 images: conv3 and conv4 need 384 patches each, and a CIFAR image gives 9 at those layers
+        "init": ["--n-images", "48", "--between-layer-iterations", "1"],
     },
 }
 ABLATION = {  # Table 1 rows: (label, scale, rotate, jitter)
@@ -150,7 +154,9 @@ def single_image_rows(work: Path, preset: dict, src: Path, data: str, device: st
         paper_row = {"monogan": "MonoGAN", "rotnet": NO_PAPER_ROW, "deepcluster": NO_PAPER_ROW}[method]
         reports.append((probe_folder(work, data) / method / "results.json", paper_row))
     real_stages, real_reports = real_set_rows(work, preset, data, device)
-    return stages + real_stages + baselines(work, preset, data, device), [*reports, *real_reports]
+    free_stages, free_reports = learning_free_rows(work, preset, data, device)
+    return (stages + real_stages + baselines(work, preset, data, device) + free_stages,
+            [*reports, *real_reports, *free_reports])
 
 
 def cifar100_stages(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
@@ -187,6 +193,33 @@ def real_set_rows(work: Path, preset: dict, data: str, device: str) -> tuple[lis
                             [run / "encoder.pt"], run_dir=run))
         stages.append(probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device))
         reports.append((probe_folder(work, data) / run.name / "results.json", rows[dataset]))
+    return stages, reports
+
+
+# The baselines that learn nothing (Table 2 rows b and d; Table 3 has neither, so they are shown beside it):
+# Krahenbuhl et al.'s k-means initialisation and, as their "random + data-dependent scaling", the same rescaling
+# of the seeded random network, both from a seeded subset of the probe's own training images; and the scattering
+# transform (J = 2, L = 8), whose two orders stand for conv1 and conv2
+LEARNING_FREE = {"kmeans-init": "kmeans", "random-rescaled": "random"}
+
+
+def learning_free_rows(work: Path, preset: dict, data: str, device: str) -> tuple[list[Stage], list]:
+    """The k-means initialisation, the rescaled random network and the scattering transform, each probed on `data`
+    (its CIFAR-10 stages keep plain names; another set's carry the set's name, as the supervised baseline's)."""
+    dataset = data_set_of(data)
+    suffix = "" if dataset == "cifar10" else f"-{dataset}"
+    stages, reports = [], []
+    for name, filters in LEARNING_FREE.items():
+        run = work / "runs" / f"{name}{suffix}"
+        # --force: a stage run again (its command changed) replaces the encoder it made before
+        stages.append(Stage(f"init-{run.name}", [str(BIN / "probe"), "init-kmeans", "cifar", "--data", data,
+                                                 "--filters", filters, "--out", str(run), "--force",
+                                                 *preset["init"]], [run / "encoder.pt"]))
+        stages.append(probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device))
+    stages.append(probe_stage(work, "scattering", "random:scattering-cifar", preset, data, device))
+    folder = probe_folder(work, data)
+    for name in (*(f"{n}{suffix}" for n in LEARNING_FREE), "scattering"):
+        reports.append((folder / name / "results.json", NO_PAPER_ROW))
     return stages, reports
 
 
@@ -445,14 +478,15 @@ def gains_section(work: Path, results: list[Path], data: str = "cifar10:") -> li
              "| model | baseline | conv1 | conv2 | conv3 | conv4 | conv1 and conv2 >= +5 |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |",
              "| paper: MonoGAN | paper: Random | " + " | ".join(f"{g:+.1f}" for g in paper) + " | yes |"]
-    from train.methods import get_method
+    from train.methods import get_method, list_methods
 
     for path in results:
         result = json.loads(path.read_text())
         config = result["encoder"].get("config", {})
         method = config.get("method")
-        if method is None or get_method(method).data_kind == "labelled" or real_set_spec(config.get("data") or ""):
-            continue  # the baselines themselves (random weights, training on labels), and the real-data twins
+        if (method not in list_methods() or get_method(method).data_kind == "labelled"
+                or real_set_spec(config.get("data") or "")):
+            continue  # the baselines (random or learning-free weights, training on labels), the real-data twins
         leaky = bool(result["encoder"].get("arch_kwargs", {}).get("leaky_relu"))
         if not baselines[leaky].exists():
             continue

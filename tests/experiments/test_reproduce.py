@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.sources import default_pool
 
@@ -62,11 +63,20 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
                  "random-leaky"):
         results = json.loads((work / "probes" / name / "results.json").read_text())
         assert set(results["layers"]) == {"conv1", "conv2", "conv3", "conv4"}
+    # the learning-free baselines beside Table 3 (it has no row for them), out of the central claim's table
+    for name, row in (("kmeans-init", "kmeans-init"), ("random-rescaled", "random-rescaled"),
+                      ("scattering", "random:scattering-cifar")):
+        assert f"| measured: {row} on cifar10 (protocol differs) |" in report
+        assert f"| {name} |" not in report
+    scattering = json.loads((work / "probes" / "scattering" / "results.json").read_text())
+    assert set(scattering["layers"]) == {"conv1", "conv2"}  # the two orders
+    init = torch.load(work / "runs" / "kmeans-init" / "encoder.pt", weights_only=True)
+    assert init["config"]["method"] == "kmeans-init" and init["config"]["n_images"] == 48
     config = json.loads((work / "runs" / "rotnet-cifar10" / "config.json").read_text())
     assert config["data"] == f"cifar10:{data}" and config["num_samples"] == 200  # the whole train split
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert again.stdout.count("skipped") == 15  # 1 render, 6 trainings, 8 probes
+    assert again.stdout.count("skipped") == 20  # 1 render, 6 trainings, 2 initialisations, 11 probes
 
     # Table 3's CIFAR-100 columns in the same work folder: the rendered set and the single-image trainings are
     # shared (skipped); the real-data rows, the supervised baseline and every probe are CIFAR-100's own
@@ -86,7 +96,7 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
     twins = [line.split(" | ") for line in report.splitlines() if line.startswith("| monogan vs monogan-cifar100")]
     assert [t[-1] for t in twins] == ["+1.8 |", "+4.7 |", "+0.5 |", "-7.8 |"]  # MonoGAN - GAN (CIFAR-100)
     assert "| monogan | random-leaky | " in report  # gains over CIFAR-100's own random baseline
-    for name in ("monogan", "rotnet-cifar100", "supervised-cifar100", "random"):
+    for name in ("monogan", "rotnet-cifar100", "supervised-cifar100", "random", "kmeans-init-cifar100", "scattering"):
         results = json.loads((work / "probes-cifar100" / name / "results.json").read_text())
         assert results["data"]["kind"] == "cifar100"
 

@@ -47,11 +47,12 @@ BIN = Path(sys.executable).parent
 
 # What each preset changes; everything else is the tools' defaults (the papers' settings).
 PRESETS: dict[str, dict] = {
-    # One 2-core CPU, about two and a half hours for `cifar10`'s single-image rows and baselines on a quiet machine
-    # (an estimated 1.5 h more for the two real-data rows, which take as many steps): 10,000 patches instead of
-    # 50,000 (so DeepCluster can re-cluster every epoch), 4,992-6,248 steps per method instead of the full schedules,
-    # and fully connected heads of 1024 instead of 4096 for RotNet, DeepCluster and supervised (on the CPU the
-    # 4096-wide heads cost as much as the encoder; the probes read the encoder only).
+    # One 2-core CPU, about two and a half hours for `cifar10`'s single-image rows and baselines on a quiet machine,
+    # about 3 h more for the two real-data rows (measured: RotNet about 65 min, the GAN 1.1 s per critic step, and
+    # 9 min per probe; bench/results/real-data-cifar10.md) and 45 min for the learning-free ones: 10,000 patches
+    # instead of 50,000 (so DeepCluster can re-cluster every epoch), 4,992-6,248 steps per method instead of the
+    # full schedules, and fully connected heads of 1024 instead of 4096 for RotNet, DeepCluster and supervised (on
+    # the CPU the 4096-wide heads cost as much as the encoder; the probes read the encoder only).
     "quick": {
         "n_patches": 10_000,
         "train": {

@@ -3,33 +3,64 @@ global crops of 32 px and 768 local crops of 14 px): the student backbone, the t
 DINO's size (2,048 hidden, 256 bottleneck, 4,096 outputs) and at a quarter of it. CPU seconds on one thread, so the
 figures do not depend on what else the machine runs (the augmentation and the optimiser are not included).
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python bench/dino_cost.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/dino_cost.py
 """
-import time, torch
-torch.set_num_threads(1)
-from train.models import build_encoder
-from train.models.heads import DINOHead
-enc = build_encoder("resnet18-cifar-w16").to(memory_format=torch.channels_last)
-head = DINOHead(128, 4096)
-small = DINOHead(128, 1024, hidden=512, bottleneck=128)
-g = torch.randn(256, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-l = torch.randn(768, 3, 14, 14).contiguous(memory_format=torch.channels_last)
-def t(fn, n=2):
-    fn(); s = time.process_time()
-    for _ in range(n): fn()
-    return (time.process_time() - s) / n
-def backbone():
-    out = torch.cat([enc(g), enc(l)]); out.sum().backward()
-def teacher():
-    with torch.no_grad(): enc(g)
-f = torch.randn(1024, 128, requires_grad=True)
-def h(m):
-    def run():
-        m(f).sum().backward()
-        with torch.no_grad(): m(f[:256])
-    return run
-print(f"student backbone fwd+bwd (256 global + 768 local): {t(backbone):.2f} CPU-s")
-print(f"teacher backbone fwd (256 global): {t(teacher):.2f} CPU-s")
-print(f"head 2048/256/4096 fwd+bwd 1024 + teacher 256: {t(h(head)):.2f} CPU-s")
-print(f"head 512/128/1024: {t(h(small)):.2f} CPU-s")
-n = sum(p.numel() for p in head.parameters()); print("head params", n, "backbone params", sum(p.numel() for p in enc.parameters()))
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repository's train package, not bench/train.py beside this file
+
+from train.models import build_encoder  # noqa: E402
+from train.models.heads import DINOHead  # noqa: E402
+
+GLOBAL, LOCAL = (256, 32), (768, 14)  # batch 128 x 2 global crops, x 6 local crops of 3/7 of 32 px
+
+
+def cpu_seconds(fn: Callable[[], None], repeats: int = 2) -> float:
+    """CPU seconds per call, after one call that warms the allocator and oneDNN's kernels."""
+    fn()
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) / repeats
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    encoder = build_encoder("resnet18-cifar-w16").to(memory_format=torch.channels_last)
+    crops = [torch.randn(n, 3, s, s).contiguous(memory_format=torch.channels_last) for n, s in (GLOBAL, LOCAL)]
+    features = torch.randn(GLOBAL[0] + LOCAL[0], 128, requires_grad=True)
+
+    def student() -> None:
+        torch.cat([encoder(c) for c in crops]).sum().backward()
+
+    def teacher() -> None:
+        with torch.no_grad():
+            encoder(crops[0])
+
+    def head_step(head: DINOHead) -> Callable[[], None]:
+        def run() -> None:
+            head(features).sum().backward()
+            with torch.no_grad():
+                head(features[:GLOBAL[0]])  # the teacher's head, on the global crops
+        return run
+
+    dino, quarter = DINOHead(128, 4096), DINOHead(128, 1024, hidden=512, bottleneck=128)
+    print(f"student backbone forward + backward, {GLOBAL[0]} global + {LOCAL[0]} local: "
+          f"{cpu_seconds(student):.2f} CPU-s")
+    print(f"teacher backbone forward, {GLOBAL[0]} global: {cpu_seconds(teacher):.2f} CPU-s")
+    for name, head in (("2048/256/4096", dino), ("512/128/1024", quarter)):
+        params = sum(p.numel() for p in head.parameters())
+        print(f"head {name} ({params / 1e6:.2f} M parameters), student + teacher: "
+              f"{cpu_seconds(head_step(head)):.2f} CPU-s")
+    print(f"backbone parameters: {sum(p.numel() for p in encoder.parameters()) / 1e6:.2f} M")
+
+
+if __name__ == "__main__":
+    main()

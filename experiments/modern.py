@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from reproduce import BIN, Stage, cifar_imagefolder, device_name, git_commit, probe_stage, render_stage
+from reproduce import BIN, Stage, cifar_imagefolder, device_name, git_commit, probe_stage, render_stage, stage_row
 
 from pipeline.fileio import atomic_write_text
 
@@ -235,7 +235,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
              *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
                 f"the finished ones only"] if missing else []), "",
              "| stage | wall (s) | commit |", "| --- | ---: | --- |",
-             *[f"| {s['stage']} | {s['wall_s']:.0f} | {s['commit']} |" for s in stages], "",
+             *[stage_row(s) for s in stages], "",
              "## Top-1 (%) of a linear probe on CIFAR-10, per tap", "",
              "| encoder | " + " | ".join(TAPS) + " |", "| --- |" + " ---: |" * len(TAPS),
              *[f"| {label} | " + " | ".join(cell(values.get(tap)) for tap in TAPS) + " |"

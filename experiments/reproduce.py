@@ -349,10 +349,18 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
         elif stage.run_dir.exists():
             shutil.rmtree(stage.run_dir)  # interrupted before its first checkpoint: nothing to resume
     print(f"[{stage.name}] {' '.join(cmd)}", flush=True)
-    partial = records / f"{stage.name}.partial.json"  # wall time spent in earlier, interrupted attempts
-    earlier = json.loads(partial.read_text())["wall_s"] if partial.exists() else 0.0
+    partial = records / f"{stage.name}.partial.json"  # wall time and code of earlier, interrupted attempts
+    before = json.loads(partial.read_text()) if partial.exists() else {}
+    earlier = before.get("wall_s", 0.0)
+    # the code a stage runs is the code its process imported when it started: a commit made while a long stage
+    # runs must not be recorded as the one that produced it
+    commits = [*before.get("commits", []), git_commit()]
     records.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+
+    def save_partial() -> None:
+        atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1),
+                                               "commits": commits}) + "\n")
     # OpenMP threads that spin while waiting stall badly when the CPU is shared (measured on 2 cores under load:
     # 23 images/s spinning, 67 passive); passive waiting costs little on an idle machine.
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
@@ -363,18 +371,20 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
         while proc.poll() is None:
             if deadline is not None and time.time() > deadline:
                 stop_stage(proc)
-                atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+                save_partial()
                 raise TimeLimit(stage.name)
             time.sleep(0.2)
     except KeyboardInterrupt:
         stop_stage(proc)
-        atomic_write_text(partial, json.dumps({"wall_s": round(earlier + time.time() - t0, 1)}) + "\n")
+        save_partial()
         raise Interrupted(stage.name) from None
     if proc.returncode != 0:
         raise SystemExit(f"[{stage.name}] failed with exit status {proc.returncode}; fix the cause and run the same "
                          f"command again to resume")
     done = {"stage": stage.name, "command": cmd, "wall_s": round(earlier + time.time() - t0, 1),
-            "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "commit": commits[-1], "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if len(set(commits)) > 1:  # resumed across commits: every attempt's code, oldest first
+        done["commits"] = list(dict.fromkeys(commits))
     atomic_write_text(record, json.dumps(done, indent=1) + "\n")
     partial.unlink(missing_ok=True)
     return done
@@ -392,6 +402,12 @@ def stop_stage(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def stage_row(record: dict) -> str:
+    """A finished stage's line in the reports' wall-time table: its name, wall time and the commit(s) it ran at."""
+    commits = ", ".join(record.get("commits") or [record["commit"]])
+    return f"| {record['stage']} | {record['wall_s']:.0f} | {commits} |"
 
 
 def git_commit() -> str:
@@ -438,7 +454,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
              *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
                 f"the finished ones only"] if missing else []), "",
              "| stage | wall (s) | commit |", "| --- | ---: | --- |"]
-    lines += [f"| {s['stage']} | {s['wall_s']:.0f} | {s['commit']} |" for s in stages]
+    lines += [stage_row(s) for s in stages]
     if data.startswith("cifar10-jpg:"):
         lines += ["", JPEG_NOTE]
     lines += ["", *gains_section(work, [p for p, _ in results], data), *twins_section(work, data, results), "---",

@@ -133,6 +133,26 @@ def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path)
     assert json.loads((records / "train-x.json").read_text())["command"][-1] == "2"
 
 
+def test_a_stage_records_the_commit_it_started_at_and_every_commit_it_was_resumed_at(tmp_path, monkeypatch):
+    """A long stage outlives commits made while it runs: the code it ran is the code of its start (and of each
+    resumed attempt's start), not the commit at its end."""
+    reproduce = load_reproduce()
+    records, out = tmp_path / "stages", tmp_path / "done"
+    commits = iter(["aaa", "bbb", "ccc", "ddd"])
+    monkeypatch.setattr(reproduce, "git_commit", lambda: next(commits))
+    slow = reproduce.Stage("train-x", [sys.executable, "-c", "import time; time.sleep(60)"], [out])
+    with pytest.raises(reproduce.TimeLimit):
+        reproduce.run_stage(slow, records, time.time())  # stopped at once: an interrupted attempt at "aaa"
+    assert json.loads((records / "train-x.partial.json").read_text())["commits"] == ["aaa"]
+    write = f"import pathlib; pathlib.Path({str(out)!r}).write_text('ok')"
+    quick = reproduce.Stage("train-x", [sys.executable, "-c", write], [out])
+    done = reproduce.run_stage(quick, records, None)  # resumed at "bbb"; "ccc" is what HEAD says at its end
+    assert done["commit"] == "bbb" and done["commits"] == ["aaa", "bbb"]
+    assert reproduce.stage_row(done).endswith("| aaa, bbb |")
+    assert next(commits) == "ccc"  # asked once per attempt, at its start
+    assert not (records / "train-x.partial.json").exists()
+
+
 def test_a_stage_runs_again_when_an_input_is_newer_than_its_record(tmp_path):
     """A retrained encoder must be probed again although the probe's command has not changed."""
     reproduce = load_reproduce()

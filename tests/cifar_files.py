@@ -1,7 +1,10 @@
 """Small CIFAR-10 / CIFAR-100 pickle folders of random pixels and labels, for the end-to-end tests that train and
-probe on them (the experiments' tests share them; the real sets are not on every machine)."""
+probe on them (the experiments' tests share them; the real sets are not on every machine), and one smoke-preset
+run of `experiments/reproduce.py` on such a folder."""
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +42,16 @@ def write_cifar100(root: Path, train: int = 200, test: int = 60) -> Path:
         with open(folder / name, "wb") as f:
             pickle.dump(payload, f)
     return folder
+
+
+def smoke_reproduction(target: str, tmp_path: Path) -> tuple[list[str], Path, subprocess.CompletedProcess]:
+    """`reproduce.py TARGET --preset smoke` on Image B and a toy CIFAR-10 folder in tmp_path, on the CPU: the command
+    (to run again), the work folder and the first run's outcome."""
+    from pipeline.sources import default_pool
+
+    data = write_cifar10(tmp_path)
+    work = tmp_path / "work"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "reproduce.py"
+    cmd = [sys.executable, str(script), target, "--preset", "smoke", "--work", str(work),
+           "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
+    return cmd, work, subprocess.run(cmd, capture_output=True, text=True, timeout=900)

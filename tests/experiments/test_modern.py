@@ -11,7 +11,7 @@ import pytest
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
-from ..cifar_files import write_cifar10
+from ..cifar_files import smoke_reproduction
 
 ROOT = Path(__file__).resolve().parents[2]
 TAPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
@@ -164,11 +164,7 @@ def test_the_tap_plot_draws_every_curve_and_its_ratio_to_the_reference(tmp_path,
 
 @pytest.mark.slow
 def test_smoke_preset_end_to_end_then_every_stage_is_skipped(tmp_path):
-    data = write_cifar10(tmp_path)
-    work = tmp_path / "work"
-    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "modern", "--preset", "smoke",
-           "--work", str(work), "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    cmd, work, first = smoke_reproduction("modern", tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = (work / "report-modern.md").read_text()
     modern = load("modern")

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.sources import default_pool
 
-from ..cifar_files import write_cifar10, write_cifar100
+from ..cifar_files import smoke_reproduction, write_cifar10, write_cifar100
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,11 +27,8 @@ def rows_after(report: str, start: str) -> list[str]:
 
 @pytest.mark.slow
 def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
-    data = write_cifar10(tmp_path)
-    work = tmp_path / "work"
-    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar10", "--preset", "smoke",
-           "--work", str(work), "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    cmd, work, first = smoke_reproduction("cifar10", tmp_path)
+    data = tmp_path / "cifar-10-batches-py"
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = (work / "report-cifar10.md").read_text()
     assert "preset: **smoke**" in report and "| train-monogan |" in report and "MonoGAN" in report

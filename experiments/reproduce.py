@@ -18,7 +18,9 @@ Every stage records its command, wall time and the commit in WORK/stages/NAME.js
 record and outputs exist is skipped, so the same command resumes after an interruption (training resumes from its
 last checkpoint). `--time-limit` stops cleanly after that many seconds (exit status 3: run the command again), so a
 preset can be run as a series of bounded batch commands. `--stages` runs a subset of the stages, and
-`--report-only` writes the report from the stages finished so far.
+`--report-only` writes the report from the stages finished so far. An interrupted stage's wall time is kept in
+WORK/stages/NAME.partial.json (written every minute as well, so a driver killed outright loses at most a minute of
+it) and added to the record of the attempt that completes it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from probe.report import NO_PAPER_ROW
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
+PARTIAL_EVERY_S = 60.0  # how often a running stage's wall time so far is written to its .partial.json
 
 # What each preset changes; everything else is the tools' defaults (the papers' settings).
 PRESETS: dict[str, dict] = {
@@ -367,8 +370,12 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
     # a session of its own, so the whole tree (loader workers too) can be signalled; a Ctrl-C in the terminal then
     # reaches this process only, which passes it on
     proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+    saved = time.time()
     try:
         while proc.poll() is None:
+            if time.time() - saved > PARTIAL_EVERY_S:  # a driver killed outright (SIGKILL, a closed session)
+                save_partial()  # loses at most this much of the stage's wall time
+                saved = time.time()
             if deadline is not None and time.time() > deadline:
                 stop_stage(proc)
                 save_partial()

@@ -248,6 +248,38 @@ def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
     assert not (records / "train-x.json").exists()
 
 
+def test_a_driver_killed_outright_keeps_the_wall_time_its_stage_had_run(tmp_path):
+    """SIGKILL (a closed session, the OOM killer) gives the driver no chance to write the partial record on the way
+    out: it is written while the stage runs, so the resumed stage's record still counts the time spent before."""
+    records, out, pid = tmp_path / "stages", tmp_path / "done", tmp_path / "stage.pid"
+    sleeper = f"import os, pathlib, time; pathlib.Path({str(pid)!r}).write_text(str(os.getpid())); time.sleep(600)"
+    script = str(ROOT / "experiments" / "reproduce.py")
+    driver = ("import importlib.util, sys; from pathlib import Path\n"
+              f"spec = importlib.util.spec_from_file_location('reproduce', {script!r})\n"
+              "r = importlib.util.module_from_spec(spec); sys.modules['reproduce'] = r; spec.loader.exec_module(r)\n"
+              "r.PARTIAL_EVERY_S = 0.5\n"
+              f"stage = r.Stage('train-x', [sys.executable, '-c', {sleeper!r}], [Path('never')])\n"
+              f"r.run_stage(stage, Path({str(records)!r}), None)\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    partial = records / "train-x.partial.json"
+    try:
+        for _ in range(600):
+            if partial.exists() and json.loads(partial.read_text())["wall_s"] >= 1.0:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        if pid.exists():  # the stage, in a session of its own, outlives its driver
+            os.kill(int(pid.read_text()), signal.SIGKILL)
+    earlier = json.loads(partial.read_text())["wall_s"]
+    assert earlier >= 1.0
+    reproduce = load_reproduce()
+    write = f"import pathlib; pathlib.Path({str(out)!r}).write_text('ok')"
+    done = reproduce.run_stage(reproduce.Stage("train-x", [sys.executable, "-c", write], [out]), records, None)
+    assert done["wall_s"] >= earlier and not partial.exists()
+
+
 def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the_gpu_used(tmp_path, monkeypatch):
     import torch
 

@@ -2,14 +2,13 @@
 
     python experiments/reproduce.py modern [--preset quick|full|smoke] [--work runs/reproduce-modern]
 
-SimCLR, BYOL and DINO (and MoCo v2 where the preset has room) train a ResNet-18 with the CIFAR stem (3x3/1
-convolution, no max-pool) twice each: (a) on Image B expanded into a CIFAR-sized set by the paper's augmentation
-(the same render as `reproduce cifar10`), (b) on all of CIFAR-10's training images. Beside them, the same ResNet-18
-trained with labels on CIFAR-10 and its random initialisation. Every encoder is probed by `probe linear` on
-CIFAR-10 at every tap (stem, layer1..layer4; docs/architecture.md says how each is pooled). The report
-(WORK/report-modern.md) tables top-1 per tap per row and what one image gives against the full set per method, and
-draws one plot (WORK/report-modern.png): every row's per-tap curve, in absolute top-1 and relative to the
-supervised encoder, as the paper's Figure 6.
+SimCLR, MoCo v2, BYOL and DINO train a ResNet-18 with the CIFAR stem (3x3/1 convolution, no max-pool) twice each:
+(a) on Image B expanded into a CIFAR-sized set by the paper's augmentation (the same render as `reproduce cifar10`),
+(b) on all of CIFAR-10's training images. Beside them, the same ResNet-18 trained with labels on CIFAR-10 and its
+random initialisation. Every encoder is probed by `probe linear` on CIFAR-10 at every tap (stem, layer1..layer4;
+docs/architecture.md says how each is pooled). The report (WORK/report-modern.md) tables top-1 per tap per row and
+what one image gives against the full set per method, and draws one plot (WORK/report-modern.png): every row's
+per-tap curve, in absolute top-1 and relative to the supervised encoder, as the paper's Figure 6.
 
 The stages are experiments/reproduce.py's (resumable, skipped when complete, Ctrl-C clean, `--time-limit`,
 `--stages`, `--report-only`). The stage names carry the method and the training set (`train-simclr-imageB`,
@@ -38,28 +37,23 @@ SHARDS = "cifar-B-all"  # the name `reproduce cifar10` renders Image B under: on
 # `epochs` is per training set: the Image B set and CIFAR-10 get the same number of optimisation steps, so the
 # comparison is one image against the full set at equal compute, not at equal epochs.
 PRESETS: dict[str, dict] = {
-    # One 2-core CPU: predicted 3.5 hours on a quiet machine, over the 3 hours aimed at (below). Timed at these
-    # settings on this machine (bench/modern_steps.py, bench/results/modern.md): CPU seconds per step at batch 128
-    # (CPU time does not move with the load: the demo's was the same on a loaded and a quiet machine) SimCLR 4.1,
-    # BYOL 5.4, DINO 10.3 (11.4 with 2 local crops instead of 6: within the noise, so DINO keeps its 6), MoCo v2 4.9,
-    # supervised 3.3; a quiet 2-core machine runs training at 0.61 s of wall time per CPU second and probes at 0.74
-    # (bench/results/demo.md, quiet run).
+    # One 2-core CPU, at most about 3 hours. Sized twice (bench/results/modern.md): first from the real command's
+    # steps timed on a machine at load 6-10 (CPU seconds per step at batch 128: SimCLR 4.1, BYOL 5.4, DINO 10.3,
+    # MoCo v2 4.9), which predicted 3.4 h without MoCo v2; then from each method's step alone on one thread
+    # (bench/step_cost.py: SimCLR 1.35-1.57, MoCo v2 1.03-1.13, BYOL 2.37-2.55, DINO 3.79-4.69), which showed the
+    # first figures to be mostly two threads waiting on a loaded machine: the four methods' 8 runs then cost about
+    # 7,600 CPU-s, so MoCo v2 fits and is in. The measured run's stage times are in bench/results/modern-quick.md.
     # - Width 16 (channels 16/32/64/128): width 32 costs about 2x as much per image here and width 64 6-8x
-    #   (forward + backward at 32 px), and even at width 16 one epoch of CIFAR-10 is the most each run can have.
+    #   (forward + backward at 32 px).
     # - Steps: one epoch of CIFAR-10 at batch 128 is 390 steps (the floor: epochs are whole, and the schedules span
     #   them); Image B gets the same 390 steps (5 epochs of its 10,000 patches), so both rows see 50,000 samples.
-    #   Per run: SimCLR 390 x 4.1 x 0.61 = 975 s, BYOL 1,290 s, DINO 2,440 s. MoCo v2 would add 2 x 1,150 s: left
-    #   to `full`.
-    # - Supervised: one epoch (390 x 3.3 x 0.61 = 785 s), SGD lr 0.1, a linear classifier on pooled layer4.
+    # - Supervised: one epoch, SGD lr 0.1, a linear classifier on pooled layer4.
     # - Probes: 10,000 training / 5,000 test images of CIFAR-10, 10 epochs (milestones 3, 6, 8: the demo's
-    #   shortened protocol): 15,000 images x 8.8 ms + 520 steps x 0.43 CPU-s + 10 s start = 366 CPU-s, 270 s each
-    #   x 8. The full protocol would cost about 3,400 s per probe at this width.
-    # Total: 2 x (975 + 1,290 + 2,440) + 785 + 8 x 270 + render 25 = 12,380 s = 3.4 h. DINO is the largest share
-    # (39%); to bring it under 3 h, run `--stages` without one method's rows, or time a smaller DINO head first.
+    #   shortened protocol), 10 of them. The full protocol would cost about 3,400 s per probe at this width.
     "quick": {
         "n_patches": 10_000,  # as `reproduce cifar10` quick: the same render
         "arch": "resnet18-cifar-w16",
-        "methods": ("simclr", "byol", "dino"),
+        "methods": ("simclr", "mocov2", "byol", "dino"),
         "batch_size": 128,
         "epochs": {"imageB": 5, "cifar10": 1},
         "train": {"simclr": [], "mocov2": [], "byol": [], "dino": []},
@@ -98,9 +92,9 @@ PRESETS: dict[str, dict] = {
 }
 
 PRESET_NOTES = {
-    "quick": "CPU: ResNet-18 (CIFAR stem) at width 16 (channels 16/32/64/128); SimCLR, BYOL and DINO "
-             "at batch 128 for 390 steps on Image B (10,000 patches, 5 epochs) and on CIFAR-10 (1 epoch); supervised "
-             "1 epoch; probes on 10,000 / 5,000 images for 10 epochs",
+    "quick": "CPU: ResNet-18 (CIFAR stem) at width 16 (channels 16/32/64/128); SimCLR, MoCo v2, BYOL and "
+             "DINO at batch 128 for 390 steps on Image B (10,000 patches, 5 epochs) and on CIFAR-10 (1 epoch); "
+             "supervised 1 epoch; probes on 10,000 / 5,000 images for 10 epochs",
     "full": "one GPU: ResNet-18 (CIFAR stem) at width 64; SimCLR, MoCo v2, BYOL and DINO 200 epochs at batch 256 on "
             "Image B (50,000 patches) and on CIFAR-10; supervised 200 epochs; the full 36-epoch probes",
     "smoke": "test-suite toy run: width 16, 2 steps per training, 1-epoch probes; its numbers mean nothing",
@@ -265,7 +259,7 @@ def one_image_section(rows: dict[str, dict[str, float]]) -> list[str]:
              "| method | measure | " + " | ".join(TAPS) + " |", "| --- | --- |" + " ---: |" * len(TAPS)]
     for method in METHOD_NAMES:
         single, full = rows.get(row_label(method, "imageB")), rows.get(row_label(method, "cifar10"))
-        if single is None:  # not run (MoCo v2 in the quick preset), or a baseline (no Image B row)
+        if single is None:  # not in this preset's methods, or a baseline (no Image B row)
             continue
         for measure, other in (("Image B - CIFAR-10", full), ("Image B - random", random)):
             if other is not None:

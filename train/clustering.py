@@ -55,6 +55,8 @@ def fit_pca(x: Tensor, dim: int, whiten: bool = True, eps: float = 1e-5) -> PCA:
         evals = (s[:dim].double() ** 2) / max(1, x.shape[0] - 1)
         evecs = v[:, :dim].double()
         mean = mean.double()
+    elif x.shape[0] <= x.shape[1]:
+        evals, evecs, mean = _pca_from_gram(x.double(), dim)
     else:
         x = x.double()
         mean = x.mean(0)
@@ -64,6 +66,24 @@ def fit_pca(x: Tensor, dim: int, whiten: bool = True, eps: float = 1e-5) -> PCA:
         evals, evecs = evals.flip(0)[:dim], evecs.flip(1)[:, :dim]
     proj = evecs / torch.sqrt(evals.clamp_min(0) + eps) if whiten else evecs
     return PCA(mean.float(), proj.float())
+
+
+def _pca_from_gram(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The top ``dim`` eigenpairs of the covariance of ``x`` (n rows <= D columns, float64) from the n x n Gram
+    matrix: Xc^T Xc and Xc Xc^T share their non-zero eigenvalues, and Xc^T u / sqrt((n - 1) lambda) is the unit
+    eigenvector of the first for an eigenvector u of the second. O(n^2 D) instead of the D x D eigendecomposition's
+    O(D^3): DeepCluster's first epochs on a small set (256 features of 4,096 dimensions: 0.1 s instead of 7 s) and
+    the k-means initialisation's wide layers (3,456-dimensional patches)."""
+    n = x.shape[0]
+    mean = x.mean(0)
+    xc = x - mean
+    evals, u = torch.linalg.eigh(xc @ xc.T / max(1, n - 1))  # ascending
+    evals, u = evals.flip(0)[:dim], u.flip(1)[:, :dim]
+    # directions of (numerically) zero variance: the full eigendecomposition gives vectors orthogonal to the data,
+    # which project every row to 0; Xc^T u would be rounding noise inside the data's span, so they are set to 0
+    kept = evals > evals[0].clamp_min(0) * 1e-12 * max(x.shape)
+    evecs = (xc.T @ u) / torch.sqrt(evals.clamp_min(1e-300) * max(1, n - 1))
+    return evals, evecs * kept, mean
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-10) -> Tensor:

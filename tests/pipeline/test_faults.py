@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.shard_verify import verify_set
 
+from ..conftest import TINY
 from ..faults import FullDisk, can_mount_tmpfs
-from .conftest import TINY, folder_bytes
+from .conftest import folder_bytes
 
 RENDER = ["render", "--n-patches", str(TINY["n_patches"]), "--size", str(TINY["size"]), "--shard-size",
           str(TINY["shard_size"]), "--workers", "1"]

@@ -18,15 +18,21 @@ from pipeline.render import render_set
 from pipeline.shard_reader import open_shards
 from pipeline.shard_verify import verify_set
 
-from .conftest import TINY, folder_bytes, run_cli
+from ..conftest import TINY
+from .conftest import folder_bytes, run_cli
 
 
-def test_shards_are_plain_tars_with_provenance(tiny_set):
+def test_shards_are_plain_tars_with_provenance(tiny_set, tmp_path, photo):
     names = subprocess.run(["tar", "-tf", str(tiny_set / "patches-000000.tar")], capture_output=True, text=True,
                            check=True).stdout.split()
     assert names[:4] == ["000000000.png", "000000000.json", "000000001.png", "000000001.json"]
     assert len(names) == 2 * TINY["shard_size"]
-    assert sorted(p.name for p in tiny_set.glob("*.tar")) == [f"patches-{i:06d}.tar" for i in range(5)]
+    assert sorted(p.name for p in tiny_set.glob("*.tar")) == [f"patches-{i:06d}.tar" for i in range(4)]
+    # a count that is not a multiple of the shard size ends in a shorter shard
+    render_set(tmp_path / "short", RenderConfig(**{**TINY, "n_patches": 100}), sources=[photo])
+    shards = json.loads((tmp_path / "short" / "manifest.json").read_text())["shards"]
+    assert [(s["name"], s["first"], s["count"]) for s in shards] == [
+        ("patches-000000.tar", 0, 64), ("patches-000001.tar", 64, 36)]
 
 
 def test_same_set_for_any_worker_count(tmp_path, photo, tiny_set):
@@ -37,7 +43,7 @@ def test_same_set_for_any_worker_count(tmp_path, photo, tiny_set):
 def test_same_set_for_any_part_split(tmp_path, photo, tiny_set):
     out = tmp_path / "parts"
     first = render_set(out, RenderConfig(**TINY), sources=[photo], part=(1, 3))
-    assert not first.complete and first.rendered == 2  # shards 1 and 4
+    assert not first.complete and first.rendered == 1  # shard 1 (of 0-3)
     render_set(out, RenderConfig(**TINY), sources=[photo], part=(0, 3), workers=2)
     last = render_set(out, RenderConfig(**TINY), sources=[photo], part=(2, 3))
     assert last.complete
@@ -57,8 +63,8 @@ def test_different_set_is_refused_unless_forced(tmp_path, photo):
     render_set(out, RenderConfig(**TINY), sources=[photo])
     with pytest.raises(ShardSetError, match=r"holds a different set \(size: 32 here, 48 asked\).*--force"):
         render_set(out, RenderConfig(**{**TINY, "size": 48}), sources=[photo])
-    proc = run_cli("render", "--src", str(photo), "--out", str(out), "--n-patches", "240", "--size", "32",
-                   "--shard-size", "50", "--seed", "3")
+    proc = run_cli("render", "--src", str(photo), "--out", str(out), "--n-patches", str(TINY["n_patches"]),
+                   "--size", "32", "--shard-size", str(TINY["shard_size"]), "--seed", "3")
     assert proc.returncode == 1 and "seed: 0 here, 3 asked" in proc.stderr
     replaced = render_set(out, RenderConfig(**{**TINY, "size": 48}), sources=[photo], force=True)
     assert replaced.complete and replaced.manifest["config"]["size"] == 48
@@ -159,7 +165,7 @@ def test_cli_help_info_and_preview(tiny_set, tmp_path):
         proc = run_cli(*cmd, "--help", check=True)
         assert "Example" in proc.stdout
     info = run_cli("info", str(tiny_set), check=True).stdout
-    assert "240 of 240 rendered" in info and "coffee.png" in info
+    assert "256 of 256 rendered" in info and "coffee.png" in info
     run_cli("preview", str(tiny_set), "--out", str(tmp_path / "p.png"), "--rows", "2", "--cols", "3", check=True)
     from PIL import Image
 
@@ -218,7 +224,8 @@ def test_a_manifest_lacking_fields_is_one_line_for_every_reader(tmp_path, photo,
               "escaping name": ({**good, "shards": [{**good["shards"][0], "name": "../x.tar"}]},
                                 "shards[0].name '../x.tar' is not patches-NNNNNN.tar")}
     commands = (["verify", str(out)], ["info", str(out)], ["preview", str(out), "--out", str(tmp_path / "p.png")],
-                ["render", "--src", str(photo), "--n-patches", "240", "--size", "32", "--out", str(out)])
+                ["render", "--src", str(photo), "--n-patches", str(TINY["n_patches"]), "--size", "32", "--out",
+                 str(out)])
     for n, (m, problem) in enumerate(broken.values()):
         manifest.write_text(json.dumps(m))
         expected = f"Error: {manifest}: malformed manifest ({problem})"

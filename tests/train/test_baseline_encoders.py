@@ -19,18 +19,6 @@ from train.models.kmeans_init import data_dependent_init, pre_activation_stats
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import faiss  # k-means: on a shared CPU, a second waiting OpenMP thread stalls every step
-
-    previous, previous_faiss = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-    faiss.omp_set_num_threads(previous_faiss)
-
-
 def test_scattering_equals_kymatios_own_transform_on_a_fixed_image():
     encoder = build_encoder("scattering-cifar").eval()
     ramp = torch.linspace(-1, 1, 32)

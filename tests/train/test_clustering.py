@@ -128,3 +128,21 @@ def test_faiss_takes_any_seed_the_trainer_derives():
     x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
     labels, _ = kmeans(x, 4, niter=2, seed=(2**32 - 1) * 1000 + 7, backend="faiss")
     assert labels.shape == (200,) and int(labels.max()) < 4
+
+
+def test_pca_of_fewer_samples_than_dimensions_equals_the_full_eigendecomposition():
+    # 60 samples of 300 dimensions (DeepCluster's first epoch on a small set, k-means init's wide layers): the
+    # Gram-matrix path must give the covariance's own eigenvectors, and zero for directions without variance
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 300, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, 300, dtype=torch.float64)
+    pca = fit_pca(x, 300, eps=1e-9)  # dim capped at n - 1 = 59
+    assert pca.proj.shape == (300, 59)
+    evals, evecs = torch.linalg.eigh(torch.cov(x.T))
+    expected = evecs.flip(1)[:, :59] / torch.sqrt(evals.flip(0)[:59] + 1e-9)
+    torch.testing.assert_close(pca.proj.abs().double(), expected.abs(), rtol=1e-3, atol=1e-4)  # up to sign
+    torch.testing.assert_close(torch.cov(pca(x).T.double()), torch.eye(59, dtype=torch.float64), atol=1e-3, rtol=0)
+    # duplicated rows: rank 2, so all but two whitened directions carry no variance and project to 0
+    twice = torch.cat([x[:3]] * 20)
+    flat = fit_pca(twice, 300)
+    assert torch.count_nonzero(flat.proj.abs().sum(0) > 0) == 2
+    assert torch.isfinite(flat(twice)).all()

@@ -12,6 +12,8 @@ from train.loop import amp_autocast
 from train.methods import RunContext, get_method, list_methods
 from train.methods.base import Method
 
+from ..conftest import train_config
+
 METHODS = list_methods()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -133,11 +135,11 @@ class FakeCuda:
 
 
 def test_a_cpu_run_on_a_gpu_machine_resumes_where_fewer_gpus_are_visible(tiny_set, tmp_path, monkeypatch):
-    from train.loop import TrainConfig, train
+    from train.loop import train
 
     def cfg(**kw):
-        return TrainConfig(method="rotnet", data=str(tiny_set), out=str(tmp_path / "run"), arch="cifar", batch_size=16,
-                           device="cpu", workers=0, progress=False, options={"head_dim": 64}, **kw)
+        return train_config("rotnet", tiny_set, tmp_path / "run", **{"epochs": None, "log_every": None,
+                                                                    "ckpt_every": None, "shuffle_buffer": None, **kw})
 
     FakeCuda(monkeypatch, count=2)  # CUDA initialised (say, by a probe in the same process), two GPUs visible
     train(cfg(max_steps=2))
@@ -243,7 +245,7 @@ def test_deterministic_sets_the_flags_for_the_run_and_restores_them(tiny_set, tm
     import json
     import os
 
-    from train.loop import TrainConfig, train
+    from train.loop import train
 
     cls = get_method("rotnet")
     real_step, seen = cls.training_step, []
@@ -256,8 +258,8 @@ def test_deterministic_sets_the_flags_for_the_run_and_restores_them(tiny_set, tm
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = _kernel_flags()
     out = tmp_path / "run"
-    train(TrainConfig(method="rotnet", data=str(tiny_set), out=str(out), arch="cifar", batch_size=16, max_steps=2,
-                      device="cpu", workers=0, progress=False, options={"head_dim": 64}, deterministic=True))
+    train(train_config("rotnet", tiny_set, out, max_steps=2, deterministic=True, epochs=None, log_every=None,
+                       ckpt_every=None, shuffle_buffer=None))
     assert seen == [{"deterministic_algorithms": True, "cudnn_benchmark": False, "cudnn_deterministic": True,
                      "cudnn_tf32": False, "matmul_tf32": False, "cublas_workspace": ":4096:8"}] * 2
     assert _kernel_flags() == before
@@ -315,16 +317,14 @@ def test_each_method_trains_on_cuda_in_bf16_and_resumes_exactly_when_determinist
                                                                                  tmp_path):
     import json
 
-    from train.loop import TrainConfig, train
+    from train.loop import train
 
     options = get_method(name).small_options
 
     def cfg(out, **kw):
         labelled = get_method(name).data_kind == "labelled"
-        return TrainConfig(method=name, data=str(labelled_folder if labelled else tiny_set),
-                           out=str(tmp_path / out), arch="cifar", batch_size=16, device="cuda", workers=0,
-                           progress=False, log_every=4, ckpt_every=1000, shuffle_buffer=64, deterministic=True,
-                           options=dict(options), **kw)
+        return train_config(name, labelled_folder if labelled else tiny_set, tmp_path / out, device="cuda",
+                            epochs=None, ckpt_every=1000, deterministic=True, options=dict(options), **kw)
 
     summary = train(cfg("ref", max_steps=24))  # deepcluster: 16 steps an epoch, so a second clustering
     assert torch.isfinite(torch.tensor(summary["loss"]))
@@ -563,7 +563,7 @@ def test_a_run_without_workers_uses_and_records_the_default(tiny_set, tmp_path, 
     import json
     import os
 
-    from train.loop import TrainConfig, train
+    from train.loop import train
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -571,6 +571,6 @@ def test_a_run_without_workers_uses_and_records_the_default(tiny_set, tmp_path, 
     real_start, seen = cls.on_epoch_start, []
     monkeypatch.setattr(cls, "on_epoch_start", lambda self, ctx: seen.append(ctx.workers) or real_start(self, ctx))
     out = tmp_path / "run"
-    train(TrainConfig(method="rotnet", data=str(tiny_set), out=str(out), arch="cifar", batch_size=16, max_steps=1,
-                      device="cpu", progress=False, shuffle_buffer=64, options={"head_dim": 64}))
+    train(train_config("rotnet", tiny_set, out, max_steps=1, workers=None, epochs=None, log_every=None,
+                       ckpt_every=None))  # workers left to the default: what is tested
     assert seen == [2] and json.loads((out / "config.json").read_text())["workers"] == 2

@@ -16,20 +16,13 @@ from pipeline.errors import CheckpointError, DeviceError, Interrupted, NonFinite
 from train.cli import main
 from train.data import ShardSource
 from train.encoder_io import load_encoder
-from train.loop import TrainConfig, train
+from train.loop import train
 from train.methods import get_method, list_methods
+
+from ..conftest import train_config as cfg
 
 RENDERED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def cfg(method, data, out, **kw):
-    # device pinned: on a GPU machine "auto" would run these CPU checks on CUDA (tests marked cuda cover it)
-    base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100, device="cpu",
-                workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
-                options=dict(get_method(method).small_options))
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def read_metrics(out):

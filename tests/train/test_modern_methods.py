@@ -9,9 +9,11 @@ import torch
 
 from train.data import Batch
 from train.encoder_io import load_encoder
-from train.loop import TrainConfig, train
+from train.loop import train
 from train.methods import RunContext, get_method
 from train.schedules import cosine_schedule, ema_momentum, teacher_temperature
+
+from ..conftest import train_config
 
 MODERN = ["simclr", "mocov2", "byol", "dino"]
 
@@ -90,12 +92,8 @@ def test_views_are_seeded_and_differ_between_views(name):
         assert a[0].shape[-1] == 32 and a[2].shape[-1] == 14  # local crops at 3/7 of the input size
 
 
-def cfg(name, data, out, **kw) -> TrainConfig:
-    base = dict(method=name, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=3, device="cpu",
-                workers=0, progress=False, log_every=2, ckpt_every=4, shuffle_buffer=64, seed=5,
-                options=dict(get_method(name).small_options))
-    base.update(kw)
-    return TrainConfig(**base)
+def cfg(name, data, out, **kw):
+    return train_config(name, data, out, **{"epochs": 3, "log_every": 2, "ckpt_every": 4, "seed": 5, **kw})
 
 
 @pytest.mark.parametrize("name", MODERN)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -18,35 +16,18 @@ from train.cli import main
 from train.data import TensorSource
 from train.encoder_io import load_encoder
 from train.knn_monitor import knn_predict, open_knn_monitor, tap_features
-from train.loop import TrainConfig, train
+from train.loop import train
 from train.methods import get_method, list_methods
 from train.tensorboard_log import EventLog
+
+from ..conftest import train_config, write_cifar10
 
 STEPS = 12  # 3 epochs of 4 steps on 64 images
 
 
-def write_cifar10(root: Path, per_batch: int = 8, test: int = 24) -> Path:
-    """A cifar-10-batches-py folder of random images (5 x per_batch training, `test` test images)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-
-    def dump(name, payload):
-        with open(folder / name, "wb") as f:
-            pickle.dump(payload, f)
-
-    dump("batches.meta", {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": per_batch})
-    for i in range(1, 6):
-        dump(f"data_batch_{i}", {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                                 "labels": [(i + j) % 10 for j in range(per_batch)]})
-    dump("test_batch", {"data": rng.integers(0, 256, (test, 3072), dtype=np.uint8),
-                        "labels": [j % 10 for j in range(test)]})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):
-    return write_cifar10(tmp_path_factory.mktemp("knn"))
+    return write_cifar10(tmp_path_factory.mktemp("knn"), per_batch=8, test=24)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +37,8 @@ def labelled_tensors():
 
 
 def cfg(method, out, **kw):
-    base = dict(method=method, data="tensors", out=str(out), arch="cifar", batch_size=16, epochs=100,
-                max_steps=STEPS, device="cpu", workers=0, progress=False, log_every=2, ckpt_every=4,
-                tensorboard=False, options=dict(get_method(method).small_options))
-    return TrainConfig(**{**base, **kw})
+    return train_config(method, "tensors", out, **{"max_steps": STEPS, "log_every": 2, "ckpt_every": 4,
+                                                    "tensorboard": False, **kw})
 
 
 def read_metrics(out):
@@ -111,8 +90,9 @@ def test_monitors_do_not_change_training_and_resume_is_bit_identical(method, cif
 
     # stopped at step 6 (mid-epoch, after a checkpoint at 4 and a k-NN line), resumed with --resume alone
     train(cfg(method, tmp_path / "resumed", max_steps=6, **watching), source)
-    train(TrainConfig(method=method, data="tensors", out=str(tmp_path / "resumed"), resume=True, max_steps=STEPS,
-                      device="cpu", workers=0, progress=False), source)
+    # --resume alone: every setting not given comes from the run's record
+    train(train_config(method, "tensors", tmp_path / "resumed", resume=True, max_steps=STEPS, arch=None, epochs=None,
+                       batch_size=None, log_every=None, ckpt_every=None, shuffle_buffer=None, options={}), source)
     resumed = checkpoint(tmp_path / "resumed")
     assert_same_weights(watched, resumed)
     for name, value in watched["online_probe"]["model"].items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -21,9 +20,11 @@ from PIL import Image
 from pipeline.pack import pack_set
 from pipeline.sources import decode_rgb
 from train.cli import main
-from train.loop import TrainConfig, train
+from train.loop import train
 from train.methods import get_method, list_methods
 from train.real_sets import RealImageSource, real_set_spec
+
+from ..conftest import train_config, write_cifar10
 
 SELF_SUPERVISED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
 PAPER_METHODS = ["rotnet", "deepcluster", "bigan", "monogan"]
@@ -42,24 +43,12 @@ def write_jpegs(root: Path, per_class: int = 20, seed: int = 0) -> Path:
     return root
 
 
-def write_cifar10(root: Path, per_batch: int = 8) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    rows = [{"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-             "labels": [(i + j) % 10 for j in range(per_batch)]} for i in range(6)]
-    for name, payload in zip([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"], rows, strict=True):
-        (folder / name).write_bytes(pickle.dumps(payload))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
-    return root
-
-
 @pytest.fixture(scope="module")
 def real_sets(tmp_path_factory):
     """One small set of each kind: JPEG class folders, CIFAR-10 pickles, 32 px JPEG folders, packed shards."""
     root = tmp_path_factory.mktemp("real")
     folder = write_jpegs(root / "folder")
-    cifar = write_cifar10(root / "cifar")
+    cifar = write_cifar10(root / "cifar", per_batch=8, test=8)
     jpg = root / "cifar-jpg"
     for split in ("train", "test"):
         for name in ("a", "b"):
@@ -71,12 +60,9 @@ def real_sets(tmp_path_factory):
             "shards": f"shards:{root / 'packed'}"}
 
 
-def cfg(method: str, data: str, out: Path, **kw) -> TrainConfig:
-    base = dict(method=method, data=data, out=str(out), arch="cifar", batch_size=8, epochs=100, device="cpu",
-                workers=0, progress=False, log_every=1, ckpt_every=100, shuffle_buffer=16,
-                options=dict(get_method(method).small_options))
-    base.update(kw)
-    return TrainConfig(**base)
+def cfg(method: str, data: str, out: Path, **kw):
+    return train_config(method, data, out, **{"batch_size": 8, "log_every": 1, "ckpt_every": 100,
+                                              "shuffle_buffer": 16, **kw})
 
 
 # every self-supervised method on a folder of JPEGs; the paper's four on every kind

@@ -23,8 +23,9 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/python experiments/demo.py --seed $(SEED) $(DEMO_ARGS)
 
+# every core (pytest-xdist, pyproject.toml's addopts); the 15 slowest tests are listed at the end
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

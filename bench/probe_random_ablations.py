@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from probe.datasets import Transformed, open_data, subset  # noqa: E402
 from probe.encoders import open_encoder  # noqa: E402
-from probe.fit import ProbeRun  # noqa: E402
-from probe.linear import ProbeProtocol, linear_results, run_linear  # noqa: E402
+from probe.linear import linear_results, run_linear  # noqa: E402
+from probe.protocols import ProbeProtocol, ProbeRun  # noqa: E402
 from probe.results import layers_markdown, write_json  # noqa: E402
 from probe.transforms import Normalization, cifar_transform  # noqa: E402
 from train.models.encoders import ConvEncoder  # noqa: E402

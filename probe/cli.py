@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,12 +18,15 @@ from pipeline.errors import DataError, ToolkitError, one_line
 from pipeline.fileio import atomic_write_text
 from pipeline.options import SEED, click_option, float_range
 from probe.cli_init_kmeans import init_kmeans
-from probe.datasets import LabelledData, open_data
-from probe.encoders import Encoder, open_encoder
-from probe.finetune import FinetuneProtocol
-from probe.fit import ProbeRun
-from probe.linear import ProbeProtocol
-from probe.transforms import NORMALIZATIONS, Normalization
+from probe.protocols import NORMALIZATIONS, FinetuneProtocol, ProbeProtocol, ProbeRun
+
+if TYPE_CHECKING:
+    from probe.datasets import LabelledData
+    from probe.encoders import Encoder
+    from probe.transforms import Normalization
+
+# torch, torchvision and the modules that import them are imported by the commands that run, not with this module,
+# so that `probe --help`, `probe report` and every refusal of a bad option start without them
 
 DATA_HELP = (
     "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
@@ -220,6 +223,10 @@ def open_run(task: str, encoder: str, seed: int, options: dict[str, Any], writes
     """The shared opening of `probe linear` and `probe finetune`: refuse an --out that would lose something,
     check --device, set --threads, then open ENCODER (random:ARCH seeded with `seed`) and --data.
     `writes_encoder`: the command writes an encoder.pt into --out (finetune), which must not be ENCODER."""
+    from probe.datasets import open_data
+    from probe.encoders import open_encoder
+    from probe.transforms import Normalization
+
     out_dir = options["out_dir"]
     _check_out_dir(out_dir, task, options["force"], encoder=encoder if writes_encoder else None)
     device = _device(options["device"])
@@ -323,9 +330,11 @@ def filters(encoder, out, columns, scale, seed):
     Example:
       probe filters runs/bigan-A/encoder.pt --out runs/bigan-A/conv1.png
     """
+    from probe.encoders import open_encoder
     from probe.filters import save_filter_grid
+    from probe.results import encoder_label
+
     net = open_encoder(encoder, seed=seed)
-    from probe.sheets import encoder_label
 
     title = f"{encoder_label(net.source)} ({net.arch}): {net.taps[0]} filters"
     click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale, title)}")
@@ -401,7 +410,8 @@ def style(encoder, content, style_image, out, compare, size, content_tap, style_
           --style painting.png --out figure3.png --size 128 --steps 200
     """
     from probe.encoders import open_encoder
-    from probe.sheets import encoder_label, load_image
+    from probe.results import encoder_label
+    from probe.sheets import load_image
     from probe.style import StyleSettings, save_style_sheet, stylize
     from probe.transforms import Normalization
 
@@ -472,7 +482,7 @@ def visualize(encoder, out, layers, units, chosen, size, steps, lr, retrieve_spe
           --retrieve cifar10-jpg:../shared/data/cifar10-jpg --top 9
     """
     from probe.encoders import open_encoder
-    from probe.sheets import encoder_label
+    from probe.results import encoder_label
     from probe.transforms import Normalization
     from probe.visualize import MaximizeSettings, maximize_units, random_units, save_visualization_sheet
 

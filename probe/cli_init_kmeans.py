@@ -10,13 +10,15 @@ normalised as `train` feeds its encoders (pixels to (-1, 1), recorded as the enc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
 from pipeline.errors import DataError, EncoderError
 from pipeline.options import SEED
-from train.models import ENCODERS
+
+if TYPE_CHECKING:
+    import torch  # imported when the command runs: `probe --help` starts without it
 
 EXAMPLE = """\b
 Examples:
@@ -29,6 +31,8 @@ Examples:
 def load_images(data_spec: str, count: int, seed: int, input_size: int, cache_dir: Path | None,
                 normalize: str) -> torch.Tensor:
     """`count` training images of `data_spec` (a seeded subset), as the probes would feed them."""
+    import torch
+
     from probe.datasets import open_data, subset, transformed
     from probe.transforms import Normalization, cifar_transform, imagenet_test_transform
 
@@ -76,8 +80,10 @@ def init_kmeans(arch, data_spec, out_dir, n_images, filters, between_layer_itera
     so every channel has zero mean and unit variance on the images, then the layers are rescaled to learn at
     equal rates. ARCH is one of the paper's convolutional encoders (alexnet, alexnet-small, cifar).
     """
+    import torch
+
     from train.encoder_io import save_encoder
-    from train.models import build_encoder
+    from train.models import ENCODERS, build_encoder
     from train.models.kmeans_init import data_dependent_init
 
     if threads:

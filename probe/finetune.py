@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +20,10 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from pipeline.errors import ToolkitError
-from pipeline.options import opt
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
-from probe.fit import ProbeRun, Setting, SingleOutput, StepSchedule, fit
+from probe.fit import SingleOutput, fit
+from probe.protocols import FinetuneProtocol, ProbeRun
 from probe.scoring import Tally, average_crops
 from probe.transforms import (
     Normalization,
@@ -32,25 +32,6 @@ from probe.transforms import (
     imagenet_train_transform,
 )
 from train.models import build_encoder, default_head, output_shape
-
-
-@dataclass(frozen=True)
-class FinetuneProtocol(StepSchedule):
-    """The fine-tuning protocol; each field is an option of `probe finetune` (but resize and crop, fixed)."""
-
-    freeze: str = opt("conv2", "Last layer kept frozen (conv2: Table 4), or none (train everything: Table 5).")
-    keep: str = opt("conv2", "Last layer taken from ENCODER; deeper ones start from a fresh seeded init (all: all).")
-    epochs: int = Setting.epochs(90)
-    lr: float = Setting.lr(0.01)
-    milestones: tuple[int, ...] = Setting.milestones((30, 60, 80))
-    lr_divisor: float = Setting.lr_divisor(10.0)
-    momentum: float = Setting.momentum(0.9)
-    weight_decay: float = Setting.weight_decay(5e-4, "the usual AlexNet value")
-    batch_size: int = opt(256, "Images per SGD step.", min=1)
-    resize: int = Setting.size(256, "ImageNet-style data: shorter side resized to this before cropping.")
-    crop: int = Setting.size(224, "ImageNet-style data: side of the square crops.")
-    ten_crop: bool = Setting.ten_crop()
-    seed: int = Setting.seed()
 
 
 class Classifier(nn.Module):

@@ -8,97 +8,16 @@ carried out (device, workers, subsets, progress), which is no part of a protocol
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pipeline.options import check_fields, opt
+from probe.protocols import StepSchedule
 from probe.scoring import Tally, top1_line
 
 Batches = Iterable[tuple[object, Tensor]]  # (inputs, labels), already on the model's device
-
-class Setting:
-    """The options the two protocols share, each declared here once with its range and help; a protocol (a frozen
-    dataclass whose fields `probe`'s command line is generated from, probe/cli.py) gives its own defaults, as in
-    ``epochs: int = Setting.epochs(36)``."""
-
-    @staticmethod
-    def epochs(default: int) -> Any:
-        return opt(default, "Training epochs.", min=1)
-
-    @staticmethod
-    def lr(default: float) -> Any:
-        return opt(default, "Initial learning rate.", min=0, min_open=True)
-
-    @staticmethod
-    def milestones(default: tuple[int, ...]) -> Any:
-        # epochs, in order; a negative one would divide the learning rate before training starts
-        return opt(default, "Epochs at which the learning rate is divided by --lr-divisor.", min=0, increasing=True)
-
-    @staticmethod
-    def lr_divisor(default: float) -> Any:
-        return opt(default, "What the learning rate is divided by at each of --milestones.", min=0, min_open=True)
-
-    @staticmethod
-    def momentum(default: float) -> Any:
-        return opt(default, "SGD momentum.", min=0)
-
-    @staticmethod
-    def weight_decay(default: float, source: str) -> Any:
-        return opt(default, f"SGD weight decay ({source}).", min=0)
-
-    @staticmethod
-    def size(default: int, what: str) -> Any:
-        """ImageNet-style geometry (resize 256, crop 224 as the paper): recorded, no command-line option."""
-        return opt(default, what, min=1)
-
-    @staticmethod
-    def ten_crop() -> Any:
-        return opt(True, "ImageNet-style testing: average 10 crops, or the centre crop only.", negative="center-crop")
-
-    @staticmethod
-    def seed() -> Any:
-        # 32 bits, as every seed of train and probe (pipeline.options.SEED)
-        return opt(0, "Seeds random:ARCH weights, the init of what is trained, and the data order.", min=0,
-                   max=2**32 - 1)
-
-
-class StepSchedule:
-    """SGD settings and a learning rate divided by `lr_divisor` at each of `milestones` (epochs); mixed into the
-    protocols, whose values it checks when one is made (:func:`pipeline.options.check_fields`)."""
-
-    epochs: int
-    lr: float
-    lr_divisor: float
-    milestones: tuple[int, ...]
-    momentum: float
-    weight_decay: float
-
-    def __post_init__(self) -> None:
-        if isinstance(self.milestones, list):  # as the command line parses it; frozen protocols hold a tuple
-            object.__setattr__(self, "milestones", tuple(self.milestones))
-        check_fields(self)
-
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of (0-based) `epoch`."""
-        return self.lr / self.lr_divisor ** sum(epoch >= m for m in self.milestones)
-
-
-@dataclass(frozen=True)
-class ProbeRun:
-    """How a probe run is carried out, apart from its protocol: nothing here changes what is measured, except
-    `limit_train`/`limit_test`, seeded random subsets for quick runs (results.json records the sizes used)."""
-
-    device: str = "cpu"
-    workers: int = 0  # data-loading processes (0: in this process)
-    limit_train: int | None = None
-    limit_test: int | None = None
-    progress: bool = True
-
 
 class SingleOutput(nn.Module):
     """`model`'s scores as the one output {name: scores}, for :func:`fit` (which scores several at once)."""

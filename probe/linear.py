@@ -18,39 +18,18 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from pipeline.errors import DataError
-from pipeline.options import opt
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, probing_trunk, require_input_size, require_layers
 from probe.feature_cache import FeatureCache
 from probe.features import FrozenFeatures, LayerPlan, plan_layers
-from probe.fit import ProbeRun, Setting, StepSchedule, fit
+from probe.fit import fit
 from probe.heads import LinearProbes
+from probe.protocols import ProbeProtocol, ProbeRun
 from probe.results import new_results
 from probe.scoring import Tally, average_crops
 from probe.transforms import Normalization, cifar_transform, imagenet_test_transform, imagenet_train_transform
 
 Batches = Iterable[tuple[dict[str, Tensor], Tensor]]
-
-
-@dataclass(frozen=True)
-class ProbeProtocol(StepSchedule):
-    """The linear-probe protocol; each field is an option of `probe linear` (but resize and crop, fixed)."""
-
-    epochs: int = Setting.epochs(36)
-    lr: float = Setting.lr(0.01)
-    milestones: tuple[int, ...] = Setting.milestones((5, 15, 25))
-    lr_divisor: float = Setting.lr_divisor(5.0)
-    momentum: float = Setting.momentum(0.9)
-    # the paper's text gives none
-    weight_decay: float = Setting.weight_decay(1e-5, "as the released linear-probes code")
-    batch_size: int = opt(192, "Images per SGD step (at least 2: the probes' BatchNorm needs two samples).",
-                          min=2)  # the released linear-probes code's default
-    resize: int = Setting.size(256, "ImageNet-style data: shorter side resized to this before cropping.")
-    crop: int = Setting.size(224, "ImageNet-style data: side of the square crops.")
-    ten_crop: bool = Setting.ten_crop()
-    cifar_flip: bool = opt(False, "CIFAR data: cache the mirrored training images too and train each epoch on a "
-                                  "random one of (image, mirror) per sample (2x feature memory).")
-    seed: int = Setting.seed()
 
 
 @dataclass

@@ -10,11 +10,9 @@ from pathlib import Path
 
 from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_bytes
-from probe.finetune import FinetuneProtocol
-from probe.linear import ProbeProtocol
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
-from probe.results import read_results
-from probe.sheets import encoder_label
+from probe.protocols import FinetuneProtocol, ProbeProtocol
+from probe.results import encoder_label, read_results
 
 # the paper's data set behind each data set kind (the JPEG copy of CIFAR-10 stands in for CIFAR-10)
 DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",

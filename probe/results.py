@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_write_text
 
@@ -19,8 +17,16 @@ RESULTS_FORMAT = "single-image-ssl/probe-results"
 RESULTS_VERSION = 1
 
 
+def encoder_label(source: str) -> str:
+    """An encoder's name on a sheet or in a legend: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` as is."""
+    path = Path(source)
+    return path.parent.name if path.name == "encoder.pt" and path.parent.name else source
+
+
 def environment(device: str) -> dict[str, Any]:
     """The machine and software a measurement was taken on."""
+    import torch  # here, not at the top: `probe report` and the experiments' drivers read results without torch
+
     info = {
         "host": platform.node(),
         "platform": platform.platform(),

@@ -104,9 +104,3 @@ def save_sheet(rows: list[list[Panel]], out: Path, title: str, row_labels: list[
     plt.close(fig)
     atomic_write_bytes(out, encoded.getvalue())
     return out
-
-
-def encoder_label(source: str) -> str:
-    """An encoder's name on a sheet or in a legend: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` as is."""
-    path = Path(source)
-    return path.parent.name if path.name == "encoder.pt" and path.parent.name else source

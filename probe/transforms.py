@@ -8,13 +8,7 @@ from dataclasses import dataclass
 import torch
 from torchvision import transforms as T
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = {
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # maps [0, 1] to [-1, 1], the usual GAN input range
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # pixel values in [0, 1] as they are
-}
+from probe.protocols import NORMALIZATIONS
 
 # `train` feeds every method pixels mapped to (-1, 1) (train.views.to_unit_range): probe an encoder on the
 # input range it was trained on, and the random baseline on the same range as the trained encoders.

@@ -201,3 +201,25 @@ def python_cli(module: str, *args, env_extra: dict | None = None, **popen) -> su
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env_extra or {})}
     return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+class StagedRun:
+    """An end-to-end command (``experiments/reproduce.py TARGET --preset smoke``) run in phases, so that each phase
+    is a test of its own on one worker (``xdist_group``) and none takes long: ``upto(NAME)`` runs every phase up
+    to NAME not run yet, each as ``CMD --stages PATTERNS`` (PATTERNS None: the whole command), and returns NAME's
+    completed process. A test run alone still gets the phases before its own."""
+
+    def __init__(self, cmd: list[str], phases: list[tuple[str, str | None]], timeout: int = 600) -> None:
+        self.cmd, self.phases, self.timeout = cmd, phases, timeout
+        self.done: dict[str, subprocess.CompletedProcess] = {}
+
+    def upto(self, name: str) -> subprocess.CompletedProcess:
+        for phase, patterns in self.phases:
+            if phase not in self.done:
+                extra = [] if patterns is None else ["--stages", patterns]
+                run = subprocess.run([*self.cmd, *extra], capture_output=True, text=True, timeout=self.timeout)
+                assert run.returncode == 0, f"{phase}: " + run.stdout[-3000:] + run.stderr[-3000:]
+                self.done[phase] = run
+            if phase == name:
+                return self.done[name]
+        raise KeyError(f"no phase {name!r}")

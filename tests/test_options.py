@@ -20,8 +20,7 @@ import probe.cli
 import train.cli
 from pipeline.errors import OptionError
 from pipeline.options import IntList, check_fields, click_option, opt, value_problem
-from probe.finetune import FinetuneProtocol
-from probe.linear import ProbeProtocol
+from probe.protocols import FinetuneProtocol, ProbeProtocol
 from train.loop import TrainConfig
 from train.loop import train as run_training
 from train.methods import METHODS

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -17,22 +17,14 @@ from click.core import ParameterSource
 from pipeline.cli_group import ErrorReportingGroup, ReportedError
 from pipeline.errors import ToolkitError
 from pipeline.options import CheckedInt, click_option
-from train.devices import DEVICE_HELP, DEVICE_NAME
-from train.loop import train
-from train.methods import METHODS, Method, list_methods
-from train.models import list_encoders
-from train.settings import (
-    DEFAULT_CKPT_EVERY,
-    DEFAULT_KNN_EVERY,
-    DEFAULT_KNN_K,
-    DEFAULT_KNN_TEST_SIZE,
-    DEFAULT_KNN_TRAIN_SIZE,
-    DEFAULT_LOG_EVERY,
-    DEFAULT_SEED,
-    DEFAULT_SHUFFLE_BUFFER,
-    SETTING_BOUNDS,
-    TrainConfig,
-)
+from train.methods import METHODS, method_summaries, summary_line
+
+if TYPE_CHECKING:
+    from train.methods import Method
+
+# torch and the modules that import it (devices, loop, models, settings) are imported when a method's command is
+# built or run, not with this module: `train --help` lists the methods from their source and starts in a fraction
+# of a second (bench/results/test-suite.md)
 
 
 class _DeviceName(click.ParamType):
@@ -41,16 +33,24 @@ class _DeviceName(click.ParamType):
     name = "DEVICE"
 
     def convert(self, value: Any, param, ctx) -> str:
+        from train.devices import DEVICE_HELP, DEVICE_NAME
+
         if not DEVICE_NAME.fullmatch(str(value)):
             self.fail(f"{value!r} is not a device this trainer runs on ({DEVICE_HELP})", param, ctx)
         return str(value)
 
 
 def _setting(name: str) -> CheckedInt:
+    from train.settings import SETTING_BOUNDS
+
     return CheckedInt(SETTING_BOUNDS[name])
 
 
 def _common_options(method: type[Method]) -> list[click.Parameter]:
+    from train.devices import DEVICE_HELP
+    from train.models import list_encoders
+    from train.settings import DEFAULT_CKPT_EVERY, DEFAULT_LOG_EVERY, DEFAULT_SEED, DEFAULT_SHUFFLE_BUFFER
+
     # --manifest names a rendered set's manifest: only methods that read rendered sets have it
     manifest = [] if method.data_kind != "rendered" else [
         click.Option(["--manifest"], type=str, default=None,
@@ -97,6 +97,8 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
 
 def _watching_options() -> list[click.Parameter]:
     """The k-NN monitor, the online probe and TensorBoard: they watch the run and do not change it."""
+    from train.settings import DEFAULT_KNN_EVERY, DEFAULT_KNN_K, DEFAULT_KNN_TEST_SIZE, DEFAULT_KNN_TRAIN_SIZE
+
     return [
         click.Option(["--knn-data"], type=str, default=None, metavar="[KIND:]PATH",
                      help="k-NN monitor: a labelled set (a CIFAR-10/100 folder or an ImageFolder tree; KIND cifar10, "
@@ -144,6 +146,9 @@ def _make_command(method: type[Method]) -> click.Command:
     opt_fields = dataclasses.fields(method.Options)
 
     def callback(**kw: Any) -> None:
+        from train.loop import train
+        from train.settings import TrainConfig
+
         given = _given_on_command_line(kw)
         options = {f.name: given[f.name] for f in opt_fields if f.name in given}
         cfg = TrainConfig(
@@ -163,14 +168,18 @@ def _make_command(method: type[Method]) -> click.Command:
             click.echo(f"done: {summary['step']} steps, {summary['epoch']} epochs, "
                        f"{summary['images_per_s']:.1f} images/s; encoder: {cfg.out}/encoder.pt")
 
-    first = method.summary or (method.__doc__ or method.name).strip().split("\n\n")[0].replace("\n", " ")
+    first = summary_line(method)
     examples = "\n".join("  " + line for line in method.examples)
     help_text = f"{first}\n\n{method.data_help()}" + (f"\n\n\b\nExample:\n{examples}" if examples else "")
     params = _common_options(method) + [click_option(f, method.Options) for f in opt_fields
                                         if f.name not in COMMON]
     return click.Command(method.name, callback=callback, params=params, help=help_text,
-                         short_help=first.split(":")[0][:80],
+                         short_help=_short_help(first),
                          context_settings={"max_content_width": 110})
+
+
+def _short_help(first: str) -> str:
+    return first.split(":")[0][:80]
 
 
 class MethodCommands(ErrorReportingGroup):
@@ -179,7 +188,14 @@ class MethodCommands(ErrorReportingGroup):
     command runs, not a traceback when this module is imported."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list_methods()
+        return list(method_summaries())
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the listing of `train --help` from the methods' source (method_summaries): no method is imported for it
+        rows = [(name, _short_help(first)) for name, first in method_summaries().items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return _make_command(METHODS[name]) if name in METHODS else None

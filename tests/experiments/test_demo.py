@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from PIL import Image
 
 from pipeline.sources import default_pool
 
-from ..cifar_files import write_cifar10
+from ..conftest import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.py"
@@ -63,11 +64,17 @@ def training_events(run: Path) -> list[tuple[str, int]]:
     return [(line["event"], line["step"]) for line in lines if "event" in line]
 
 
-@pytest.mark.slow
-def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(tmp_path):
-    work, data = tmp_path / "work", f"cifar10:{write_cifar10(tmp_path)}"
+# One demo run in two tests on one worker (xdist_group): the training, stopped by Ctrl-C and continued without data;
+# then the probes, stopped by Ctrl-C and continued, and a second run that reuses everything.
+DEMO_RUN = pytest.mark.xdist_group("demo-seed-3")
+
+
+@pytest.fixture(scope="session")
+def demo_trained(tmp_path_factory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("demo")
+    work, data = root / "work", f"cifar10:{write_cifar10(root, per_batch=40, test=60)}"
     base = ["--preset", "tiny", "--work", str(work), "--seed", "3", "--src", str(default_pool()[1]),
-            "--device", "cpu", "--shared", str(tmp_path / "no-shared-folder")]
+            "--device", "cpu", "--shared", str(root / "no-shared-folder")]
     run = work / "seed-3"
 
     # Ctrl-C in the middle of training: the trainer stops after the step in flight and keeps a checkpoint
@@ -77,17 +84,28 @@ def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(
         return line.startswith("[train-rotnet]")
 
     status, out = interrupt([*base, "--no-download"], training_checkpointed)
-    assert status == 130, out
-    assert "interrupted during train-rotnet; run `make demo` (or this command) again to continue" in out
-    assert (run / "run" / "checkpoint.pt").exists() and not (run / "run" / "encoder.pt").exists()
-    events = training_events(run / "run")
+    interrupted = SimpleNamespace(status=status, out=out, events=training_events(run / "run"),
+                                  checkpoint=(run / "run" / "checkpoint.pt").exists(),
+                                  encoder=(run / "run" / "encoder.pt").exists())
+    # no data anywhere: the same command continues the training from its checkpoint
+    bare = run_demo([*base, "--no-download"])
+    return SimpleNamespace(base=base, run=run, data=data, interrupted=interrupted, bare=bare)
+
+
+@DEMO_RUN
+def test_demo_stopped_in_training_continues_from_its_checkpoint_and_draws_without_data(demo_trained):
+    interrupted, run = demo_trained.interrupted, demo_trained.run
+    assert interrupted.status == 130, interrupted.out
+    assert "interrupted during train-rotnet; run `make demo` (or this command) again to continue" in interrupted.out
+    assert interrupted.checkpoint and not interrupted.encoder
+    events = interrupted.events
     assert events[0] == ("start", 0) and events[1][0] == "interrupted" and len(events) == 2
     stopped_at = events[1][1]
     assert 2 <= stopped_at < 8
 
     # no data anywhere: one line says how to point at a copy; the same command continues the training from its
     # checkpoint, and the picture still shows the filters
-    bare = run_demo([*base, "--no-download"])
+    bare = demo_trained.bare
     assert bare.returncode == 0, bare.stdout[-3000:] + bare.stderr[-3000:]
     assert "set DEMO_DATA=KIND:PATH" in bare.stdout and "[render] done before" in bare.stdout
     assert re.search(r"^\[train-rotnet\] .* --resume$", bare.stdout, re.M), bare.stdout
@@ -96,6 +114,11 @@ def test_demo_writes_the_picture_and_finding_resumes_and_continues_after_ctrl_c(
     assert finding.startswith("finding: RotNet trained for 8 steps") and "not probed" in finding
     assert str(run / "demo.png") in finding and Image.open(run / "demo.png").size[0] > 600
     assert (run / "preview.png").exists() and not (run / "probes").exists()
+
+
+@DEMO_RUN
+def test_demo_stopped_in_a_probe_continues_and_its_finding_is_the_runs_own(demo_trained):
+    base, run, data = demo_trained.base, demo_trained.run, demo_trained.data
 
     # Ctrl-C during a probe: the stage is stopped, the demo says how to go on and exits 130
     def probing(line: str) -> bool:

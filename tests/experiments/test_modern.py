@@ -5,13 +5,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
-from ..cifar_files import smoke_reproduction
+from ..conftest import StagedRun, write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
 TAPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
@@ -164,10 +165,47 @@ def test_the_tap_plot_draws_every_curve_and_its_ratio_to_the_reference(tmp_path,
                                       ("sup", [1.0, 1.0]), ("one image", [1.0, 0.5]), ("full set", [0.5])]
 
 
-@pytest.mark.slow
-def test_smoke_preset_end_to_end_then_every_stage_is_skipped(tmp_path):
-    cmd, work, first = smoke_reproduction("modern", tmp_path)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+# The smoke preset runs once, in phases that are each a test on one worker (xdist_group): the trainings, the probes
+# and the report, then a second run that skips every stage.
+SMOKE = pytest.mark.xdist_group("reproduce-modern-smoke")
+
+
+@pytest.fixture(scope="session")
+def modern_smoke(tmp_path_factory) -> SimpleNamespace:
+    """`reproduce.py modern --preset smoke` on Image B and a toy CIFAR-10, on the CPU, in phases."""
+    root = tmp_path_factory.mktemp("modern-smoke")
+    data = write_cifar10(root, per_batch=40, test=60)
+    work = root / "work"
+    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "modern", "--preset", "smoke",
+           "--work", str(work), "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
+    phases = [("some trainings", "render-*,train-simclr*,train-mocov2*"), ("trainings", "render-*,train-*"),
+              ("some probes", "render-*,train-*,probe-simclr*,probe-mocov2*,probe-byol*"), ("all", None)]
+    return SimpleNamespace(cmd=cmd, work=work, run=StagedRun(cmd, phases))
+
+
+@SMOKE
+def test_smoke_preset_trains_every_method_on_both_sets(modern_smoke):
+    modern = load("modern")
+    first = modern_smoke.run.upto("some trainings")
+    assert "5 selected stages done" in first.stdout  # the render, SimCLR and MoCo v2 on each set
+    modern_smoke.run.upto("trainings")
+    methods = modern.PRESETS["smoke"]["methods"]
+    for name in [f"{m}-{s}" for m in methods for s in ("imageB", "cifar10")] + ["supervised-resnet18"]:
+        config = json.loads((modern_smoke.work / "runs" / name / "config.json").read_text())
+        assert config["arch"] == "resnet18-cifar-w16", name
+
+
+@SMOKE
+def test_smoke_preset_probes_stage_by_stage(modern_smoke):
+    modern_smoke.run.upto("some probes")
+    assert len(list((modern_smoke.work / "probes").iterdir())) == 6
+    assert not (modern_smoke.work / "report-modern.md").exists()
+
+
+@SMOKE
+def test_smoke_preset_probes_every_tap_of_every_encoder(modern_smoke):
+    modern_smoke.run.upto("all")
+    work = modern_smoke.work
     report = (work / "report-modern.md").read_text()
     modern = load("modern")
     labels = [modern.row_label(m, s) for m in modern.PRESETS["smoke"]["methods"] for s in ("imageB", "cifar10")]
@@ -178,7 +216,13 @@ def test_smoke_preset_end_to_end_then_every_stage_is_skipped(tmp_path):
     for name in ("simclr-imageB", "dino-cifar10", "supervised-resnet18", "random-resnet18"):
         results = json.loads((work / "probes" / name / "results.json").read_text())
         assert list(results["layers"]) == TAPS
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@SMOKE
+def test_smoke_preset_run_again_skips_every_stage(modern_smoke):
+    modern_smoke.run.upto("all")
+    again = subprocess.run(modern_smoke.cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
+    modern = load("modern")
     count = 1 + 2 * (2 * len(modern.PRESETS["smoke"]["methods"]) + 1) + 1  # render, trainings+probes, random
     assert again.stdout.count("skipped") == count

@@ -7,15 +7,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from pipeline.sources import default_pool
 
-from ..cifar_files import smoke_reproduction, write_cifar10, write_cifar100
+from ..conftest import StagedRun, write_cifar10, write_cifar100
 
 ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "experiments" / "reproduce.py"
 
 
 def rows_after(report: str, start: str) -> list[str]:
@@ -25,12 +27,86 @@ def rows_after(report: str, start: str) -> list[str]:
     return lines[i:i + 2]
 
 
-@pytest.mark.slow
-def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
-    cmd, work, first = smoke_reproduction("cifar10", tmp_path)
-    data = tmp_path / "cifar-10-batches-py"
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    report = (work / "report-cifar10.md").read_text()
+# The smoke preset of `reproduce cifar10` is run once, in steps that are each a test (the same worker runs them in
+# order: xdist_group), and every check of the end-to-end reproduction is made against that one work folder:
+# --stages and --report-only before anything is trained, the trainings, the probes and the report, a second run
+# that skips every stage, the ablation's --report-only from the shared stages, and CIFAR-100 in the same folder.
+# The fixtures are session-scoped: a module's fixtures are torn down whenever its worker runs another module's
+# test in between, which would run the smoke preset again.
+SMOKE = pytest.mark.xdist_group("reproduce-cifar10-smoke")
+
+
+def reproduce(cmd: list[str], *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=timeout)
+
+
+def succeeded(run: subprocess.CompletedProcess) -> bool:
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return True
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory) -> SimpleNamespace:
+    """The smoke run on Image B and a toy CIFAR-10 (200 training, 60 test images), on the CPU, in phases."""
+    root = tmp_path_factory.mktemp("reproduce-smoke")
+    data = write_cifar10(root, per_batch=40, test=60)
+    work = root / "work"
+    cmd = [sys.executable, str(SCRIPT), "cifar10", "--preset", "smoke", "--work", str(work),
+           "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
+    trained = "render-*,train-*,init-*"
+    phases = [("render", "render-*"),
+              ("single-image trainings", "render-*,train-monogan,train-rotnet,train-deepcluster"),
+              ("trainings", trained), ("some probes", f"{trained},probe-monogan*,probe-rotnet*"), ("all", None)]
+    return SimpleNamespace(root=root, data=data, work=work, cmd=cmd, run=StagedRun(cmd, phases))
+
+
+@SMOKE
+def test_stages_runs_a_subset_and_report_only_needs_a_finished_probe(smoke):
+    smoke.run.upto("render")
+    work = smoke.work
+    assert (work / "shards" / "cifar-B-all" / "manifest.json").exists()
+    assert sorted(p.name for p in (work / "stages").iterdir()) == ["render-cifar-B-all.json"]
+    assert not (work / "report-cifar10.md").exists()
+    early = reproduce(smoke.cmd, "--report-only", timeout=120)
+    assert early.returncode != 0 and "no probe has finished yet" in early.stderr
+    none = reproduce(smoke.cmd, "--stages", "train-nothing", timeout=120)
+    assert none.returncode != 0 and "--stages train-nothing: matches none" in none.stderr
+
+
+@SMOKE
+def test_stages_selects_exactly_the_matching_trainings(smoke):
+    out = smoke.run.upto("single-image trainings").stdout
+    assert "[render-cifar-B-all] done before" in out and "4 selected stages done" in out  # the render too
+    runs = smoke.work / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["deepcluster", "monogan", "rotnet"]
+    assert all((runs / name / "encoder.pt").is_file() for name in ("deepcluster", "monogan", "rotnet"))
+
+
+@SMOKE
+def test_smoke_trainings_and_initialisations(smoke):
+    out, work = smoke.run.upto("trainings").stdout, smoke.work
+    assert out.count("done before") == 4 and "selected stages done" in out  # the render, 3 trainings
+    assert not (work / "report-cifar10.md").exists()  # --stages writes no report
+    init = torch.load(work / "runs" / "kmeans-init" / "encoder.pt", weights_only=True)
+    assert init["config"]["method"] == "kmeans-init" and init["config"]["n_images"] == 48
+    config = json.loads((work / "runs" / "rotnet-cifar10" / "config.json").read_text())
+    assert config["data"] == f"cifar10:{smoke.data}" and config["num_samples"] == 200  # the whole train split
+    for name in ("monogan", "rotnet", "deepcluster", "rotnet-cifar10", "monogan-cifar10", "supervised"):
+        assert (work / "runs" / name / "encoder.pt").is_file(), name
+
+
+@SMOKE
+def test_probes_run_stage_by_stage_and_the_report_waits_for_all(smoke):
+    out, work = smoke.run.upto("some probes").stdout, smoke.work
+    assert sorted(p.name for p in (work / "probes").iterdir()) == ["monogan", "monogan-cifar10", "rotnet",
+                                                                    "rotnet-cifar10"]
+    assert "selected stages done" in out and not (work / "report-cifar10.md").exists()
+
+
+@SMOKE
+def test_smoke_report_compares_like_with_like(smoke):
+    smoke.run.upto("all")
+    work, data, report = smoke.work, smoke.data, (smoke.work / "report-cifar10.md").read_text()
     assert "preset: **smoke**" in report and "| train-monogan |" in report and "MonoGAN" in report
     # the report names the data it probed, and speaks of the JPEG copy only when that copy was used
     assert f"data: `cifar10:{data}`" in report and "JPEG" not in report
@@ -67,21 +143,68 @@ def test_cifar10_reproduction_end_to_end_and_resume(tmp_path):
         assert f"| {name} |" not in report
     scattering = json.loads((work / "probes" / "scattering" / "results.json").read_text())
     assert set(scattering["layers"]) == {"conv1", "conv2"}  # the two orders
-    init = torch.load(work / "runs" / "kmeans-init" / "encoder.pt", weights_only=True)
-    assert init["config"]["method"] == "kmeans-init" and init["config"]["n_images"] == 48
-    config = json.loads((work / "runs" / "rotnet-cifar10" / "config.json").read_text())
-    assert config["data"] == f"cifar10:{data}" and config["num_samples"] == 200  # the whole train split
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0
+
+
+@SMOKE
+def test_a_second_run_skips_every_finished_stage(smoke):
+    done = smoke.run.upto("all").stdout
+    assert done.count("done before") == 13  # the render, 6 trainings, 2 initialisations, 4 probes of earlier phases
+    again = reproduce(smoke.cmd)
+    assert succeeded(again)
     assert again.stdout.count("skipped") == 20  # 1 render, 6 trainings, 2 initialisations, 11 probes
 
-    # Table 3's CIFAR-100 columns in the same work folder: the rendered set and the single-image trainings are
-    # shared (skipped); the real-data rows, the supervised baseline and every probe are CIFAR-100's own
-    data100 = write_cifar100(tmp_path)
-    cmd100 = [*cmd[:2], "cifar100", *cmd[3:cmd.index("--data")], "--data", f"cifar100:{data100}", "--device", "cpu"]
-    c100 = subprocess.run(cmd100, capture_output=True, text=True, timeout=900)
-    assert c100.returncode == 0, c100.stdout[-3000:] + c100.stderr[-3000:]
-    assert c100.stdout.count("skipped") == 4  # 1 render, 3 single-image trainings
+
+@SMOKE
+def test_report_only_reports_the_finished_stages_and_lists_the_rest(smoke):
+    """The ablation target shares the render and the random baselines' probes with cifar10: from the same work
+    folder, --report-only reports those and lists every ablation stage not yet run, running nothing."""
+    smoke.run.upto("all")
+    cmd = [*smoke.cmd[:2], "ablation", *smoke.cmd[3:]]
+    done = reproduce(cmd, "--report-only", timeout=120)
+    assert succeeded(done)
+    assert "train-monogan-scale" not in done.stdout + done.stderr  # nothing was run
+    report = (smoke.work / "report-ablation.md").read_text()
+    assert "| probe-random | " in report and "| probe-random-leaky | " in report
+    incomplete = next(line for line in report.splitlines() if line.startswith("- **incomplete**"))
+    assert "render-cifar-B-none" in incomplete and "probe-monogan-scale" in incomplete
+    assert "probe-random," not in incomplete and "(b) Random feat." in report
+
+
+@pytest.fixture(scope="session")
+def smoke100(smoke) -> SimpleNamespace:
+    """Table 3's CIFAR-100 columns in the same work folder, after the whole CIFAR-10 run, in phases."""
+    smoke.run.upto("all")
+    data = write_cifar100(smoke.root, train=200, test=60)
+    cmd = [*smoke.cmd[:2], "cifar100", *smoke.cmd[3:smoke.cmd.index("--data")], "--data", f"cifar100:{data}",
+           "--device", "cpu"]
+    trained = "render-*,train-*,init-*"
+    phases = [("trainings", trained), ("some probes", f"{trained},probe-cifar100-[a-m]*"), ("all", None)]
+    return SimpleNamespace(work=smoke.work, data=data, cmd=cmd, run=StagedRun(cmd, phases))
+
+
+@SMOKE
+def test_cifar100_in_the_same_work_folder_shares_the_single_image_stages(smoke100):
+    # the rendered set and the single-image trainings are shared (skipped); the real-data rows, the supervised
+    # baseline and the k-means initialisation are CIFAR-100's own
+    out = smoke100.run.upto("trainings").stdout
+    assert out.count("skipped") == 4  # 1 render, 3 single-image trainings
+    for name in ("rotnet-cifar100", "monogan-cifar100", "supervised-cifar100", "kmeans-init-cifar100"):
+        assert (smoke100.work / "runs" / name / "encoder.pt").is_file(), name
+
+
+@SMOKE
+def test_cifar100_probes_read_cifar100(smoke100):
+    smoke100.run.upto("some probes")
+    probed = sorted((smoke100.work / "probes-cifar100").iterdir())
+    assert probed and all(p.name[0] <= "m" for p in probed)
+    for folder in probed:
+        assert json.loads((folder / "results.json").read_text())["data"]["kind"] == "cifar100"
+
+
+@SMOKE
+def test_cifar100_report_against_the_papers_cifar100_columns(smoke100):
+    smoke100.run.upto("all")
+    work, data100 = smoke100.work, smoke100.data
     report = (work / "report-cifar100.md").read_text()
     assert "CIFAR-100 Table 3 columns" in report and f"data: `cifar100:{data100}`" in report
     assert "| probe-cifar100-monogan |" in report and "| train-supervised-cifar100 |" in report
@@ -169,41 +292,14 @@ def test_a_stage_runs_again_when_an_input_is_newer_than_its_record(tmp_path):
     assert result.read_text() == "encoder, second training"
 
 
-def test_stages_selects_a_subset_and_refuses_a_pattern_matching_nothing(tmp_path):
-    base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar10", "--preset", "smoke",
-            "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]), "--device", "cpu"]
+def test_data_that_cannot_be_found_is_one_line_before_any_stage(tmp_path):
+    base = [sys.executable, str(SCRIPT), "cifar10", "--preset", "smoke", "--work", str(tmp_path / "work"),
+            "--src", str(default_pool()[1]), "--device", "cpu"]
     missing = subprocess.run([*base, "--data", f"cifar10-jpg:{tmp_path / 'nowhere'}"], capture_output=True,
                              text=True, timeout=120)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().startswith(f"--data cifar10-jpg:{tmp_path / 'nowhere'}: ")
-    base += ["--data", f"cifar10:{write_cifar10(tmp_path)}"]
-    none = subprocess.run([*base, "--stages", "train-nothing"], capture_output=True, text=True, timeout=120)
-    assert none.returncode != 0 and "--stages train-nothing: matches none" in none.stderr
-    only = subprocess.run([*base, "--stages", "render-*"], capture_output=True, text=True, timeout=300)
-    assert only.returncode == 0, only.stderr[-2000:]
-    assert (tmp_path / "work" / "shards" / "cifar-B-all" / "manifest.json").exists()
-    assert sorted(p.name for p in (tmp_path / "work" / "stages").iterdir()) == ["render-cifar-B-all.json"]
-    assert not (tmp_path / "work" / "report-cifar10.md").exists()
-    early = subprocess.run([*base, "--report-only"], capture_output=True, text=True, timeout=120)
-    assert early.returncode != 0 and "no probe has finished yet" in early.stderr
-
-
-@pytest.mark.slow
-def test_report_only_reports_the_finished_stages_and_lists_the_rest(tmp_path):
-    work = tmp_path / "work"
-    base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "ablation", "--preset", "smoke",
-            "--work", str(work), "--src", str(default_pool()[1]), "--device", "cpu",
-            "--data", f"cifar10:{write_cifar10(tmp_path)}"]
-    part = subprocess.run([*base, "--stages", "probe-random*"], capture_output=True, text=True, timeout=600)
-    assert part.returncode == 0, part.stderr[-2000:]
-    done = subprocess.run([*base, "--report-only"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "train-monogan-scale" not in done.stdout + done.stderr  # nothing was run
-    report = (work / "report-ablation.md").read_text()
-    assert "| probe-random | " in report and "| probe-random-leaky | " in report
-    incomplete = next(line for line in report.splitlines() if line.startswith("- **incomplete**"))
-    assert "render-cifar-B-none" in incomplete and "probe-monogan-scale" in incomplete
-    assert "probe-random," not in incomplete and "(b) Random feat." in report
+    assert not (tmp_path / "work" / "stages").exists()
 
 
 @pytest.mark.parametrize("limit", ["-5", "0", "nan", "soon"])

@@ -10,8 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from probe.cli import main
-from probe.finetune import FinetuneProtocol
-from probe.linear import ProbeProtocol
+from probe.protocols import FinetuneProtocol, ProbeProtocol
 from train.encoder_io import save_encoder
 from train.models import build_encoder
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from probe.datasets import open_data
 from probe.encoders import open_encoder
-from probe.fit import ProbeRun
-from probe.linear import ProbeProtocol, run_linear
+from probe.linear import run_linear
+from probe.protocols import ProbeProtocol, ProbeRun
 from probe.transforms import Normalization, imagenet_test_transform
 
 

@@ -284,10 +284,11 @@ def test_the_cli_passes_deterministic(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     import train.cli
+    import train.loop
 
-    configs = []
-    monkeypatch.setattr(train.cli, "train", lambda cfg: configs.append(cfg) or {"step": 0, "epoch": 0,
-                                                                                "images_per_s": 0.0})
+    configs = []  # the command imports the loop's train() when it runs
+    monkeypatch.setattr(train.loop, "train", lambda cfg: configs.append(cfg) or {"step": 0, "epoch": 0,
+                                                                                 "images_per_s": 0.0})
     for extra in ([], ["--deterministic"]):
         r = CliRunner().invoke(train.cli.main, ["rotnet", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
         assert r.exit_code == 0, r.output

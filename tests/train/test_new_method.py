@@ -84,3 +84,32 @@ def test_a_broken_plugin_is_one_line_and_does_not_break_the_import(tmp_path):
                               env=_env(broken), cwd=REPO, timeout=300)
         assert proc.returncode == 1 and proc.stdout == "", (args, proc.stdout, proc.stderr)
         assert proc.stderr == f"Error: {broken}: the plugin failed to import (RuntimeError: not today)\n", args
+
+
+def test_the_method_listing_read_from_source_is_the_registrys():
+    from train.methods import METHODS, _declared_summaries, method_summaries, summary_line
+
+    from_source = _declared_summaries(REPO / "train" / "methods")
+    assert from_source == {name: summary_line(METHODS[name]) for name in METHODS}  # no plugins in this process
+    assert list(method_summaries()) == sorted(METHODS)
+
+
+def test_train_and_probe_help_start_without_torch():
+    # `train --help` lists every method without importing one (nor torch); `probe --help` and the experiments'
+    # driver start without torch as well (bench/results/test-suite.md has the start-up times)
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom {module} import main\n"
+            "r = CliRunner().invoke(main, ['--help'])\nassert r.exit_code == 0, r.output\n"
+            "print(r.output)\nprint('torch imported' if 'torch' in sys.modules else 'no torch')")
+    env = {k: v for k, v in os.environ.items() if k != "SINGLE_IMAGE_SSL_PLUGINS"}
+    for module in ("train.cli", "probe.cli"):
+        done = subprocess.run([sys.executable, "-c", code.format(module=module)], capture_output=True, text=True,
+                              env=env, cwd=REPO, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("no torch"), (module, done.stdout[-300:])
+        if module == "train.cli":
+            assert all(re.search(rf"^\s+{name}\s", done.stdout, re.M) for name in ("rotnet", "dino", "supervised"))
+    driver = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['reproduce', '--help']\n"
+                             "sys.path.insert(0, 'experiments')\nimport reproduce\n"
+                             "print('torch imported' if 'torch' in sys.modules else 'no torch')"],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert driver.stdout.strip().endswith("no torch"), driver.stdout[-300:] + driver.stderr[-300:]

@@ -176,7 +176,7 @@ def trained_encoder(tmp_path_factory, tiny_set) -> Callable[[str], Path]:
     def run_folder(method: str) -> Path:
         if method not in runs:
             out = tmp_path_factory.mktemp("trained") / method
-            train(train_config(method, tiny_set, out, max_steps=2, tensorboard=False))
+            train(train_config(method, tiny_set, out, max_steps=2))
             runs[method] = out
         return runs[method]
 

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.sources import default_pool
 
-from ..conftest import StagedRun, write_cifar10, write_cifar100
+from ..conftest import StagedRun, stop_when, write_cifar10, write_cifar100
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "reproduce.py"
@@ -336,6 +336,7 @@ def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
         if marker.exists() and marker.read_text() == "started":
             break
         time.sleep(0.1)
+    time.sleep(0.3)  # the stage has run a measurable time (records keep tenths of a second) when Ctrl-C comes
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
@@ -358,11 +359,8 @@ def test_a_driver_killed_outright_keeps_the_wall_time_its_stage_had_run(tmp_path
               f"r.run_stage(stage, Path({str(records)!r}), None)\n")
     proc = subprocess.Popen([sys.executable, "-c", driver])
     partial = records / "train-x.partial.json"
-    try:
-        for _ in range(600):
-            if partial.exists() and json.loads(partial.read_text())["wall_s"] >= 1.0:
-                break
-            time.sleep(0.1)
+    try:  # SIGKILL once the running stage's partial record holds a second of wall time
+        stop_when(proc, lambda: partial.exists() and json.loads(partial.read_text())["wall_s"] >= 1.0, within_s=60)
     finally:
         proc.kill()
         proc.wait(timeout=60)

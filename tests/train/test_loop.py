@@ -2,10 +2,10 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from train.encoder_io import load_encoder
 from train.loop import train
 from train.methods import get_method, list_methods
 
+from ..conftest import python_cli, stop_when
 from ..conftest import train_config as cfg
 
 RENDERED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
@@ -82,9 +83,7 @@ def test_rotnet_beats_chance_on_held_out_rotations(tiny_set, held_out_set, tmp_p
 
 
 def _cli(*args, env_extra=None, **popen):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "train.cli", *args, "--device", "cpu"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return python_cli("train.cli", *args, "--device", "cpu", env_extra=env_extra, **popen)
 
 
 DC_ARGS = ["--arch", "cifar", "--batch-size", "32", "--epochs", "10", "--workers", "0", "--no-progress",
@@ -117,10 +116,7 @@ def test_resume_after_sigkill_with_resume_alone_is_bit_identical(tiny_set, tmp_p
     run = tmp_path / "killed"
     proc = _cli("deepcluster", str(tiny_set), "--out", str(run), *args)
     ckpt = run / "checkpoint.pt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    stop_when(proc, ckpt.exists)  # SIGKILL at the first checkpoint
     proc.communicate(timeout=60)
     killed_at = torch.load(ckpt, weights_only=True)["step"]
     assert 4 <= killed_at < 12, killed_at
@@ -141,12 +137,8 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_resumed_run_is_bit_identical(t
     run = tmp_path / "interrupted"
     proc = _cli("deepcluster", str(tiny_set), "--out", str(run), "--max-steps", "1000", *args,
                 start_new_session=True)
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        if (run / "metrics.jsonl").exists() and any("loss" in r for r in read_metrics(run)):
-            break
-        time.sleep(0.01)
-    os.killpg(proc.pid, signum)
+    stop_when(proc, lambda: (run / "metrics.jsonl").exists() and any("loss" in r for r in read_metrics(run)),
+              signum, group=True)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     ckpt = run / "checkpoint.pt"
@@ -288,9 +280,8 @@ def test_amp_on_the_cpu_runs_every_step_under_bf16_autocast(method, tiny_set, tm
     assert json.loads((out / "config.json").read_text())["amp"] is True
 
 
-def test_resume_checks_architecture_and_existing_runs(tiny_set, tmp_path):
-    out = tmp_path / "run"
-    train(cfg("rotnet", tiny_set, out, max_steps=2))
+def test_resume_checks_architecture_and_existing_runs(tiny_set, tmp_path, trained_encoder):
+    out = shutil.copytree(trained_encoder("rotnet"), tmp_path / "run")  # a 2-step RotNet run
     with pytest.raises(CheckpointError, match="already holds a run"):
         train(cfg("rotnet", tiny_set, out, max_steps=2))
     with pytest.raises(CheckpointError, match="architecture 'cifar', not 'alexnet-small'"):
@@ -367,9 +358,8 @@ def test_unknown_device_is_a_usage_error(tiny_set, tmp_path):
         train(cfg("rotnet", tiny_set, out, device="tpu"))
 
 
-def test_fresh_start_never_replaces_an_encoder(tiny_set, tmp_path):
-    out = tmp_path / "run"
-    train(cfg("rotnet", tiny_set, out, max_steps=2))
+def test_fresh_start_never_replaces_an_encoder(tiny_set, tmp_path, trained_encoder):
+    out = shutil.copytree(trained_encoder("rotnet"), tmp_path / "run")  # a 2-step RotNet run
     (out / "checkpoint.pt").unlink()  # e.g. deleted to save space: encoder.pt is all that is left
     before = (out / "encoder.pt").read_bytes()
     r = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--max-steps", "2",
@@ -511,11 +501,10 @@ def test_configure_receives_the_runs_facts(tiny_set, tmp_path, monkeypatch):
     assert (ctx.device, ctx.amp, ctx.world_size) == (torch.device("cpu"), False, 1)
 
 
-def test_resume_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tiny_set, tmp_path):
+def test_resume_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tiny_set, tmp_path, trained_encoder):
     """A writer killed between writing its temporary file and renaming it leaves `NAME.tmp-HOST-PID`; resuming
     removes those of dead processes on this host, and keeps another host's and a live process's."""
-    out = tmp_path / "run"
-    train(cfg("rotnet", tiny_set, out, max_steps=2))
+    out = shutil.copytree(trained_encoder("rotnet"), tmp_path / "run")  # a 2-step RotNet run
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = os.uname().nodename

@@ -4,11 +4,7 @@ shards), each image brought to the method's loader scale in the workers; refusal
 from __future__ import annotations
 
 import io
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +20,7 @@ from train.loop import train
 from train.methods import get_method, list_methods
 from train.real_sets import RealImageSource, real_set_spec
 
-from ..conftest import train_config, write_cifar10
+from ..conftest import python_cli, stop_when, train_config, write_cifar10
 
 SELF_SUPERVISED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
 PAPER_METHODS = ["rotnet", "deepcluster", "bigan", "monogan"]
@@ -112,9 +108,9 @@ def test_a_jpeg_is_decoded_at_reduced_size_only_when_the_target_is_at_most_half(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "train.cli", *args, "--device", "cpu"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = python_cli("train.cli", *args, "--device", "cpu")
+    output, _ = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, output, "")
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
@@ -171,15 +167,9 @@ def test_deepcluster_resume_on_an_image_folder_is_bit_identical(tmp_path):
     data = f"imagefolder:{write_jpegs(tmp_path / 'set')}"
     assert _cli("deepcluster", data, "--out", str(tmp_path / "ref"), *DC, "--max-steps", "12").returncode == 0
     run = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "train.cli", "deepcluster", data, "--out", str(run), *DC,
-                             "--max-steps", "12", "--device", "cpu"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc = python_cli("train.cli", "deepcluster", data, "--out", run, *DC, "--max-steps", "12", "--device", "cpu")
+    stop_when(proc, (run / "checkpoint.pt").exists)  # SIGKILL at the first checkpoint
+    proc.communicate(timeout=60)
     killed_at = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
     assert 3 <= killed_at < 12, killed_at
     resumed = _cli("deepcluster", data, "--out", str(run), "--resume")

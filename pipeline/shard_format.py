@@ -21,8 +21,10 @@ FORMAT_NAME = "single-image-ssl/shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "patches-{:06d}.tar"
-# The one pattern of a shard's name: the writer's names only, so a manifest never names a path elsewhere.
-SHARD_NAME = re.compile(r"patches-(\d{6})\.tar")
+# The one pattern of a shard's name: the writer's names only, so a manifest never names a path elsewhere. ASCII
+# digits only: \d also matches other scripts' digits, and "patches-" + six Arabic-Indic digits would be a second
+# name for a shard index (issue 32).
+SHARD_NAME = re.compile(r"patches-([0-9]{6})\.tar")
 SHARD_GLOB = "patches-*.tar"
 # The image extensions a sample may have (the writer's formats); its provenance or label is KEY.json.
 IMAGE_EXTENSIONS = ("jpg", "png")
@@ -145,12 +147,12 @@ def _consistency_problem(manifest: dict, kind: str) -> str | None:
     n_shards = -(-n // shard_size)
     if manifest["n_shards"] != n_shards:
         return f"n_shards {manifest['n_shards']}, but {n} samples in shards of {shard_size} make {n_shards}"
-    listed: set[str] = set()
+    listed: set[int] = set()  # by index: what a reader reads, whatever the name says
     for i, shard in enumerate(manifest["shards"]):
         name, k = shard["name"], shard_index(shard["name"])
-        if name in listed:
+        if k in listed:
             return f"shards[{i}] {name} is listed twice"
-        listed.add(name)
+        listed.add(k)
         if k >= n_shards:
             return f"shards[{i}] {name} is beyond the set's {n_shards} shards"
         first, count = k * shard_size, min(shard_size, n - k * shard_size)

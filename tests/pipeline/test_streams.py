@@ -82,6 +82,11 @@ CONTRADICTIONS = {
                          "shards of 64 holds 64 from 192"),
     "listed twice": (lambda m: {**m, "shards": [m["shards"][0], m["shards"][0]]},
                      "shards[1] patches-000000.tar is listed twice"),
+    # shard 0 again under Arabic-Indic digits: a name no reader may take for a shard (regex \d would)
+    "non-ASCII digits": (lambda m: {**m, "shards": [m["shards"][0], {**m["shards"][0], "name": "patches-"
+                                                                      + "\u0660" * 6 + ".tar"}, *m["shards"][2:]]},
+                         "shards[1].name 'patches-\u0660\u0660\u0660\u0660\u0660\u0660.tar' is not "
+                         "patches-NNNNNN.tar"),
     "n_patches": (lambda m: {**m, "config": {**m["config"], "n_patches": 250}},
                   "config.n_patches 250 differs from n_samples 256"),
     "n_shards": (lambda m: {**m, "n_shards": 5}, "n_shards 5, but 256 samples in shards of 64 make 4"),

@@ -12,7 +12,7 @@ from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_bytes
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
 from probe.protocols import FinetuneProtocol, ProbeProtocol
-from probe.results import encoder_label, read_results
+from probe.results import encoder_label, md_code, md_text, read_results
 
 # the paper's data set behind each data set kind (the JPEG copy of CIFAR-10 stands in for CIFAR-10)
 DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",
@@ -182,9 +182,9 @@ def _unmatched_markdown(unmatched: list[Measured]) -> list[str]:
         columns = list(m.values)
         lines += [f"| {m.task} on {m.dataset} | " + " | ".join(columns) + " |",
                   "| --- |" + " ---: |" * len(columns),
-                  f"| measured: {m.label} | " + " | ".join(_cell(m.values[c]) for c in columns) + " |", ""]
+                  f"| measured: {md_text(m.label)} | " + " | ".join(_cell(m.values[c]) for c in columns) + " |", ""]
         if m.departures:
-            lines += [f"- `{m.path}`: protocol differs from the paper's: {'; '.join(m.departures)}.", ""]
+            lines += [f"- {md_code(m.path)}: protocol differs from the paper's: {'; '.join(m.departures)}.", ""]
     return lines
 
 
@@ -198,14 +198,14 @@ def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
     for m in shown:
         values = [m.values.get(c) for c in part.columns]
         if m.departures:  # not the paper's measurement: plain, labelled, its differences never judged
-            lines.append(f"| measured: {m.label} | " + " | ".join(_cell(v) for v in values) + " |")
-            notes.append(f"`{m.path}`: protocol differs from the paper's: {'; '.join(m.departures)}.")
+            lines.append(f"| measured: {md_text(m.label)} | " + " | ".join(_cell(v) for v in values) + " |")
+            notes.append(f"{md_code(m.path)}: protocol differs from the paper's: {'; '.join(m.departures)}.")
         else:
-            lines.append(f"| **measured: {m.name}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
+            lines.append(f"| **measured: {md_text(m.name)}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
         row = part.find(m.key) if m.key else None
         if row is None:
-            notes.append(f"`{m.path}`: not compared with a paper row" if m.key is None else
-                         f"`{m.path}`: no paper row matches {m.key!r} (use --against LABEL)")
+            notes.append(f"{md_code(m.path)}: not compared with a paper row" if m.key is None else
+                         f"{md_code(m.path)}: no paper row matches {md_text(repr(m.key))} (use --against LABEL)")
             continue
         diffs = _differences(values, row)
         judged = not m.departures
@@ -214,7 +214,7 @@ def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
         worst = max((abs(d) for d in diffs if d is not None), default=None)
         if worst is not None and judged:
             verdict = "within" if worst <= AGREEMENT_POINTS else "beyond"
-            notes.append(f"`{m.path}` against \"{row.label}\": largest difference {worst:.1f} points "
+            notes.append(f"{md_code(m.path)} against \"{row.label}\": largest difference {worst:.1f} points "
                          f"({verdict} {AGREEMENT_POINTS:g}).")
     return lines + [""] + [f"- {n}" for n in notes] + [""]
 

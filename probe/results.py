@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import platform
@@ -15,6 +16,24 @@ from pipeline.fileio import atomic_write_text
 
 RESULTS_FORMAT = "single-image-ssl/probe-results"
 RESULTS_VERSION = 1
+
+
+def md_text(text: object) -> str:
+    """A name someone chose (a run folder, a data path, an --against label) as inert Markdown text, in a table cell
+    or a heading: HTML's special characters as entities, table bars, backslashes and backticks escaped, and line
+    breaks as spaces, so that no name can add a table cell, a heading, a code span or raw HTML to a report."""
+    escaped = html.escape(" ".join(str(text).splitlines()), quote=False)
+    return escaped.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+
+
+def md_code(text: object) -> str:
+    """`text` as an inline code span that nothing in it can end early: line breaks as spaces, table bars escaped
+    (GitHub's tables split cells before reading code spans), and a fence longer than any run of backticks in it."""
+    flat = " ".join(str(text).splitlines()).replace("|", "\\|")
+    longest = max((len(run) for run in flat.replace("`", " ` ").split() if set(run) == {"`"}), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def encoder_label(source: str) -> str:
@@ -117,17 +136,17 @@ def layers_markdown(results: dict[str, Any]) -> str:
     """A per-layer table of a linear-probe results file, with what the numbers were measured on."""
     data, enc = results["data"], results["encoder"]
     lines = [
-        f"# Linear probes: {enc['source']} on {data['kind']}",
+        f"# Linear probes: {md_text(enc['source'])} on {md_text(data['kind'])}",
         "",
-        f"Encoder: `{enc['source']}` (architecture `{enc['arch']}`). "
-        f"Data: `{data['kind']}:{data['path']}`, {data['train_used']} train / {data['test_used']} test "
-        f"images, {data['num_classes']} classes.",
+        f"Encoder: {md_code(enc['source'])} (architecture {md_code(enc['arch'])}). "
+        f"Data: {md_code(data['kind'] + ':' + str(data['path']))}, {data['train_used']} train / "
+        f"{data['test_used']} test images, {data['num_classes']} classes.",
         "",
         "| layer | dims | top-1 (%) | top-5 (%) |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, row in results["layers"].items():
-        lines.append(f"| {name} | {row['dims']} | {row['top1']:.1f} | {row['top5']:.1f} |")
+        lines.append(f"| {md_text(name)} | {row['dims']} | {row['top1']:.1f} | {row['top5']:.1f} |")
     proto = results["protocol"]
     lines += [
         "",
@@ -148,11 +167,11 @@ def finetune_markdown(results: dict[str, Any]) -> str:
     data, enc, proto = results["data"], results["encoder"], results["protocol"]
     scores = results["scores"]
     return "\n".join([
-        f"# Fine-tuning: {enc['source']} on {data['kind']}",
+        f"# Fine-tuning: {md_text(enc['source'])} on {md_text(data['kind'])}",
         "",
         f"Frozen: {', '.join(proto['frozen']) or 'none'}; layers after {proto['keep']} freshly initialised. "
-        f"Data: `{data['kind']}:{data['path']}`, {data['train_used']} train / {data['test_used']} test "
-        "images.",
+        f"Data: {md_code(data['kind'] + ':' + str(data['path']))}, {data['train_used']} train / "
+        f"{data['test_used']} test images.",
         "",
         "| top-1 (%) | top-5 (%) |",
         "| ---: | ---: |",

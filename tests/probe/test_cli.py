@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -292,3 +293,32 @@ def test_the_command_line_options_are_the_protocol_fields_with_their_defaults(co
     assert _protocol(protocol, cmd.make_context(command, [*required]).params) == protocol()  # click eats lists
     given = cmd.make_context(command, [*required, "--epochs", "3", "--milestones", "1,2", "--center-crop"]).params
     assert _protocol(protocol, given) == protocol(epochs=3, milestones=(1, 2), ten_crop=False)
+
+
+@pytest.mark.parametrize("folder", ["a|b", "x\n# <script>alert(1)</script>", "back`tick"])
+def test_names_a_user_chose_cannot_break_a_report(tmp_path, folder):
+    """A run folder's name goes into report.md and results.md as text: it cannot shift a score into another
+    column, start a heading, end a code span or add raw HTML (issue 32, item 7)."""
+    from probe.results import layers_markdown, new_results, write_json
+
+    run = tmp_path / folder
+    results = new_results("linear", {"source": str(run / "encoder.pt"), "arch": "cifar", "config": {}},
+                          {"kind": "cifar10", "path": str(tmp_path / folder / "data"), "train_used": 50_000,
+                           "test_used": 10_000, "num_classes": 10}, {}, "cpu", None)
+    results["layers"] = {f"conv{i}": {"top1": 10.0 * i, "top5": 90.0, "dims": 9600} for i in range(1, 5)}
+    results.update(timings={"total_s": 60.0}, protocol={
+        "epochs": 36, "batch_size": 192, "lr": 0.01, "lr_divisor": 5, "milestones": [5, 15, 25], "momentum": 0.9,
+        "weight_decay": 1e-5, "pooling": "max-pooled", "ten_crop": False})
+    write_json(run / "results.json", results)
+    assert _run("report", run / "results.json", "--out", tmp_path / "report.md").exit_code == 0
+    for text in ((tmp_path / "report.md").read_text(), layers_markdown(results)):
+        prose = re.sub(r"(`+) .*? \1|(`+)[^`].*?\2", "", text)  # what is outside code spans is read as Markdown
+        assert "<script>" not in prose and not any(line.startswith("# <") for line in text.splitlines())
+        rows = [line for line in text.splitlines() if "measured:" in line or line.startswith("| conv")]
+        assert rows, text
+        for row in rows:  # a bar inside the name is escaped: the cells are the table's own
+            cells = [c for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+            assert len(cells) in (5, 4), row  # report: label + conv1-conv4; results.md: layer, dims, top-1, top-5
+        measured = next((r for r in rows if "measured:" in r), None)
+        if measured is not None:
+            assert [c.strip() for c in re.split(r"(?<!\\)\|", measured)[2:6]] == ["10.0", "20.0", "30.0", "40.0"]

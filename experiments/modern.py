@@ -26,6 +26,7 @@ from pathlib import Path
 from reproduce import BIN, Stage, cifar_imagefolder, device_name, git_commit, probe_stage, render_stage, stage_row
 
 from pipeline.fileio import atomic_write_text
+from probe.results import md_code
 
 TAPS = ("stem", "layer1", "layer2", "layer3", "layer4")
 METHOD_NAMES = {"simclr": "SimCLR", "mocov2": "MoCo v2", "byol": "BYOL", "dino": "DINO",
@@ -224,7 +225,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     lines = ["# Today's methods on one image against CIFAR-10: per-tap linear probes (ResNet-18, CIFAR stem)", "",
              f"- preset: **{preset_name}** ({PRESET_NOTES[preset_name]})",
              f"- device: {device_name(device)}; commit {git_commit()}; {time.strftime('%Y-%m-%d')}",
-             f"- probe data and the CIFAR-10 training set: `{data}`",
+             f"- probe data and the CIFAR-10 training set: {md_code(data)}",
              f"- wall time: {total / 60:.1f} min over {len(stages)} stages",
              *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
                 f"the finished ones only"] if missing else []), "",

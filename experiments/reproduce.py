@@ -42,6 +42,7 @@ from pathlib import Path
 from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_text
 from probe.report import NO_PAPER_ROW
+from probe.results import md_code
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -459,7 +460,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     lines = [f"# Reproduction of the paper's {REPORT_TITLES.get(target, target)}", "",
              f"- preset: **{preset_name}** ({PRESET_NOTES[preset_name]})",
              f"- device: {device_name(device)}; commit {git_commit()}; {time.strftime('%Y-%m-%d')}",
-             f"- probe and supervised data: `{data}`",
+             f"- probe and supervised data: {md_code(data)}",
              f"- wall time: {total / 60:.1f} min over {len(stages)} stages",
              *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
                 f"the finished ones only"] if missing else []), "",

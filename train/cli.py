@@ -1,7 +1,7 @@
 """The ``train`` command: one subcommand per registered method, options generated from its Options dataclass.
 
     train deepcluster shards/mono-a --out runs/dc-mono-a
-    torchrun --nproc-per-node 8 -m train.cli rotnet shards/kilo --out runs/rot-kilo
+    torchrun --nproc-per-node 8 --no-python train rotnet shards/kilo --out runs/rot-kilo
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def main(verbose: bool) -> None:
       train rotnet shards/mono-a --out runs/rot --max-steps 1000 --batch-size 128
       train monogan shards/cifar-b --out runs/monogan-b
       train rotnet shards/mono-a --out runs/rot --resume
-      torchrun --nproc-per-node 8 -m train.cli deepcluster shards/kilo --out runs/dc-kilo
+      torchrun --nproc-per-node 8 --no-python train deepcluster shards/kilo --out runs/dc-kilo
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not verbose:  # faiss narrates its CPU-feature probing at INFO (six lines per run)

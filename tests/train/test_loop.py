@@ -519,3 +519,30 @@ def test_resume_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tiny_set
         live.kill()
         live.wait()
     assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+def test_the_documented_entry_points_cannot_be_shadowed_by_the_current_folder(tiny_set, tmp_path):
+    """`python -m train.cli` and `torchrun -m train.cli` import a train/cli.py of the current folder before the
+    installed one (issue 32, item 8); the documented forms, `torchrun --no-python train ...` (the console script)
+    and `python -P -m train.cli`, run the toolkit's from any folder."""
+    decoy = tmp_path / "work"
+    (decoy / "train").mkdir(parents=True)
+    (decoy / "train" / "__init__.py").write_text("")
+    (decoy / "train" / "cli.py").write_text("raise SystemExit('the decoy train/cli.py ran')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    shadowed = subprocess.run([sys.executable, "-m", "train.cli", "--help"], cwd=decoy, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert "the decoy train/cli.py ran" in shadowed.stderr  # the hazard the documented forms avoid
+    safe = subprocess.run([sys.executable, "-P", "-m", "train.cli", "--help"], cwd=decoy, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert safe.returncode == 0 and "rotnet" in safe.stdout, safe.stderr
+    script = Path(sys.executable).parent / "train"  # the console script installed beside this interpreter
+    out = tmp_path / "run"
+    ran = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "--no-python", str(script), "rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar",
+                          "--device", "cpu", "--batch-size", "16", "--max-steps", "2", "--workers", "0",
+                          "--no-progress", "--head-dim", "64"], cwd=decoy, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert read_metrics(out)[0]["world_size"] == 2 and (out / "encoder.pt").is_file()

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # Folders on some file systems cannot be fsynced (the rename is then as durable as that file system makes it).
 _DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
@@ -141,3 +142,14 @@ def append_bytes(path: str | os.PathLike, data: bytes) -> None:
                 raise
     except OSError as error:
         raise named_os_error(error, path) from None
+
+
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` for files a user hands in (manifests, samples' provenance, results): JSON nested deeper than
+    the parser's recursion (a crafted file, 100,000 brackets deep) raises the ValueError of any other malformed
+    JSON, which the readers report in one line, instead of a RecursionError with its traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+

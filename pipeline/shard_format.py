@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ShardSetError
+from pipeline.fileio import parse_json
 
 FORMAT_NAME = "single-image-ssl/shards"
 FORMAT_VERSION = 1
@@ -65,7 +66,7 @@ def read_manifest(folder: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = parse_json(path.read_text())
     except (OSError, ValueError) as e:
         raise ShardSetError(f"{path}: unreadable manifest ({e})") from None
     return check_manifest(manifest, path)
@@ -173,7 +174,7 @@ def load_manifest(location: str | Path) -> dict:
         url = loc if loc.endswith(".json") else loc.rstrip("/") + "/" + MANIFEST
         try:
             with urllib.request.urlopen(url, timeout=60) as r:
-                manifest = json.loads(r.read())
+                manifest = parse_json(r.read())
         except (OSError, ValueError) as e:
             raise ShardSetError(f"{url}: cannot read the manifest ({e})") from None
         return check_manifest(manifest, url)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import random
 import struct
 import warnings
@@ -29,6 +28,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.errors import ShardSetError
+from pipeline.fileio import parse_json
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
     MANIFEST,
@@ -146,7 +146,7 @@ def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) 
     if ext is None or "json" not in sample:
         raise ShardSetError(f"{where}: sample lacks an image or its .json")
     try:
-        meta = json.loads(sample["json"])
+        meta = parse_json(sample["json"])
     except ValueError:
         meta = None
     if not isinstance(meta, dict):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
+from pipeline.fileio import parse_json
 from pipeline.hashing import sha256_files
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
@@ -86,7 +86,7 @@ def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | 
                         problems.append(problem)  # one line per shard: a set of another size has many
                         sized = True
                 elif ext == "json":
-                    json.loads(data)
+                    parse_json(data)
     except (tarfile.TarError, OSError, ValueError) as e:
         return [f"{path}: unreadable ({e})"]
     if list(seen) != expected:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, parse_json
 
 RESULTS_FORMAT = "single-image-ssl/probe-results"
 RESULTS_VERSION = 1
@@ -85,7 +85,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def read_results(path: Path) -> dict[str, Any]:
     try:
-        payload = json.loads(Path(path).read_text())
+        payload = parse_json(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: no such results file") from None
     except (OSError, ValueError) as exc:

@@ -136,3 +136,22 @@ def test_an_existing_folder_is_a_folder_whatever_its_name(tiny_set, tmp_path, na
         monkeypatch.chdir(tmp_path)  # relative, the name would read as a URL scheme or a URL list
         assert len(list(open_shards(name))) == TINY["n_patches"]
     assert is_url_pattern(str(tmp_path / "missing{1..2}")) and is_url_pattern("pipe:cat x")
+
+
+def test_json_nested_without_end_is_one_line_not_a_recursion_error(tiny_set, tmp_path):
+    # a crafted manifest or sample provenance 100,000 brackets deep (issue 32): the parser's RecursionError
+    # becomes the one-line error of any malformed JSON
+    from pipeline.shard_reader import decode_sample
+
+    deep = "[" * 100_000 + "]" * 100_000
+    out = tmp_path / "set"
+    shutil.copytree(tiny_set, out)
+    (out / "manifest.json").write_text(deep)
+    for args in (["verify", str(out)], ["info", str(out)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-500:]
+        assert proc.stderr.strip().splitlines() == [
+            f"Error: {out / 'manifest.json'}: unreadable manifest (JSON nested too deeply to read)"]
+    sample = {"__key__": "000000000", "__url__": "patches-000000.tar", "png": b"", "json": deep.encode()}
+    with pytest.raises(ShardSetError, match=r"patches-000000.tar:000000000: its .json is not a JSON object"):
+        decode_sample(sample)

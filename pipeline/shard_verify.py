@@ -65,6 +65,14 @@ def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool
     return _decode_shard(path, entry, formats, size)
 
 
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"a symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"a hard link to {member.linkname!r}"
+    return "a folder" if member.isdir() else "not a regular file"
+
+
 def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | None) -> list[str]:
     expected = [sample_key(i) for i in range(entry["first"], entry["first"] + entry["count"])]
     seen: dict[str, set[str]] = {}
@@ -73,6 +81,9 @@ def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | 
     try:
         with tarfile.open(path) as tar:
             for member in tar:
+                if not member.isreg():  # the reader skips what is not a file: a sample would silently lack it
+                    problems.append(f"{path}:{member.name}: {_member_kind(member)}; a shard holds regular files only")
+                    continue
                 key, _, ext = member.name.partition(".")
                 data = tar.extractfile(member).read()
                 seen.setdefault(key, set()).add(ext)

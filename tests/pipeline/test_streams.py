@@ -155,3 +155,38 @@ def test_json_nested_without_end_is_one_line_not_a_recursion_error(tiny_set, tmp
     sample = {"__key__": "000000000", "__url__": "patches-000000.tar", "png": b"", "json": deep.encode()}
     with pytest.raises(ShardSetError, match=r"patches-000000.tar:000000000: its .json is not a JSON object"):
         decode_sample(sample)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "folder"])
+def test_a_member_that_is_not_a_file_is_a_problem_for_verify_as_for_the_reader(tiny_set, tmp_path, kind):
+    """The reader skips tar members that are not regular files, so the sample lacks them; verify said OK for a hard
+    link and failed with a traceback on a symlink or a folder (issue 32). Both now refuse, in one line each, a shard
+    whose manifest entry was updated to match."""
+    import hashlib
+    import io
+    import tarfile
+
+    out = tmp_path / "set"
+    shutil.copytree(tiny_set, out)
+    shard = out / "patches-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members[:-1]:
+            tar.addfile(member, io.BytesIO(data))
+        odd = tarfile.TarInfo(members[-1][0].name)  # the last sample's .json
+        odd.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "folder": tarfile.DIRTYPE}[kind]
+        odd.linkname = "" if kind == "folder" else members[1][0].name
+        tar.addfile(odd)
+    manifest = _manifest(out)
+    data = shard.read_bytes()
+    manifest["shards"][0].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify_set(out, decode=True)
+    what = {"symlink": "a symbolic link to '000000000.json'", "hardlink": "a hard link to '000000000.json'",
+            "folder": "a folder"}[kind]
+    assert problems[0] == f"{shard}:000000063.json: {what}; a shard holds regular files only", problems
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    with pytest.raises(ShardSetError, match="patches-000000.tar"):
+        list(open_shards(out))

@@ -86,7 +86,7 @@ def open_data(spec: DataSpec | str, cache_dir: Path | None = None) -> LabelledDa
         return LabelledData(spec, classes, ArrayImages(train.images, train.labels),
                             ArrayImages(test.images, test.labels), style="cifar")
     if spec.kind == "cifar10-jpg":
-        root = _cifar_jpg_root(spec.path, cache_dir or default_cache_dir())
+        root = cifar_jpg_root(spec.path, cache_dir or default_cache_dir())
         classes, train, test = _folder_splits(root)
         return LabelledData(spec, classes, FileImages(train, expected_size=IMAGE_SIDE),
                             FileImages(test, expected_size=IMAGE_SIDE), style="cifar",
@@ -122,7 +122,7 @@ def _folder_splits(root: Path) -> tuple[list[str], list, list]:
     return classes, train, test
 
 
-def _cifar_jpg_root(path: Path, cache_dir: Path) -> Path:
+def cifar_jpg_root(path: Path, cache_dir: Path) -> Path:
     """The folder holding train/ and test/: `path` itself, or its tarballs extracted into the cache."""
     if (path / "train").is_dir() and (path / "test").is_dir():
         return path

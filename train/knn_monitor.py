@@ -86,8 +86,9 @@ class KnnMonitor:
 
 
 # The KIND: prefixes of probe's data specifications that name what LabelledSource reads (it tells CIFAR pickles from
-# an ImageFolder tree by itself), so `--knn-data` accepts the spelling `probe --data` takes.
-LABELLED_KINDS = ("cifar10", "cifar100", "imagefolder")
+# an ImageFolder tree by itself), so `--knn-data` accepts the spelling `probe --data` takes; cifar10-jpg names the
+# shared train.tar.gz and test.tar.gz, extracted once into the cache as `probe` does (train/ and test/ folders).
+LABELLED_KINDS = ("cifar10", "cifar100", "imagefolder", "cifar10-jpg")
 
 
 def labelled_root(spec: str) -> Path:
@@ -95,6 +96,11 @@ def labelled_root(spec: str) -> Path:
     a rendered (unlabelled) set is refused in one line."""
     kind, sep, rest = spec.partition(":")
     root = Path(rest if sep and kind in LABELLED_KINDS else spec).expanduser()
+    if sep and kind == "cifar10-jpg":
+        from train.archive import default_cache_dir
+        from train.datasets import cifar_jpg_root
+
+        return cifar_jpg_root(root, default_cache_dir())
     if (root / "manifest.json").is_file():
         raise DataError(f"{root}: a set of shards (manifest.json), not a labelled set; the k-NN monitor needs "
                         f"labels: a CIFAR-10/100 folder or an ImageFolder tree (train/ and val/ class folders)")

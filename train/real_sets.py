@@ -48,7 +48,7 @@ from train.data import (
     _worker_count,
     collate_labelled,
 )
-from train.datasets import KINDS, DataSpec, _cifar_jpg_root
+from train.datasets import KINDS, DataSpec, cifar_jpg_root
 from train.image_folder import scan_image_folder
 from train.interrupt import quiet_worker_signals
 from train.shard_data import open_train_split
@@ -175,7 +175,7 @@ class RealImageSource:
         cifar10-jpg, the train/ of its extracted tarballs."""
         path = Path(self.spec.path)
         if self.spec.kind == "cifar10-jpg":
-            return _cifar_jpg_root(path, default_cache_dir()) / TRAIN_FOLDER
+            return cifar_jpg_root(path, default_cache_dir()) / TRAIN_FOLDER
         if not path.is_dir():
             raise DataError(f"{path}: no such folder")
         return path / TRAIN_FOLDER if (path / TRAIN_FOLDER).is_dir() else path

@@ -206,3 +206,22 @@ def test_example_views_come_from_the_given_generator_only(method, labelled_tenso
         assert torch.equal(a, b)
     if method != "monogan":  # monogan's only randomness is a flip (which may come out the same)
         assert any(not torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_knn_data_takes_every_labelled_kind_probe_data_takes(tmp_path, monkeypatch, writers):
+    """`--knn-data cifar10-jpg:PATH` (the shared train.tar.gz and test.tar.gz) was refused although README says the
+    monitor takes `probe --data`'s kinds (issue 32): the archives are extracted once into the cache, as for probe."""
+    source = tmp_path / "src"
+    writers.image_tree(source / "train", {"cat": 3, "dog": 3})
+    writers.image_tree(source / "test", {"cat": 2, "dog": 2}, seed=1)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    writers.tarball(shared / "train.tar.gz", source / "train", "train")
+    writers.tarball(shared / "test.tar.gz", source / "test", "test")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    from_archives = open_knn_monitor(f"cifar10-jpg:{shared}", 32, "conv1", 3, 6, 4, seed=0)
+    from_folders = open_knn_monitor(f"imagefolder:{source}", 32, "conv1", 3, 6, 4, seed=0)
+    assert (from_archives.train_images.shape[0], from_archives.test_images.shape[0]) == (6, 4)
+    assert torch.equal(from_archives.train_images, from_folders.train_images)
+    assert torch.equal(from_archives.test_labels, from_folders.test_labels)
+    assert list((tmp_path / "cache").rglob("train"))  # extracted into the cache, not beside the archives

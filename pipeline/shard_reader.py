@@ -44,11 +44,9 @@ from pipeline.sources import MAX_SOURCE_PIXELS
 def is_url_pattern(location: str | Path) -> bool:
     """A webdataset URL list (`pipe:` command, brace pattern, `::`-joined) rather than a set folder or manifest.
 
-    A local path that exists is a folder or manifest whatever characters it holds (`{`, `::`)."""
+    A local path that exists is a folder or manifest whatever characters it holds (`{`, `::`, a `pipe:` prefix)."""
     loc = str(location)
-    if loc.startswith("pipe:"):
-        return True
-    if "{" not in loc and "::" not in loc:
+    if not loc.startswith("pipe:") and "{" not in loc and "::" not in loc:
         return False
     return is_url(loc) or not Path(loc).expanduser().exists()
 

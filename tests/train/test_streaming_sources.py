@@ -99,9 +99,12 @@ def test_training_refuses_patches_of_another_size_and_contradicting_manifests(sm
         ShardSource(folder)
 
 
-def test_a_set_folder_named_like_a_pattern_is_a_folder(small_set, tmp_path):
+def test_a_set_folder_named_like_a_pattern_is_a_folder(small_set, tmp_path, monkeypatch):
     import shutil
 
     folder = tmp_path / "set{a,b}::c"
     shutil.copytree(small_set, folder)
     assert _epoch_indices(ShardSource(folder, shuffle_buffer=8)) == list(range(96))
+    shutil.copytree(small_set, tmp_path / "pipe:set")  # given relative, it reads as a `pipe:` command
+    monkeypatch.chdir(tmp_path)
+    assert _epoch_indices(ShardSource("pipe:set", shuffle_buffer=8)) == list(range(96))

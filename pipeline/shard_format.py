@@ -27,6 +27,10 @@ SHARD_PATTERN = "patches-{:06d}.tar"
 # name for a shard index (issue 32).
 SHARD_NAME = re.compile(r"patches-([0-9]{6})\.tar")
 SHARD_GLOB = "patches-*.tar"
+# A sample is two tar members (its image and its .json, neither empty), each a 512-byte header and at least one
+# 512-byte data block: what bounds a shard's sample count by its size, so that a manifest claiming 10^12 samples in
+# a small shard is refused before a reader sizes anything by its count (issue 32).
+MIN_SAMPLE_BYTES = 4 * 512
 # The image extensions a sample may have (the writer's formats); its provenance or label is KEY.json.
 IMAGE_EXTENSIONS = ("jpg", "png")
 
@@ -160,6 +164,9 @@ def _consistency_problem(manifest: dict, kind: str) -> str | None:
         if (shard["first"], shard["count"]) != (first, count):
             return (f"shards[{i}] {name} lists samples from {shard['first']}, {shard['count']} of them; shard {k} "
                     f"of {n} samples in shards of {shard_size} holds {count} from {first}")
+        if count * MIN_SAMPLE_BYTES > shard["bytes"]:  # counts are checked against bytes before anything is sized
+            return (f"shards[{i}] {name} lists {count:,} samples in {shard['bytes']:,} bytes; a sample takes at "
+                    f"least {MIN_SAMPLE_BYTES:,} bytes of tar")
     return None
 
 

@@ -192,3 +192,29 @@ def test_a_member_that_is_not_a_file_is_a_problem_for_verify_as_for_the_reader(t
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     with pytest.raises(ShardSetError, match="patches-000000.tar"):
         list(open_shards(out))
+
+
+def test_a_manifest_claiming_more_samples_than_its_shards_can_hold_is_refused_before_any_sizing(tiny_set, tmp_path):
+    """10^12 samples claimed in one small (intact, correctly hashed) shard: verify built every expected key in
+    memory and DeepCluster sized its buffers by the count (issue 32). The count is checked against the bytes."""
+    from click.testing import CliRunner
+
+    from train.cli import main as train_main
+
+    out = tmp_path / "set"
+    shutil.copytree(tiny_set, out)
+    for extra in ("patches-000001.tar", "patches-000002.tar", "patches-000003.tar"):
+        (out / extra).unlink()
+    m, huge = _manifest(tiny_set), 10**12
+    shard = {**m["shards"][0], "count": huge}
+    m.update(n_samples=huge, n_shards=1, shards=[shard], config={**m["config"], "n_patches": huge, "shard_size": huge})
+    (out / "manifest.json").write_text(json.dumps(m))
+    problem = (f"shards[0] patches-000000.tar lists {huge:,} samples in {shard['bytes']:,} bytes; a sample takes at "
+               "least 2,048 bytes of tar")
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"Error: {out / 'manifest.json'}: malformed manifest ({problem})"]
+    r = CliRunner().invoke(train_main, ["deepcluster", str(out), "--out", str(tmp_path / "run"), "--arch", "cifar",
+                                        "--device", "cpu", "--workers", "0"])
+    assert r.exit_code == 1 and problem in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "run").exists()

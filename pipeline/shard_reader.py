@@ -117,11 +117,22 @@ def header_size(data: bytes) -> tuple[int, int]:
         return 0, 0
 
 
+PNG_SIGNATURE, JPEG_SIGNATURE = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
+
+
 def decode_bgr(data: bytes, name: str = "image") -> np.ndarray:
     """The one decoder of images stored in shards (reader, verify, preview): OpenCV's, as BGR, after the header's
     size is checked against the toolkit's decompression-bomb limit (a packed or hostile shard can hold any image;
-    OpenCV's own limit is 2**30 pixels, six times ours)."""
+    OpenCV's own limit is 2**30 pixels, six times ours).
+
+    Shards hold JPEG and PNG only (the writer's and `pipeline pack`'s formats): anything else is refused before it
+    is decoded, as is an image whose header gives no size. OpenCV reads formats whose size neither our header
+    parser nor Pillow knows (a Radiance HDR named .png decoded 196 Mpx before the size check; issue 32)."""
+    if not data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE)):
+        raise ShardSetError(f"{name}: not a JPEG or PNG image (what a shard holds), refused before decoding")
     width, height = header_size(data)
+    if width * height == 0:
+        raise ShardSetError(f"{name}: no image size in its header, refused before decoding")
     if width * height > MAX_SOURCE_PIXELS:
         raise ShardSetError(f"{name}: more than {MAX_SOURCE_PIXELS:,} pixels (decompression bomb?), refused")
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -218,3 +218,23 @@ def test_a_manifest_claiming_more_samples_than_its_shards_can_hold_is_refused_be
                                         "--device", "cpu", "--workers", "0"])
     assert r.exit_code == 1 and problem in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_shard_image_in_another_format_is_refused_before_it_is_decoded():
+    """OpenCV decodes formats whose size neither the header parser nor Pillow reads (a Radiance HDR named .png:
+    its size read as 0 x 0, and 196 Mpx were decoded before the bomb check; issue 32): shards hold JPEG and PNG only,
+    and anything else, or a header without a size, is refused before decoding."""
+    import cv2
+    import numpy as np
+
+    from pipeline.shard_reader import decode_bgr
+
+    ok, hdr = cv2.imencode(".hdr", np.ones((8, 8, 3), np.float32))
+    assert ok and cv2.imdecode(hdr, cv2.IMREAD_COLOR) is not None  # OpenCV would decode it
+    with pytest.raises(ShardSetError, match=r"^x\.png: not a JPEG or PNG image \(what a shard holds\), refused"):
+        decode_bgr(hdr.tobytes(), "x.png")
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    assert decode_bgr(png.tobytes(), "y.png").shape == (8, 8, 3)
+    headless = png.tobytes()[:8] + b"\0" * 32  # a PNG signature, then no header chunk
+    with pytest.raises(ShardSetError, match=r"^z\.png: no image size in its header, refused before decoding"):
+        decode_bgr(headless, "z.png")

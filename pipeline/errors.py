@@ -68,6 +68,11 @@ class OptionError(ToolkitError, ValueError):
     exit_code = 2
 
 
+class FolderInUseError(ToolkitError):
+    """An output folder another process is writing (its lock names the holder): a second writer would interleave
+    or replace its files."""
+
+
 class DeviceError(ToolkitError):
     """A device that is malformed, not visible, or (under torchrun) not this process's."""
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -152,4 +154,48 @@ def parse_json(data: str | bytes) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``FOLDER.lock`` (beside the folder, which may not exist yet) for the block: an advisory lock (flock)
+    recording this host and pid, so that a second writer of the same folder is refused in one line naming the
+    holder. The kernel drops the lock of a process that dies, so a lock left by a dead process is taken over, with
+    a notice naming it. The file is removed when the block ends. ``what``: the writer, for the message."""
+    folder = Path(folder)
+    path = folder.parent / f"{folder.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _locked(path, folder, what)
+    try:
+        left = os.read(fd, 200).decode(errors="replace").split()
+        if len(left) == 2 and left != [os.uname().nodename, str(os.getpid())]:
+            logging.getLogger(__name__).warning("%s: took over the lock of %s (host %s, pid %s), which ended "
+                                                "without releasing it", folder, what, *left)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.uname().nodename} {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)  # closing releases the lock
+
+
+def _locked(path: Path, folder: Path, what: str) -> int:
+    """An open descriptor of `path` holding its lock; a FolderInUseError naming the holder when another has it."""
+    from pipeline.errors import FolderInUseError
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").split()
+            os.close(fd)
+            who = f"host {holder[0]}, pid {holder[1]}" if len(holder) == 2 else "another process"
+            raise FolderInUseError(f"{folder}: in use by another {what} ({who}, lock {path.name}); wait for it to "
+                                   f"end or choose another --out") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd  # still the file at that name: its previous holder did not remove it meanwhile
+        os.close(fd)
 

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.errors import CheckpointError, DataError, Interrupted, ToolkitError
-from pipeline.fileio import atomic_write_text, remove_dead_temporaries
+from pipeline.fileio import atomic_write_text, folder_lock, remove_dead_temporaries
 from train import distributed as D
 from train.checkpoint import Checkpointer, Position, load_checkpoint, restore_checkpoint
 from train.data import Batch, Source, default_workers, epoch_batches, steps_per_epoch
@@ -131,8 +131,10 @@ def train(cfg: TrainConfig, source: Source | None = None) -> dict[str, Any]:
     if D.env_world()[2] > 1 and not D.is_dist():
         D.init(device)
         started_pg = True
+    # one writer per run folder: rank 0 (the one that writes) holds OUT.lock from the folder checks to the end
+    owner = folder_lock(cfg.out, "train run") if D.rank() == 0 else contextlib.nullcontext()
     try:
-        with backend_settings(device, cfg.deterministic):
+        with owner, backend_settings(device, cfg.deterministic):
             run = prepare_run(cfg, device, source)
             loop = start_loop(run)
             fit(loop)

@@ -546,3 +546,35 @@ def test_the_documented_entry_points_cannot_be_shadowed_by_the_current_folder(ti
                          timeout=300)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert read_metrics(out)[0]["world_size"] == 2 and (out / "encoder.pt").is_file()
+
+
+def test_a_run_folder_has_one_writer_and_a_dead_writers_lock_is_taken_over(tiny_set, tmp_path, caplog):
+    """Two `train` into one --out both exited 0, one run's files lost and metrics.jsonl interleaved (issue 32): the
+    second is refused in one line naming the first (host and pid), before it writes anything; once the first is
+    killed, its lock is taken over with a notice."""
+    out = tmp_path / "run"
+    first = _cli("rotnet", str(tiny_set), "--out", str(out), "--arch", "cifar", "--batch-size", "16", "--max-steps",
+                 "100000", "--ckpt-every", "2", "--workers", "0", "--no-progress", "--head-dim", "64")
+    lock = tmp_path / "run.lock"
+    try:
+        stop_when(first, lambda: (out / "checkpoint.pt").exists() and lock.exists(), signal.SIGSTOP)
+        holder = f"host {os.uname().nodename}, pid {first.pid}"
+        assert lock.read_text().split() == [os.uname().nodename, str(first.pid)]
+        before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+        second = CliRunner().invoke(main, ["rotnet", str(tiny_set), "--out", str(out), "--resume", "--device", "cpu"])
+        assert second.exit_code == 1, second.output
+        assert second.output.strip().splitlines()[-1] == (
+            f"Error: {out}: in use by another train run ({holder}, lock run.lock); wait for it to end or choose "
+            "another --out")
+        assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing of the first touched
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    assert lock.exists()  # killed: the file stays, its lock went with the process
+    with caplog.at_level("WARNING"):
+        summary = train(cfg("rotnet", tiny_set, out, resume=True, max_steps=4, epochs=None, log_every=None,
+                            ckpt_every=None, batch_size=None, shuffle_buffer=None, options={}))
+    assert summary["step"] == 4 and not lock.exists()
+    assert [r.getMessage() for r in caplog.records if "took over" in r.getMessage()] == [
+        f"{out}: took over the lock of train run (host {os.uname().nodename}, pid {first.pid}), which ended without "
+        "releasing it"]

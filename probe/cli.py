@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -15,7 +16,7 @@ import click
 
 from pipeline.cli_group import ErrorReportingGroup
 from pipeline.errors import DataError, ToolkitError, one_line
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, folder_lock
 from pipeline.options import SEED, click_option, float_range
 from probe.cli_init_kmeans import init_kmeans
 from probe.protocols import NORMALIZATIONS, FinetuneProtocol, ProbeProtocol, ProbeRun
@@ -219,9 +220,11 @@ class Opened:
     out_dir: Path
 
 
-def open_run(task: str, encoder: str, seed: int, options: dict[str, Any], writes_encoder: bool = False) -> Opened:
-    """The shared opening of `probe linear` and `probe finetune`: refuse an --out that would lose something,
-    check --device, set --threads, then open ENCODER (random:ARCH seeded with `seed`) and --data.
+def open_run(task: str, encoder: str, seed: int, options: dict[str, Any], held: contextlib.ExitStack,
+             writes_encoder: bool = False) -> Opened:
+    """The shared opening of `probe linear` and `probe finetune`: refuse an --out that would lose something and
+    take its lock (one writer per folder, held until `held` closes), check --device, set --threads, then open
+    ENCODER (random:ARCH seeded with `seed`) and --data.
     `writes_encoder`: the command writes an encoder.pt into --out (finetune), which must not be ENCODER."""
     from probe.datasets import open_data
     from probe.encoders import open_encoder
@@ -229,6 +232,7 @@ def open_run(task: str, encoder: str, seed: int, options: dict[str, Any], writes
 
     out_dir = options["out_dir"]
     _check_out_dir(out_dir, task, options["force"], encoder=encoder if writes_encoder else None)
+    held.enter_context(folder_lock(out_dir, f"probe {task}"))
     device = _device(options["device"])
     _set_threads(options["threads"])
     net = open_encoder(encoder, seed=seed)
@@ -270,10 +274,11 @@ def linear(encoder: str, layers: str | None, **options: Any) -> None:
     from probe.results import layers_markdown
 
     protocol = _protocol(ProbeProtocol, options)
-    opened = open_run("linear", encoder, protocol.seed, options)
-    run = run_linear(opened.encoder, opened.data, protocol, opened.normalization, opened.run, _layers(layers))
-    results = linear_results(opened.encoder, run, opened.run.device, _command_line())
-    _write_results(opened.out_dir, results, layers_markdown(results))
+    with contextlib.ExitStack() as held:
+        opened = open_run("linear", encoder, protocol.seed, options, held)
+        run = run_linear(opened.encoder, opened.data, protocol, opened.normalization, opened.run, _layers(layers))
+        results = linear_results(opened.encoder, run, opened.run.device, _command_line())
+        _write_results(opened.out_dir, results, layers_markdown(results))
 
 
 @main.command()
@@ -295,12 +300,16 @@ def finetune(encoder: str, **options: Any) -> None:
       probe finetune runs/deepcluster-A/encoder.pt --data imagefolder:/data/imagenet --freeze none --out ft5
       probe linear ft5/encoder.pt --data imagefolder:/data/imagenet --out ft5/probe
     """
+    protocol = _protocol(FinetuneProtocol, options)
+    with contextlib.ExitStack() as held:
+        _finetune(open_run("finetune", encoder, protocol.seed, options, held, writes_encoder=True), protocol)
+
+
+def _finetune(opened: Opened, protocol: FinetuneProtocol) -> None:
     from probe.finetune import run_finetune
     from probe.results import finetune_markdown, new_results
     from train.encoder_io import save_encoder
 
-    protocol = _protocol(FinetuneProtocol, options)
-    opened = open_run("finetune", encoder, protocol.seed, options, writes_encoder=True)
     net, norm, out_dir = opened.encoder, opened.normalization, opened.out_dir
     model, fields = run_finetune(net, opened.data, protocol, norm, opened.run)
     described = opened.data.describe() | fields["data_used"]

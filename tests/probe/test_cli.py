@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 
 import pytest
@@ -322,3 +323,23 @@ def test_names_a_user_chose_cannot_break_a_report(tmp_path, folder):
         measured = next((r for r in rows if "measured:" in r), None)
         if measured is not None:
             assert [c.strip() for c in re.split(r"(?<!\\)\|", measured)[2:6]] == ["10.0", "20.0", "30.0", "40.0"]
+
+
+def test_a_probe_out_folder_in_use_by_another_probe_is_refused_in_one_line(tmp_path, writers):
+    # one writer per --out (issue 32): the lock is held by another probe (here this process, standing in for it)
+    from pipeline.fileio import folder_lock
+
+    writers.cifar10(tmp_path / "data")
+    out = tmp_path / "probe"
+    with folder_lock(out, "probe linear"):
+        result = _run("linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out", out,
+                      "--epochs", "1", "--device", "cpu")
+        assert result.exit_code == 1, result.output
+        assert _error_line(result) == (f"Error: {out}: in use by another probe linear (host {os.uname().nodename}, "
+                                       f"pid {os.getpid()}, lock probe.lock); wait for it to end or choose another "
+                                       "--out")
+        assert not out.exists()
+    done = _run("linear", "random:cifar", "--data", f"cifar10:{tmp_path / 'data'}", "--out", out, "--epochs", "1",
+                "--device", "cpu", "--batch-size", "8", "--workers", "0")
+    assert done.exit_code == 0, done.output
+    assert (out / "results.json").is_file() and not (tmp_path / "probe.lock").exists()

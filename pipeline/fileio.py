@@ -164,8 +164,13 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     a notice naming it. The file is removed when the block ends. ``what``: the writer, for the message."""
     folder = Path(folder)
     path = folder.parent / f"{folder.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _locked(path, folder, what)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _locked(path, folder, what)
+    except (NotADirectoryError, FileExistsError, PermissionError):
+        # the folder itself cannot be made there: the command's own making of it reports that, in one line
+        yield
+        return
     try:
         left = os.read(fd, 200).decode(errors="replace").split()
         if len(left) == 2 and left != [os.uname().nodename, str(os.getpid())]:

@@ -29,6 +29,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(n_patches=256, size=32, shard_size=64)  # the tiny set: 256 32 px patches in 4 shards of 64
+# Tests that start torchrun run one at a time, on one worker: two `--standalone` rendezvous at once can take the same
+# free port on a loaded machine (a rank then aborted: "terminate called without an active exception")
+TORCHRUN = pytest.mark.xdist_group("torchrun")
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

@@ -12,7 +12,7 @@ from train.loop import amp_autocast
 from train.methods import RunContext, get_method, list_methods
 from train.methods.base import Method
 
-from ..conftest import train_config
+from ..conftest import TORCHRUN, train_config
 
 METHODS = list_methods()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -435,11 +435,13 @@ def two_ranks(tiny_set, tmp_path_factory):
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@TORCHRUN
 def test_under_ddp_the_pca_is_fitted_on_every_ranks_sample(two_ranks):
     # pca_samples 64 over 2 ranks: each keeps its first feature batch of 32 rows; rank 0 fits on both
     assert two_ranks[0]["pca_rows"] == [64] and two_ranks[1]["pca_rows"] == []
 
 
+@TORCHRUN
 def test_under_ddp_ranks_start_equal_but_draw_their_own_dropout_masks(two_ranks):
     first = [r["first_step"] for r in two_ranks]
     assert first[0]["weights"] == first[1]["weights"]  # the broadcast still makes every rank start alike

@@ -19,7 +19,7 @@ from train.encoder_io import load_encoder
 from train.loop import train
 from train.methods import get_method, list_methods
 
-from ..conftest import python_cli, stop_when
+from ..conftest import TORCHRUN, python_cli, stop_when
 from ..conftest import train_config as cfg
 
 RENDERED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
@@ -214,6 +214,7 @@ with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.json"), "w") as f
 """
 
 
+@TORCHRUN
 @pytest.mark.parametrize("method", ["deepcluster", "monogan"])
 def test_torchrun_two_processes_gloo(method, tiny_set, tmp_path):
     """Both ways of averaging gradients, two gloo ranks: DistributedDataParallel for a single-optimiser method
@@ -521,6 +522,7 @@ def test_resume_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tiny_set
     assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)
 
 
+@TORCHRUN
 def test_the_documented_entry_points_cannot_be_shadowed_by_the_current_folder(tiny_set, tmp_path):
     """`python -m train.cli` and `torchrun -m train.cli` import a train/cli.py of the current folder before the
     installed one (issue 32, item 8); the documented forms, `torchrun --no-python train ...` (the console script)

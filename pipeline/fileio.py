@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import FolderInUseError
+
 # Folders on some file systems cannot be fsynced (the rename is then as durable as that file system makes it).
 _DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
 
@@ -187,8 +189,6 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
 
 def _locked(path: Path, folder: Path, what: str) -> int:
     """An open descriptor of `path` holding its lock; a FolderInUseError naming the holder when another has it."""
-    from pipeline.errors import FolderInUseError
-
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -1,10 +1,11 @@
 """Behaviour fingerprint: a pinned render and a fixed-seed 20-step CPU run of every method, as sha256 digests.
 
-A restructuring or a GPU-only fix must leave the CPU fp32 results untouched. Run this before and after a change
-on the same machine and compare the lines (``bench/results/fingerprint.md`` records the reference):
+A restructuring or a GPU-only fix must leave the CPU fp32 results (``--no-amp``) untouched. Run this before and
+after a change on the same machine and compare the lines (``bench/results/fingerprint.md`` records the reference):
 
     python bench/fingerprint.py            # prints one 'name digest' line per item
     python bench/fingerprint.py --check bench/results/fingerprint.md   # exit 1 when a digest moved
+    python bench/fingerprint.py --methods simclr --set simclr.jitter_strength=1.0   # an earlier default back
 
 Digests are of the exact bytes (shards) and the exact float32 weights (``state_dict`` in key order), so they are
 meaningful on one machine and one torch build; another CPU (other oneDNN kernels) gives other, equally valid digests.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import sys
 import tempfile
@@ -59,21 +61,23 @@ def labelled_folder(folder: Path) -> Path:
     return folder
 
 
-def method_digest(method: str, data: Path, out: Path) -> str:
-    """The weights after a fixed-seed run with the method's ``small_options`` (its smoke-run settings)."""
+def method_digest(method: str, data: Path, out: Path, overrides: dict | None = None) -> str:
+    """The weights after a fixed-seed fp32 run (``--no-amp``: bf16 is the default on CPUs that have it) with the
+    method's ``small_options`` (its smoke-run settings) and ``overrides``."""
+    overrides = overrides or {}
     from train.loop import TrainConfig, train
     from train.methods import get_method
 
     torch.set_num_threads(1)
     cfg = TrainConfig(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,
                       max_steps=STEPS, workers=0, progress=False, log_every=4, ckpt_every=8, shuffle_buffer=64,
-                      seed=0, device="cpu", options=dict(get_method(method).small_options))
+                      seed=0, device="cpu", amp=False, options={**get_method(method).small_options, **overrides})
     train(cfg)
     model = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
     return _digest_tensors(model)
 
 
-def fingerprints(methods: list[str]) -> dict[str, str]:
+def fingerprints(methods: list[str], overrides: dict[str, dict] | None = None) -> dict[str, str]:
     from train.methods import get_method
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +86,7 @@ def fingerprints(methods: list[str]) -> dict[str, str]:
         labelled = labelled_folder(tmp / "labelled")
         for m in methods:
             data = labelled if get_method(m).data_kind == "labelled" else tmp / "set"
-            rows[f"train-{m}"] = method_digest(m, data, tmp / f"run-{m}")
+            rows[f"train-{m}"] = method_digest(m, data, tmp / f"run-{m}", (overrides or {}).get(m))
             print(f"{'train-' + m:20s} {rows['train-' + m]}", flush=True)
     return rows
 
@@ -92,10 +96,17 @@ def main() -> int:
     ap.add_argument("--check", type=Path, help="a results file with 'name digest' lines to compare against")
     ap.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one; one "
                     "the reference does not record is listed as NOT RECORDED)")
+    ap.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
+                    help="an option of one method (a JSON value), e.g. to check a changed default's earlier value")
     args = ap.parse_args()
     from train.methods import list_methods
 
-    rows = fingerprints(args.methods.split(",") if args.methods else list_methods())
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        target, _, value = item.partition("=")
+        method, _, option = target.partition(".")
+        overrides.setdefault(method, {})[option] = json.loads(value)
+    rows = fingerprints(args.methods.split(",") if args.methods else list_methods(), overrides)
     print(f"{'render':20s} {rows['render']}")
     return 0 if args.check is None else check_against(rows, args.check)
 

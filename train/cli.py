@@ -84,8 +84,9 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
                           "for every option not given"),
         click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
         click.Option(["--amp/--no-amp"], default=None,
-                     help="bf16 autocast; default: on CUDA, off on the CPU. --amp turns it on there too: 1.3-1.6x "
-                          "faster steps on a CPU with AVX512-BF16 or AMX (bench/cpu_bf16.py), slower without"),
+                     help="bf16 autocast; default: on CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX, "
+                          "detected at run time; 1.3-1.6x faster steps), fp32 on other CPUs, which emulate bf16. "
+                          "--no-amp trains in fp32 (bit-exact fingerprints); config.json records which and why"),
         click.Option(["--deterministic"], is_flag=True,
                      help="bit-reproducible GPU training and exact --resume on a GPU (same GPU model, driver and "
                           "torch; pass it again on --resume): deterministic algorithms, no cuDNN autotuning, no TF32; "

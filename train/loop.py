@@ -33,7 +33,7 @@ from pipeline.fileio import atomic_write_text, folder_lock, remove_dead_temporar
 from train import distributed as D
 from train.checkpoint import Checkpointer, Position, load_checkpoint, restore_checkpoint
 from train.data import Batch, Source, default_workers, epoch_batches, steps_per_epoch
-from train.devices import pick_device
+from train.devices import default_amp, pick_device
 from train.encoder_io import plain, save_encoder
 from train.interrupt import StopSignals
 from train.methods import EpochContext, Method, RunContext, get_method
@@ -189,9 +189,19 @@ def run_context(cfg: TrainConfig, settings: dict[str, Any], source: Source, devi
     spe = steps_per_epoch(source.num_samples, settings["batch_size"], world)
     epochs, max_steps = settings["epochs"], settings["max_steps"]
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    amp = device.type == "cuda" if settings["amp"] is None else settings["amp"]
+    amp, _ = amp_choice(cfg.amp, settings["amp"], device)
     return RunContext(total_epochs=epochs, steps_per_epoch=spe, total_steps=total, device=device, amp=amp,
                       world_size=world)
+
+
+def amp_choice(given: bool | None, settled: bool | None, device: torch.device) -> tuple[bool, str]:
+    """bf16 autocast or not, and why: ``--amp``/``--no-amp`` when ``given``, else what a resumed run recorded
+    (``settled``), else the device's default (:func:`train.devices.default_amp`)."""
+    if given is not None:
+        return given, "--amp" if given else "--no-amp"
+    if settled is not None:
+        return settled, "as the resumed run recorded"
+    return default_amp(device)
 
 
 def build_method(method_cls: type[Method], opts: Any, settings: dict[str, Any], source: Source, ctx: RunContext,
@@ -252,7 +262,8 @@ def run_config(cfg: TrainConfig, settings: dict[str, Any], method: Method, sourc
     return {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
         **{k: v for k, v in settings.items() if k != "options"}, "world_size": ctx.world_size,
-        "device": str(ctx.device), "amp": ctx.amp, "workers": settings["workers"], "total_steps": ctx.total_steps,
+        "device": str(ctx.device), "amp": ctx.amp, "amp_reason": amp_choice(cfg.amp, settings["amp"], ctx.device)[1],
+        "workers": settings["workers"], "total_steps": ctx.total_steps,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": ctx.steps_per_epoch,
         "render_config": getattr(source, "render_config", None), "data_identity": identity,

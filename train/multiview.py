@@ -54,11 +54,20 @@ def _blur_kernel_size(size: int) -> int:
     return max(3, int(0.1 * size) // 2 * 2 + 1)
 
 
-def simclr_views(size: int, blur: bool | None = None) -> list[ViewSpec]:
-    """SimCLR (Chen et al., 2020, appendix A): crop (0.08, 1), jitter strength 1 (0.8, 0.8, 0.8, 0.2) with
-    p = 0.8, greyscale 0.2, blur 0.5 on ImageNet; no blur on CIFAR (appendix B.9), the default below 64 px."""
+def simclr_jitter_strength(size: int) -> float:
+    """SimCLR's colour-jitter strength s for inputs of ``size`` px: 1.0 on ImageNet (appendix A), 0.5 on CIFAR-10,
+    the authors' own CIFAR-10 command (google-research/simclr, README: ``--color_jitter_strength=0.5
+    --use_blur=False``); 0.5 below 64 px, as the blur's switch."""
+    return 0.5 if size < 64 else 1.0
+
+
+def simclr_views(size: int, blur: bool | None = None, strength: float | None = None) -> list[ViewSpec]:
+    """SimCLR (Chen et al., 2020, appendix A): crop (0.08, 1), jitter (0.8 s, 0.8 s, 0.8 s, 0.2 s) with p = 0.8,
+    greyscale 0.2, blur 0.5 on ImageNet; on CIFAR no blur and s = 0.5 (:func:`simclr_jitter_strength`), the
+    defaults below 64 px."""
     blur = size >= 64 if blur is None else blur
-    view = ViewSpec(size, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5 if blur else 0.0)
+    s = simclr_jitter_strength(size) if strength is None else strength
+    view = ViewSpec(size, jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), blur_p=0.5 if blur else 0.0)
     return [view, view]
 
 

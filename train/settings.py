@@ -57,7 +57,7 @@ class TrainConfig:
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
     device: str = "auto"
-    amp: bool | None = None  # bf16 autocast; None: on CUDA only (an opt-in on the CPU, where not every CPU has bf16)
+    amp: bool | None = None  # bf16 autocast; None: on CUDA and on CPUs with native bf16 (train.devices.default_amp)
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
     deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
@@ -84,7 +84,7 @@ def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[
                 "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
                 "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER, "workers": None,
                 "ckpt_every": DEFAULT_CKPT_EVERY, "log_every": DEFAULT_LOG_EVERY,
-                "amp": None,  # amp None: bf16 autocast on CUDA only; recorded as the precision that ran
+                "amp": None,  # amp None: the device's default (train.devices.default_amp); recorded as what ran
                 "knn_data": None, "knn_every": DEFAULT_KNN_EVERY, "knn_tap": None, "knn_k": DEFAULT_KNN_K,
                 "knn_train_size": DEFAULT_KNN_TRAIN_SIZE, "knn_test_size": DEFAULT_KNN_TEST_SIZE,
                 "online_probe": False, "online_probe_tap": None}

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.errors import CheckpointError, DeviceError, Interrupted, NonFiniteLossError
+from train import devices
 from train.cli import main
 from train.data import ShardSource
 from train.encoder_io import load_encoder
@@ -124,7 +125,8 @@ def test_resume_after_sigkill_with_resume_alone_is_bit_identical(tiny_set, tmp_p
     _finish("deepcluster", str(tiny_set), "--out", str(run), "--resume")
     _assert_same_checkpoint_at_step_12(tmp_path / "ref", run)
     config = json.loads((run / "config.json").read_text())
-    assert (config["workers"], config["ckpt_every"], config["log_every"], config["amp"]) == (1, 4, 2, False)
+    amp = devices.default_amp(torch.device("cpu"))[0]  # bf16 where this CPU has it natively (test_precision.py)
+    assert (config["workers"], config["ckpt_every"], config["log_every"], config["amp"]) == (1, 4, 2, amp)
     steps = [r["step"] for r in read_metrics(run) if "loss" in r and "event" not in r]
     assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # the killed run's lines after its checkpoint went
 
@@ -191,6 +193,7 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tiny_set, tmp_
 TWO_RANKS_SCRIPT = """
 import hashlib, json, os, sys
 import train.loop as loop
+from train import devices
 from train.cli import main
 
 held = {}
@@ -381,7 +384,8 @@ def test_fresh_start_over_a_run_stopped_before_its_first_checkpoint(tiny_set, tm
     assert [r["step"] for r in recs if "loss" in r and "event" not in r] == [1, 2]
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["max_steps"] == recorded["total_steps"] == 2
-    assert recorded["device"] == "cpu" and recorded["amp"] is False  # what ran, not "auto" and a CUDA-only flag
+    # what ran, not "auto" and the device's default
+    assert recorded["device"] == "cpu" and recorded["amp"] is devices.default_amp(torch.device("cpu"))[0]
 
 
 def test_resume_refuses_other_data_or_hyper_parameters(tiny_set, tmp_path):

@@ -2,13 +2,15 @@
 learning"): a query encoder trained with InfoNCE against the key of the other view from a momentum encoder and a
 queue of earlier keys.
 
-Defaults, MoCo v2's (its section 3 / main_moco.py --mlp --aug-plus --cos): SGD, momentum 0.9, weight decay 1e-4,
-learning rate 0.03 x batch / 256 with a cosine decay per iteration and no warm-up, temperature 0.2, key-encoder
-momentum 0.999 (constant), an MLP head (2048 hidden units, ReLU, no BatchNorm) to 128 dimensions, the
-"aug-plus" views with blur (:func:`train.multiview.mocov2_views`; blur below 64 px only with ``--blur on``, as
-for CIFAR). The queue holds 4,096 keys, the value of the MoCo authors' CIFAR-10 demo (moco_cifar10_demo.ipynb)
-instead of ImageNet's 65,536, which would exceed CIFAR-10's 50,000 images (the keys of an image's own earlier
-views would be its negatives).
+Defaults, MoCo v2's (its section 3 / main_moco.py --mlp --aug-plus --cos): SGD, momentum 0.9, learning rate
+0.03 x batch / 256 with a cosine decay per iteration and no warm-up, an MLP head (2048 hidden units, ReLU, no
+BatchNorm) to 128 dimensions, the "aug-plus" views with blur (:func:`train.multiview.mocov2_views`; blur below
+64 px only with ``--blur on``, as for CIFAR). Where the MoCo authors' own CIFAR-10 recipe (facebookresearch/moco,
+colab/moco_cifar10_demo.ipynb: lr 0.06 for batch 512, i.e. the same 0.03 per 256) sets a value of its own, it is
+the default for inputs below 64 px, and MoCo v2's ImageNet value from 64 px (:data:`BY_INPUT_SIZE`):
+temperature 0.1 (ImageNet 0.2), key-encoder momentum 0.99 (0.999; constant), weight decay 5e-4 (1e-4). The queue
+holds 4,096 keys, the demo's value, instead of ImageNet's 65,536, which would exceed CIFAR-10's 50,000 images
+(the keys of an image's own earlier views would be its negatives).
 
 Not reproduced: shuffling BatchNorm across GPUs (MoCo's guard against a batch-statistics shortcut); like
 solo-learn's single-device MoCo v2, the query and key batches normalise by their own statistics. The loss is
@@ -21,7 +23,7 @@ is a buffer of the method (the checkpoint holds it with the weights), its pointe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -43,11 +45,15 @@ from train.multiview import ViewSpec, mocov2_views
 class MoCoV2Options(MultiViewOptions):
     lr: float = opt(0.03, "learning rate for a batch of 256 (scaled by batch x processes / 256)", min=0,
                     min_open=True)
-    weight_decay: float = opt(1e-4, "weight decay", min=0)
+    weight_decay: float = opt(-1.0, "weight decay (auto: 5e-4 below 64 px, the authors' CIFAR-10 demo, else "
+                                    "MoCo v2's 1e-4)", min=0, auto=-1)
     momentum: float = opt(0.9, "SGD momentum", min=0, max=1, max_open=True)
     warmup_epochs: float = opt(0.0, "epochs of linear learning-rate warm-up from 0 (then a cosine to 0)", min=0)
-    temperature: float = opt(0.2, "InfoNCE temperature", min=0, min_open=True)
-    key_momentum: float = opt(0.999, "momentum of the key encoder's moving average", min=0, max=1)
+    temperature: float = opt(0.0, "InfoNCE temperature (0: 0.1 below 64 px, the authors' CIFAR-10 demo, else "
+                                  "MoCo v2's 0.2)", min=0, min_open=True, auto=0)
+    key_momentum: float = opt(0.0, "momentum of the key encoder's moving average (0: 0.99 below 64 px, the "
+                                   "authors' CIFAR-10 demo, else MoCo v2's 0.999)", min=0, max=1, min_open=True,
+                              auto=0)
     queue_size: int = opt(4096, "keys in the queue of negatives", min=1)
     proj_hidden: int = opt(2048, "hidden units of the MLP head", min=1)
     proj_dim: int = opt(128, "output dimensions of the MLP head (the keys' width)", min=1)
@@ -55,18 +61,32 @@ class MoCoV2Options(MultiViewOptions):
                     choices=("auto", "on", "off"))
 
 
+# option: (value below 64 px, the MoCo authors' CIFAR-10 demo; value from 64 px, MoCo v2's ImageNet one), for
+# the options left automatic
+BY_INPUT_SIZE = {"temperature": (0.0, 0.1, 0.2), "key_momentum": (0.0, 0.99, 0.999),
+                 "weight_decay": (-1.0, 5e-4, 1e-4)}
+
+
+def resolved_options(opts: MoCoV2Options, input_size: int) -> MoCoV2Options:
+    """``opts`` with each automatic value of :data:`BY_INPUT_SIZE` replaced by its value for ``input_size``."""
+    chosen = {name: (small if input_size < 64 else large)
+              for name, (auto, small, large) in BY_INPUT_SIZE.items() if getattr(opts, name) == auto}
+    return replace(opts, **chosen)
+
+
 @register_method
 class MoCoV2(MultiViewMethod):
     name = "mocov2"
     Options = MoCoV2Options
     summary = ("MoCo v2 (Chen et al., 2020): InfoNCE between a query and a momentum encoder's key of another "
-               "view, against a queue of earlier keys; MoCo v2's defaults, a 4,096-key queue for CIFAR-sized sets.")
+               "view, against a queue of earlier keys; MoCo v2's defaults, its authors' CIFAR-10 values below 64 px.")
     examples = ("train mocov2 shards/mono-b --out runs/moco-mono-b",
                 "train mocov2 shards/mono-b --out runs/moco-q8k --queue-size 8192 --blur on")
     small_options = {"proj_hidden": 32, "proj_dim": 16, "queue_size": 48, "warmup_epochs": 0.05}
 
     def __init__(self, opts: MoCoV2Options, arch: str, num_samples: int, num_classes=None, device="cpu"):
         super().__init__(opts, arch, num_samples, num_classes, device)
+        self.opts = resolved_options(opts, self.input_size)
         self.projector = projection_mlp(self.feature_dim, opts.proj_hidden, opts.proj_dim, batchnorm=False)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)

@@ -217,3 +217,23 @@ def test_each_method_trains_each_backbone_kind(name, arch, monkeypatch):
     losses = steps(m, Batch(tiny_images(8), torch.arange(8)), 2, seed=None)
     assert all(torch.isfinite(torch.tensor(losses))), losses
     assert all(p.grad is None for n, p in m.named_parameters() if not p.requires_grad)
+
+
+def test_cifar_defaults_follow_the_authors_cifar_recipes_and_show_in_help():
+    from click.testing import CliRunner
+
+    from train.cli import main
+
+    # SimCLR: jitter strength 0.5 below 64 px (google-research/simclr's CIFAR-10 command), ImageNet's 1.0 above
+    assert build("simclr").view_specs()[0].jitter == pytest.approx((0.4, 0.4, 0.4, 0.1))
+    assert build("simclr", jitter_strength=1.0).view_specs()[0].jitter == pytest.approx((0.8, 0.8, 0.8, 0.2))
+    assert build("simclr", arch="resnet18").view_specs()[0].jitter == pytest.approx((0.8, 0.8, 0.8, 0.2))
+    # MoCo v2: the authors' CIFAR-10 demo below 64 px, MoCo v2's ImageNet values above; a given value stays
+    small, large = build("mocov2").opts, build("mocov2", arch="resnet18", temperature=0.3).opts
+    assert (small.temperature, small.key_momentum, small.weight_decay) == (0.1, 0.99, 5e-4)
+    assert (large.temperature, large.key_momentum, large.weight_decay) == (0.3, 0.999, 1e-4)
+    simclr, mocov2 = (" ".join(CliRunner().invoke(main, [name, "--help"]).output.split())
+                      for name in ("simclr", "mocov2"))
+    assert "--jitter-strength" in simclr and "0.5 below 64 px, the authors' CIFAR-10 command" in simclr
+    for text in ("0.1 below 64 px", "0.99 below 64 px", "5e-4 below 64 px"):
+        assert text in mocov2, text

@@ -10,6 +10,7 @@ status ``exit_code`` (1; 2 for an option error, as for click's own usage errors)
     |-- DataError               an input that is missing, incomplete, unreadable or unusable
     |   |-- SourceImageError    an image that cannot be used (corrupt, truncated, a decompression bomb...)
     |   `-- ShardSetError       a set of shards that is missing, incomplete, altered or another configuration
+    |       `-- RemoteReadError a set's file that could not be read over http(s) (status, timeout, too slow...)
     |-- EncoderError            an encoder that cannot be built, or does not fit the evaluation asked for
     |   `-- EncoderFileError    an encoder.pt that is unreadable, not an encoder, or not its architecture
     |-- CheckpointError         a checkpoint that cannot be resumed from
@@ -47,6 +48,11 @@ class SourceImageError(DataError):
 
 class ShardSetError(DataError):
     """A set of shards that is missing, incomplete, altered, or holds a different configuration."""
+
+
+class RemoteReadError(ShardSetError):
+    """A manifest or shard that could not be read over http(s): an HTTP error status, a timeout, a transfer too
+    slow, a refused redirect; the message names the URL and the attempts made."""
 
 
 class EncoderError(ToolkitError):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ShardSetError
 from pipeline.fileio import parse_json
+from pipeline.remote import NetLimits, fetch_bytes, is_http
 
 FORMAT_NAME = "single-image-ssl/shards"
 FORMAT_VERSION = 1
@@ -174,15 +174,19 @@ def dump_manifest(manifest: dict) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()
 
 
-def load_manifest(location: str | Path) -> dict:
-    """The manifest of a set given by folder, by manifest path, or by http(s) URL of either."""
+def load_manifest(location: str | Path, net: NetLimits | None = None) -> dict:
+    """The manifest of a set given by folder, by manifest path, or by http(s) URL of either; over http(s), read
+    within `net`'s bounds (default: NetLimits.from_env(), pipeline.remote's environment variables)."""
     loc = str(location)
     if is_url(loc):
         url = loc if loc.endswith(".json") else loc.rstrip("/") + "/" + MANIFEST
+        if not is_http(url):
+            raise ShardSetError(f"{url}: a set is read over http(s) only")
+        limits = net or NetLimits.from_env()
+        body = fetch_bytes(url, limits, limits.max_manifest_bytes)
         try:
-            with urllib.request.urlopen(url, timeout=60) as r:
-                manifest = parse_json(r.read())
-        except (OSError, ValueError) as e:
+            manifest = parse_json(body)
+        except ValueError as e:
             raise ShardSetError(f"{url}: cannot read the manifest ({e})") from None
         return check_manifest(manifest, url)
     path = Path(loc)

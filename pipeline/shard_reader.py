@@ -4,9 +4,12 @@ Each epoch yields every sample exactly once across ranks (split by node) and Dat
 Shard order and the sample shuffle buffer are seeded by (seed, epoch, rank, worker), so an epoch's order is
 reproducible, which exact resume relies on. Call `set_epoch` before each epoch, as with DistributedSampler.
 
-What is read is checked as it streams, whatever the transport (file, http, `pipe:`): each shard's bytes are hashed
-as they pass (no second read) and compared with the manifest's sha256 at the shard's end, before its last sample
-is handed on; each shard must yield the samples it lists; each rendered patch must have the manifest's size.
+What is read is checked against the manifest, whatever the transport. A remote shard (http(s), `pipe:` command) is
+spooled whole (memory, or a temporary file), stopped at the first byte beyond its listed byte count, and its byte
+count and sha256 checked before any sample of it is handed on. A local shard's bytes are hashed as they pass (no
+second read), refused beyond its byte count, and compared with the manifest's sha256 at the shard's end, before
+its last sample is handed on. Each shard must yield the samples it lists (one more is refused at once); each
+rendered patch must have the manifest's size. Network reads are bounded in time and size (pipeline.remote).
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ import hashlib
 import io
 import random
 import struct
+import tempfile
 import warnings
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
 import webdataset as wds
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.utils import pytorch_worker_info
 
-from pipeline.errors import ShardSetError
+from pipeline.errors import ShardSetError, ToolkitError
 from pipeline.fileio import parse_json
+from pipeline.remote import NetLimits, check_spooled, digest_message, is_http, longer_message, spool_shard
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
     MANIFEST,
@@ -67,10 +73,10 @@ def count_samples(location: str | Path) -> int:
     return sum(s["count"] for s in load_manifest(location)["shards"])
 
 
-def verify_quick(location: str | Path) -> dict:
+def verify_quick(location: str | Path, net: NetLimits | None = None) -> dict:
     """Cheap checks before a long job: the set is complete and (locally) every shard has its listed size.
-    `pipeline verify` re-hashes and decodes everything."""
-    manifest = load_manifest(location)
+    `pipeline verify` re-hashes and decodes everything. `net` bounds a manifest read over http(s)."""
+    manifest = load_manifest(location, net)
     listed, expected = len(manifest["shards"]), manifest["n_shards"]
     if listed == 0:
         raise ShardSetError(f"{location}: empty set (no complete shard); render it first")
@@ -184,20 +190,34 @@ def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) 
 
 
 def _raise_shard_error(exn: Exception) -> bool:
-    """webdataset handler: a torn or corrupt shard ends the epoch with a clear error, never a short epoch."""
+    """webdataset handler: a torn or corrupt shard ends the epoch with a clear error, never a short epoch. The
+    toolkit's own errors (a shard longer than its entry, a failed transfer) pass unchanged."""
+    if isinstance(exn, ToolkitError):
+        raise exn
     where = exn.args[-1] if len(exn.args) > 1 and isinstance(exn.args[-1], str) else "shard"
     raise ShardSetError(f"{where}: unreadable shard, truncated or corrupt ({exn.args[0] if exn.args else exn})") \
         from exn
 
 
-class _HashingReader:
-    """A read-only stream that hashes the bytes passing through it: a shard is verified by the one read of it."""
+def _is_local(url: str) -> bool:
+    """A shard on this machine's file system, streamed; anything else (http(s), `pipe:` commands, other
+    schemes) is spooled whole and checked before a sample of it is read."""
+    return url.startswith("file:") or ("://" not in url and not url.startswith("pipe:"))
 
-    def __init__(self, stream):
+
+class _HashingReader:
+    """A read-only stream that hashes the bytes passing through it: a local shard is verified by the one read of
+    it, and refused at the first byte beyond its manifest entry's byte count."""
+
+    def __init__(self, stream, url: str, size: int):
         self._stream, self.digest = stream, hashlib.sha256()
+        self.url, self.size, self.n = url, size, 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
+        self.n += len(data)
+        if self.n > self.size:
+            raise ShardSetError(longer_message(self.url, self.size))
         self.digest.update(data)
         return data
 
@@ -210,35 +230,85 @@ class _HashingReader:
         self._stream.close()
 
 
+def _spool_stream(url: str, entry: dict, verify: bool, spool_memory: int) -> IO[bytes]:
+    """A shard read by webdataset's gopen (a `pipe:` command, another scheme) spooled whole, stopped at the first
+    byte beyond its entry, and (with `verify`) checked against it, as pipeline.remote.spool_shard does over http."""
+    out = tempfile.SpooledTemporaryFile(max_size=spool_memory)
+    try:
+        stream = gopen(url)
+        try:
+            digest, n = hashlib.sha256(), 0
+            while chunk := stream.read(min(1 << 16, entry["bytes"] + 1 - n)):
+                n += len(chunk)
+                if n > entry["bytes"]:
+                    raise ShardSetError(longer_message(url, entry["bytes"]))
+                digest.update(chunk)
+                out.write(chunk)
+        finally:
+            stream.close()
+        if verify:
+            check_spooled(url, entry, n, digest.hexdigest())
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
 class _ReadShards(wds.PipelineStage):
-    """Opens each shard URL and yields its raw samples (webdataset's tarfile_to_samples), hashing the bytes as
-    they stream past when the manifest lists the shard's sha256 (`digests`: name -> manifest entry).
+    """Opens each shard URL and yields its raw samples (webdataset's tar_file_expander and group_by_keys).
 
-    At the end of a shard, before its last sample is yielded (webdataset holds a sample until its shard's
-    end-of-file marker), the rest of the stream is read and the digest compared: a damaged shard stops the epoch
-    with one line naming it and the samples it holds. Samples before the last have been yielded by then; a
-    trainer stops at the error, and `pipeline verify` tells which sample is damaged."""
+    `entries` (name -> manifest entry) are the shards' manifest entries. A remote shard (http(s) within `net`'s
+    bounds, or a `pipe:` command) is spooled whole, stopped at the first byte beyond its entry's byte count, and
+    with `verify` checked (byte count, sha256) before any sample of it is read: no sample of a damaged or altered
+    remote shard reaches a consumer. A local shard is hashed as it streams, refused at the first byte beyond its
+    entry, and its digest compared at its end, before its last sample is yielded (webdataset holds a sample until
+    its shard's end-of-file marker): samples before the last have been yielded by then; a trainer stops at the
+    error, and `pipeline verify` tells which sample is damaged."""
 
-    def __init__(self, entries: dict[str, dict] | None):
-        self.entries = entries or {}
+    def __init__(self, entries: dict[str, dict] | None, verify: bool = True, net: NetLimits | None = None):
+        self.entries, self.verify, self.net = entries or {}, verify, net or NetLimits()
+
+    def _entry(self, url: str) -> dict | None:
+        m = SHARD_NAME.search(url)
+        return self.entries.get(m.group(0)) if m else None
+
+    def _open(self, url: str, current: dict[str, Any]) -> Any:
+        entry = self._entry(url)
+        if _is_local(url):
+            stream = gopen(url)
+            if entry is not None and self.verify:
+                stream = current["reader"] = _HashingReader(stream, url, entry["bytes"])
+                current.update(url=url, entry=entry)
+            return stream
+        if is_http(url):
+            spool = spool_shard(url, entry, self.net, self.verify)
+        elif entry is not None:
+            spool = _spool_stream(url, entry, self.verify, self.net.spool_memory)
+        else:
+            return gopen(url)  # a command's output no manifest describes: streamed as it comes
+        current["spool"] = spool
+        return spool
 
     def run(self, src):
         current: dict[str, Any] = {}
 
         def opened():
-            for source in url_opener(src, handler=_raise_shard_error):
+            for source in src:
                 current.clear()
-                m = SHARD_NAME.search(source["url"])
-                entry = self.entries.get(m.group(0)) if m else None
-                if entry is not None:
-                    source["stream"] = current["reader"] = _HashingReader(source["stream"])
-                    current.update(url=source["url"], entry=entry)
+                try:
+                    source["stream"] = self._open(source["url"], current)
+                except Exception as exn:
+                    exn.args = exn.args + (source["url"],)
+                    _raise_shard_error(exn)
                 yield source
 
         def checked(files):
             for file in files:
-                if file == {} and current:  # the end-of-file marker of a shard whose bytes were hashed
+                if file == {} and "reader" in current:  # the end-of-file marker of a shard whose bytes were hashed
                     _check_digest(current["url"], current["reader"], current["entry"])
+                if file == {} and "spool" in current:
+                    current.pop("spool").close()  # a spooled shard read: its memory or temporary file goes
                 yield file
 
         return group_by_keys(checked(tar_file_expander(opened(), handler=_raise_shard_error)),
@@ -251,9 +321,7 @@ def _check_digest(url: str, reader: _HashingReader, entry: dict) -> None:
     except OSError as e:
         raise ShardSetError(f"{url}: unreadable shard ({e.strerror or e})") from None
     if reader.digest.hexdigest() != entry["sha256"]:
-        first, last = entry["first"], entry["first"] + entry["count"] - 1
-        raise ShardSetError(f"{url}: sha256 differs from the manifest's, a damaged or altered shard (samples "
-                            f"{first:09d}..{last:09d}); stopped. `pipeline verify` names the damaged sample")
+        raise ShardSetError(digest_message(url, entry))
 
 
 class _EpochShardList(wds.PipelineStage):
@@ -304,31 +372,34 @@ class ShardPipeline(wds.DataPipeline):
 
 
 class _CheckShardCounts(wds.PipelineStage):
-    """Each shard must yield exactly the samples its manifest entry lists.
+    """Each shard must yield exactly the samples its manifest entry lists, enforced as it is read.
 
-    A stream cut at a tar member boundary reads like a clean end of archive; whatever the transport (file, http,
-    `pipe:`), this turns such a cut into an error instead of a silently short epoch.
+    The sample after the entry's count is refused at once, never yielded: a stream of endless members cannot
+    outlast the check. A stream cut at a tar member boundary reads like a clean end of archive; whatever the
+    transport (file, http, `pipe:`), a shard that ends short is an error, not a silently short epoch.
     """
 
     def __init__(self, counts: dict[str, int]):
         self.counts = counts
 
     def run(self, src):
-        url, n = None, 0
+        url, n, expected = None, 0, None
         for sample in src:
             if sample.get("__url__") != url:
-                self._check(url, n)
+                self._check_end(url, n, expected)
                 url, n = sample.get("__url__"), 0
+                m = SHARD_NAME.search(url or "")
+                expected = self.counts.get(m.group(0)) if m else None
             n += 1
+            if expected is not None and n > expected:
+                raise ShardSetError(f"{url}: more samples than the {expected} its manifest entry lists (sample "
+                                    f"{sample.get('__key__')} refused); an altered shard")
             yield sample
-        self._check(url, n)
+        self._check_end(url, n, expected)
 
-    def _check(self, url: str | None, n: int) -> None:
-        if url is None:
-            return
-        m = SHARD_NAME.search(url)
-        expected = self.counts.get(m.group(0)) if m else None
-        if expected is not None and n != expected:
+    @staticmethod
+    def _check_end(url: str | None, n: int, expected: int | None) -> None:
+        if url is not None and expected is not None and n != expected:
             raise ShardSetError(f"{url}: yielded {n} samples, the manifest lists {expected} (a cut stream or a "
                                 f"truncated shard)")
 
@@ -358,7 +429,8 @@ def check_pattern_covers_manifest(urls: list[str], manifest: dict) -> None:
 def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
                 decode: str = "torch", split_by_node: bool = True, split_by_worker: bool = True,
                 check: bool = True, manifest: str | Path | dict | None = None,
-                only: Collection[str] | None = None, verify: bool = True) -> ShardPipeline:
+                only: Collection[str] | None = None, verify: bool = True,
+                net: NetLimits | None = None) -> ShardPipeline:
     """Open a rendered set for streaming: an IterableDataset of {'key', 'index', 'image', 'meta'} dicts.
 
     `location` is a set folder, its manifest.json, an http(s) URL of either, or a webdataset URL pattern
@@ -366,20 +438,23 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
     dict) to get sample counts and per-shard checks. A torn, truncated or cut shard raises: an epoch is never
     silently short. For a folder or URL, a `manifest` dict already read is used as is (no second fetch), and
     `only` (shard names) restricts the epoch to those shards, so a reader can interleave several streams.
-    With a manifest, each shard is hashed as it streams and checked against it (`verify=False`: not, for
-    benchmarks), and a rendered set's patches must have its config.size.
+    With a manifest, each shard is checked against it (`verify=False`: not, for benchmarks): a remote shard
+    whole before any sample of it is read, a local one as it streams (see _ReadShards); a shard yields no more
+    samples than its entry lists, and a rendered set's patches must have its config.size. Network reads (the
+    manifest, http(s) shards) are bounded by `net` (default: NetLimits.from_env(), see pipeline.remote).
     """
+    net = net or NetLimits.from_env()
     if is_url_pattern(location):
         if only is not None:
             raise ValueError("only= selects shards of a set folder or URL; a pattern names its shards itself")
         urls = pattern_urls(str(location))
         if isinstance(manifest, str | Path):
-            manifest = load_manifest(manifest)
+            manifest = load_manifest(manifest, net)
         if manifest is not None:
             check_pattern_covers_manifest(urls, manifest)
     else:
         if not isinstance(manifest, dict):
-            manifest = verify_quick(location) if check else load_manifest(location)
+            manifest = verify_quick(location, net) if check else load_manifest(location, net)
         if only is not None:
             manifest = {**manifest, "shards": [s for s in manifest["shards"] if s["name"] in only]}
         urls = shard_urls(location, manifest)
@@ -389,7 +464,7 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
     if split_by_worker:
         stages.append(wds.split_by_worker)
     listed = {s["name"]: s for s in manifest["shards"]} if manifest is not None else {}
-    stages.append(_ReadShards(listed if verify else None))
+    stages.append(_ReadShards(listed, verify, net))
     if manifest is not None:
         stages.append(_CheckShardCounts({name: s["count"] for name, s in listed.items()}))
     if shuffle_buffer > 0:

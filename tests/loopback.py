@@ -9,10 +9,14 @@ import threading
 
 
 class LoopbackServer:
-    """Serves a set folder on 127.0.0.1; `cut` maps a file name to how many bytes to send of it (then drop)."""
+    """Serves a set folder on 127.0.0.1; `cut` maps a file name to how many bytes to send of it (then drop);
+    `replace` to other content sent in its place; `act` to a function (handler, the file's path) that answers the
+    request itself, however it misbehaves. `stopping` is set when the server stops: a misbehaving answer waits on
+    it, never longer."""
 
-    def __init__(self, folder, cut=None, replace=None):
-        cut, replace = cut or {}, replace or {}
+    def __init__(self, folder, cut=None, replace=None, act=None):
+        cut, replace, act = cut or {}, replace or {}, act or {}
+        self.stopping = stopping = threading.Event()
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def log_message(self, *a):
@@ -20,6 +24,14 @@ class LoopbackServer:
 
             def do_GET(self):
                 name = self.path.rsplit("/", 1)[-1]
+                if name in act:
+                    self.stopping = stopping
+                    try:
+                        act[name](self, folder / name)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client gave up, as it should
+                    self.close_connection = True
+                    return
                 if name in replace:  # a complete-looking response with other content
                     body = replace[name]
                     self.send_response(200)
@@ -49,5 +61,6 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -57,7 +57,8 @@ DATA_NAMES = {"cifar10": "CIFAR-10", "cifar10-jpg": "CIFAR-10 (JPEG copy)", "cif
 RANDOM = "random:cifar"
 # The schedules. `demo` was chosen by measurement on the 2-core CPU (bench/results/demo.md): RotNet gave the largest
 # gains per CPU-second of the candidates (MonoGAN's steps cost 2.4x as much), batch 32 a little more per image than
-# 64; SGD lr 0.1 divided by 5 for the last quarter; fp32 (this CPU has no native bf16: `--amp` ran 20x slower).
+# 64; SGD lr 0.1 divided by 5 for the last quarter; the trainer's default precision (bf16 autocast where the CPU has
+# it natively, fp32 elsewhere: an earlier machine without it ran `--amp` 20x slower).
 # 448 steps, not 600: the 600-step schedule took 8 min 29 s from an empty folder on the quiet machine, over the
 # 8-minute limit; at 448 the gains over random across seeds 0-2 were conv1 +2.0 to +2.3, conv2 +3.5 to +5.5 (at 600:
 # +2.3 to +3.6 and +4.9 to +5.8), still above every spread across seeds (at most 2.1).

@@ -3,9 +3,17 @@
 A plain dict of builtins and tensors (loadable with ``torch.load(weights_only=True)``)::
 
     {'format': 'single-image-ssl/encoder', 'version': 1, 'arch': 'alexnet', 'arch_kwargs': {...},
-     'state_dict': {name: tensor}, 'config': {...}}
+     'state_dict': {name: tensor}, 'config': {...},
+     'classifier': {'layers': [{'type': 'flatten'}, {'type': 'linear', 'in': 4096, 'out': 10, 'bias': True}, ...],
+                    'state_dict': {name: tensor}}}   # optional
 
 It holds no training-code objects: ``load_encoder`` rebuilds the network from the registry by name.
+
+``classifier`` (optional; files written before it existed, and encoders of methods without a classifier, lack it)
+is the head that turns the encoder's ``forward`` output into class scores: an ``nn.Sequential`` described layer by
+layer from a small vocabulary (:data:`CLASSIFIER_LAYERS`), so that it too is rebuilt without unpickling code. A
+method exports its head by :func:`attach_classifier` on its encoder (``train supervised``, ``train distill``);
+:func:`load_classifier` rebuilds encoder and head for ``train distill``'s teacher and ``probe classify``.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pipeline.errors import EncoderFileError
 from pipeline.fileio import atomic_file
-from train.models import ENCODERS, build_encoder
+from train.models import ENCODERS, build_encoder, output_shape
+from train.models.heads import GlobalPool
 
 FORMAT = "single-image-ssl/encoder"
 VERSION = 1
@@ -63,6 +72,87 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
+# ---- the classifier an encoder may carry ------------------------------------------------------------------------
+CLASSIFIER_ATTRIBUTE = "exported_classifier"
+# type -> (module class, the description's fields beyond 'type', how a module gives them, how they build one)
+CLASSIFIER_LAYERS: dict[str, tuple[type[nn.Module], Any, Any]] = {
+    "flatten": (nn.Flatten, lambda m: {}, lambda d: nn.Flatten()),
+    "pool": (GlobalPool, lambda m: {}, lambda d: GlobalPool()),
+    "linear": (nn.Linear, lambda m: {"in": m.in_features, "out": m.out_features, "bias": m.bias is not None},
+               lambda d: nn.Linear(int(d["in"]), int(d["out"]), bias=bool(d["bias"]))),
+    "relu": (nn.ReLU, lambda m: {}, lambda d: nn.ReLU()),
+    "dropout": (nn.Dropout, lambda m: {"p": float(m.p)}, lambda d: nn.Dropout(float(d["p"]))),
+    "batchnorm1d": (nn.BatchNorm1d, lambda m: {"features": m.num_features, "affine": m.affine},
+                    lambda d: nn.BatchNorm1d(int(d["features"]), affine=bool(d["affine"]))),
+}
+
+
+def attach_classifier(encoder: nn.Module, head: nn.Sequential, about: dict[str, Any] | None = None) -> None:
+    """Have ``encoder.pt`` carry ``head`` (what ``save_encoder`` writes as 'classifier', with ``about``, e.g. the
+    teacher it was distilled from, as its 'about'). Held as a plain attribute, not a submodule: the encoder's own
+    state_dict, which probes and checkpoints read, stays the encoder's."""
+    describe_classifier(head)  # refuse a head that could not be rebuilt, now rather than at the first save
+    object.__setattr__(encoder, CLASSIFIER_ATTRIBUTE, (head, plain(about or {})))
+
+
+def describe_classifier(head: nn.Sequential) -> list[dict[str, Any]]:
+    """The layer list of ``head`` in the file's vocabulary; a ValueError for a layer it cannot hold."""
+    if not isinstance(head, nn.Sequential):
+        raise ValueError(f"a classifier to export must be an nn.Sequential, not {type(head).__name__}")
+    layers = []
+    for module in head:
+        kind = next((k for k, (cls, _, _) in CLASSIFIER_LAYERS.items() if type(module) is cls), None)
+        if kind is None:
+            raise ValueError(f"a classifier layer {type(module).__name__} cannot be exported "
+                             f"(known: {', '.join(CLASSIFIER_LAYERS)})")
+        layers.append({"type": kind, **CLASSIFIER_LAYERS[kind][1](module)})
+    return layers
+
+
+def build_classifier(layers: list[dict[str, Any]]) -> nn.Sequential:
+    """The ``nn.Sequential`` a layer list describes (freshly initialised); a ValueError for a malformed list."""
+    modules = []
+    for i, layer in enumerate(layers):
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        if kind not in CLASSIFIER_LAYERS:
+            raise ValueError(f"classifier layer {i} is {kind!r}, not one of {', '.join(CLASSIFIER_LAYERS)}")
+        try:
+            modules.append(CLASSIFIER_LAYERS[kind][2](layer))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"classifier layer {i} ({kind}) is malformed ({_first_line(e)})") from None
+    return nn.Sequential(*modules)
+
+
+def classifier_classes(layers: list[dict[str, Any]]) -> int | None:
+    """The class count: the output width of the last linear layer (None: no linear layer)."""
+    widths = [int(layer["out"]) for layer in layers if layer.get("type") == "linear"]
+    return widths[-1] if widths else None
+
+
+def classifier_payload(head: nn.Sequential, about: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in head.state_dict().items()}
+    return {"layers": describe_classifier(head), "state_dict": state, **({"about": about} if about else {})}
+
+
+class EncoderClassifier(nn.Module):
+    """An encoder and the classifier it carries: class scores of images in the encoder's input range."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Sequential) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.encoder.input_size)
+
+    @property
+    def num_classes(self) -> int:
+        return int(classifier_classes(describe_classifier(self.head)) or 0)
+
+
 def encoder_payload(encoder: nn.Module, arch: str, config: dict | None = None) -> dict[str, Any]:
     encoder = unwrap(encoder)
     if arch not in ENCODERS:
@@ -72,7 +162,7 @@ def encoder_payload(encoder: nn.Module, arch: str, config: dict | None = None) -
         raise ValueError(f"encoder was built as {built_as!r} but is being saved as {arch!r}")
     # Plain contiguous CPU tensors: no channels_last strides, no CUDA device baked into the file.
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in encoder.state_dict().items()}
-    return {
+    payload = {
         "format": FORMAT,
         "version": VERSION,
         "arch": arch,
@@ -80,6 +170,10 @@ def encoder_payload(encoder: nn.Module, arch: str, config: dict | None = None) -
         "state_dict": state,
         "config": plain(config or {}),
     }
+    carried = getattr(encoder, CLASSIFIER_ATTRIBUTE, None)
+    if carried is not None:
+        payload["classifier"] = classifier_payload(*carried)
+    return payload
 
 
 def save_encoder(path: str | os.PathLike, encoder: nn.Module, arch: str, config: dict | None = None) -> None:
@@ -168,6 +262,11 @@ def read_encoder_file(path: str | os.PathLike, map_location: Any = "cpu") -> dic
     if payload["arch"] not in ENCODERS:
         raise EncoderFileError(
             f"{path}: unknown architecture {payload['arch']!r} (known: {sorted(ENCODERS)})")
+    classifier = payload.get("classifier")
+    if classifier is not None and not (isinstance(classifier, dict) and isinstance(classifier.get("layers"), list)
+                                       and isinstance(classifier.get("state_dict"), dict)):
+        raise EncoderFileError(f"{path}: malformed encoder file ('classifier' is not a dict of 'layers' and "
+                               "'state_dict')")
     return payload
 
 
@@ -194,3 +293,41 @@ def load_encoder(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn
     model.eval()
     info = {k: payload[k] for k in ("format", "version", "arch", "arch_kwargs", "config")}
     return model, info
+
+
+def load_classifier(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[EncoderClassifier, dict[str, Any]]:
+    """Rebuild an encoder and the classifier its ``encoder.pt`` carries; returns ``(model in eval mode, info)``.
+
+    ``info`` is :func:`load_encoder`'s plus ``classifier_layers`` and ``num_classes``. An encoder file without a
+    classifier (a self-supervised run's, or one written before classifiers were exported) is an
+    :class:`~pipeline.errors.EncoderFileError` saying so, as is a classifier whose weights do not fit its layers.
+    """
+    encoder, info = load_encoder(path, map_location=map_location)
+    described = read_encoder_file(path, map_location=map_location).get("classifier")
+    if described is None:
+        raise EncoderFileError(f"{path}: carries no classifier (encoder.pt files of `train supervised` and "
+                               f"`train distill` do; a {info['config'].get('method', 'self-supervised')!s} "
+                               "encoder has none)")
+    try:
+        head = build_classifier(described["layers"])
+    except ValueError as e:
+        raise EncoderFileError(f"{path}: malformed classifier ({e})") from None
+    classes = classifier_classes(described["layers"])
+    if not classes or classes < 2:
+        raise EncoderFileError(f"{path}: its classifier has {classes or 'no'} output classes (at least 2 needed)")
+    problem = _mismatch_summary(head, described["state_dict"])
+    if problem:
+        raise EncoderFileError(f"{path}: classifier weights do not match its layers: {problem}")
+    head.load_state_dict(described["state_dict"], strict=True)
+    model = EncoderClassifier(encoder, head)
+    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+        model.to(map_location)
+    model.eval()  # before the check below: a BatchNorm in training mode would fold zeros into its statistics
+    try:  # the layers must chain: the encoder's output into the first linear layer, and so on
+        with torch.no_grad():
+            model.head(torch.zeros(2, *output_shape(encoder)))
+    except RuntimeError as e:
+        raise EncoderFileError(f"{path}: its classifier does not fit the {info['arch']!r} encoder's output "
+                               f"({_first_line(e)})") from None
+    return model, {**info, "classifier_layers": described["layers"], "num_classes": classes,
+                   "classifier_about": described.get("about", {})}

@@ -5,6 +5,9 @@ Data: CIFAR-10/100 (pickle layout) or an ImageFolder tree (``root/train/<class>/
 loader hands over images at 256 px), CIFAR's pad-4 random crop and flip for the cifar encoder. Optimiser:
 torchvision's AlexNet recipe, SGD lr 0.01, momentum 0.9, weight decay 5e-4, 90 epochs with the rate divided
 by 10 every 30 epochs.
+
+Its ``encoder.pt`` carries the classifier (``train.encoder_io.attach_classifier``: the head's layers and weights,
+loadable with ``weights_only=True``), so the run is a teacher for ``train distill`` and ``probe classify`` scores it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import Tensor, nn
 from pipeline.options import opt
 from train import views
 from train.data import Batch
+from train.encoder_io import attach_classifier
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, RunContext, sgd, step_schedule
 from train.models import output_shape
@@ -59,6 +63,7 @@ class Supervised(Method):
             self.head = classifier_head(feat_dim, opts.head_dim, num_classes, dropout=0.5)
         else:
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(feat_dim, num_classes))
+        attach_classifier(self.encoder, self.head)  # encoder.pt carries it: a teacher for `train distill`
 
     def configure(self, ctx: RunContext) -> None:
         o: SupervisedOptions = self.opts

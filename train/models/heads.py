@@ -41,6 +41,19 @@ def classifier_head(in_dim: int, hidden: int, out: int | None, *, batchnorm: boo
     return head
 
 
+class GlobalPool(nn.Module):
+    """A (B, C, H, W) map averaged over its positions to (B, C); any other output flattened to (B, D): the pooled
+    output of an encoder (a ResNet's pooled layer4 and a ViT's class token pass unchanged)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3)) if x.dim() == 4 else x.flatten(1)
+
+
+def pooled_linear_head(in_dim: int, out: int) -> nn.Sequential:
+    """A linear classifier on the encoder's pooled output (``GlobalPool``), PyTorch's default initialisation."""
+    return nn.Sequential(GlobalPool(), nn.Linear(in_dim, out))
+
+
 def linear_head(in_dim: int, out: int) -> nn.Sequential:
     """One linear layer on the flattened representation (the default head of a registered encoder)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_dim, out))

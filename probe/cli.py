@@ -48,6 +48,7 @@ def main() -> None:
     \b
     probe linear   linear probes on every conv layer (Tables 1-3)
     probe finetune retrain on labels with conv1-conv2 frozen or as initialisation (Tables 4-5)
+    probe classify top-1 / top-5 of an encoder's own classifier (supervised, distilled), no training
     probe filters  picture of the conv1 filters (Figure 2)
     probe style    style transfer with an encoder's features (Figure 3)
     probe visualize activation maximisation and top-9 images per unit (Figure 5)
@@ -194,6 +195,12 @@ def run_options(min_train: int = 1) -> Callable[[Callable], Callable]:
         click.Option(["--force"], is_flag=True, help=FORCE_HELP))
 
 
+def run_options_without(*names: str) -> Callable[[Callable], Callable]:
+    """:func:`run_options` less the options called `names`, for a command that does not train."""
+    collected = click_params(run_options()(lambda: None))
+    return _options(*[o for o in reversed(collected) if o.name not in names])
+
+
 def _options(*options: click.Option) -> Callable[[Callable], Callable]:
     def decorate(command: Callable) -> Callable:
         click_params(command).extend(reversed(options))  # click lists the last applied first
@@ -320,6 +327,46 @@ def _finetune(opened: Opened, protocol: FinetuneProtocol) -> None:
               "normalize": {"mean": list(norm.mean), "std": list(norm.std)}}
     save_encoder(out_dir / "encoder.pt", model.encoder.cpu(), net.arch, config)
     _write_results(out_dir, results, finetune_markdown(results), also=out_dir / "encoder.pt")
+
+
+@main.command()
+@click.argument("encoder")
+@data_options("Folder for results.json and results.md.")
+@click.option("--batch-size", type=POSITIVE, default=256, show_default=True, help="Test images per batch.")
+@run_options_without("limit_train")  # nothing is trained
+def classify(encoder: str, batch_size: int, **options: Any) -> None:
+    """Top-1 and top-5 of ENCODER's own classifier on the test split of --data, with no training.
+
+    ENCODER is an encoder.pt that carries a classifier: a `train supervised` run's (a teacher) or a `train
+    distill` run's (a student). CIFAR-style data is tested at 32 px, ImageNet-style data on the centre 224 px crop
+    of the image resized to 256. The classifier's classes must be the data's, in the data's order.
+
+    \b
+    Examples:
+      probe classify runs/sup-cifar/encoder.pt --data cifar10:~/data/cifar-10-batches-py --out runs/sup-cifar/classify
+      probe classify runs/distill-B/encoder.pt --data cifar10-jpg:../shared/data/cifar10-jpg --out runs/distill-B/cls
+    """
+    from probe.classify import open_classifier, run_classify
+    from probe.datasets import open_data
+    from probe.protocols import ProbeRun
+    from probe.results import classify_markdown, new_results
+    from probe.transforms import Normalization
+
+    out_dir = options["out_dir"]
+    _check_out_dir(out_dir, "classify", options["force"])
+    with folder_lock(out_dir, "probe classify"):
+        device = _device(options["device"])
+        _set_threads(options["threads"])
+        model, identity = open_classifier(encoder)
+        data = open_data(options["data_spec"], options["cache_dir"])
+        normalization = Normalization.choose(options["normalize"], identity.get("config", {}))
+        run = ProbeRun(device=device, workers=options["workers"], limit_test=options["limit_test"],
+                       progress=options["progress"])
+        fields = run_classify(model, identity, data, normalization, run, batch_size)
+        results = new_results("classify", identity, data.describe() | fields["data_used"], fields["protocol"],
+                              device, _command_line())
+        results.update(scores=fields["scores"], timings=fields["timings"])
+        _write_results(out_dir, results, classify_markdown(results))
 
 
 @main.command()

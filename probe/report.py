@@ -58,10 +58,13 @@ def measured_from(path: Path, against: str | None = None) -> Measured:
         values = {layer: row["top1"] for layer, row in results["layers"].items()}
         if encoder.get("config", {}).get("probe_finetune"):
             task = "linear-after-finetune"
+    elif task == "classify":  # an encoder's own classifier: no paper table, a row of top-1 and top-5
+        values = {k: results["scores"][k] for k in ("top1", "top5") if _is_score(results["scores"].get(k))}
     else:
         values = {"top1": results["scores"]["top1"]}
     key = None if against == NO_PAPER_ROW else against or _default_key(encoder)
-    departures = protocol_departures(_mapping(results.get("protocol")), data,
+    # a classify result trains nothing, so only its test subset can depart from a protocol
+    departures = protocol_departures({} if task == "classify" else _mapping(results.get("protocol")), data,
                                      PAPER_LINEAR if task != "finetune" else PAPER_FINETUNE["finetune"])
     if task == "linear-after-finetune":  # the fine-tuning that made the encoder is part of Table 5's protocol
         tuned = _mapping(encoder["config"]["probe_finetune"])
@@ -88,6 +91,10 @@ def protocol_departures(protocol: dict, data: dict, paper: ProbeProtocol | Finet
         if isinstance(used, int) and isinstance(size, int) and used < size:
             departures.append(f"{used:,} of {size:,} {split} images")
     return departures
+
+
+def _is_score(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _mapping(value) -> dict:

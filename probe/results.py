@@ -102,14 +102,14 @@ def _results_problem(payload: dict[str, Any]) -> str | None:
     """What is wrong with a results file's fields that readers rely on, or None: checked once, where files are
     read, so a hand-edited or truncated file is one line naming it rather than a KeyError deep in a report."""
     task = payload.get("task")
-    if task not in ("linear", "finetune"):
+    if task not in ("linear", "finetune", "classify"):
         return "missing 'task'" if task is None else f"unknown task {task!r}"
     for section, key in (("encoder", "source"), ("data", "kind")):
         if section not in payload:
             return f"missing {section!r}"
         if not isinstance(payload[section], dict) or key not in payload[section]:
             return f"{section!r} has no {key!r}"
-    if task == "finetune":
+    if task in ("finetune", "classify"):
         return _scores_problem(payload, "scores", "scores")
     if "layers" not in payload:
         return "missing 'layers'"
@@ -180,6 +180,25 @@ def finetune_markdown(results: dict[str, Any]) -> str:
         f"Protocol: {proto['epochs']} epochs, batch {proto['batch_size']}, SGD lr {proto['lr']} "
         f"/{proto['lr_divisor']:g} at epochs {', '.join(map(str, proto['milestones'])) or 'none'}, "
         f"weight decay {proto['weight_decay']}; {'10-crop' if proto['ten_crop'] else 'single-crop'} testing. "
+        f"Wall time {results['timings']['total_s'] / 60:.1f} min.",
+        "",
+    ])
+
+
+def classify_markdown(results: dict[str, Any]) -> str:
+    """The scores of an encoder's own classifier on a test split, with what they were measured on."""
+    data, enc, proto, scores = results["data"], results["encoder"], results["protocol"], results["scores"]
+    return "\n".join([
+        f"# Classifier: {md_text(enc['source'])} on {md_text(data['kind'])}",
+        "",
+        f"Encoder: {md_code(enc['source'])} (architecture {md_code(enc['arch'])}, {enc['num_classes']} classes). "
+        f"Data: {md_code(data['kind'] + ':' + str(data['path']))}, {data['test_used']} of {data['test_size']} test "
+        f"images, {proto['test_crop']} at {proto['input_size']} px; no training.",
+        "",
+        "| top-1 (%) | top-5 (%) |",
+        "| ---: | ---: |",
+        f"| {scores['top1']:.1f} | {scores['top5']:.1f} |",
+        "",
         f"Wall time {results['timings']['total_s'] / 60:.1f} min.",
         "",
     ])

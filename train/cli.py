@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from pipeline.cli_group import ErrorReportingGroup, ReportedError
 from pipeline.errors import ToolkitError
-from pipeline.options import CheckedInt, click_option
+from pipeline.options import CheckedInt, click_option, flag
 from train.methods import METHODS, method_summaries, summary_line
 
 if TYPE_CHECKING:
@@ -40,16 +40,31 @@ class _DeviceName(click.ParamType):
         return str(value)
 
 
-def _setting(name: str) -> CheckedInt:
-    from train.settings import SETTING_BOUNDS
+def _setting_option(f: dataclasses.Field, method: type[Method]) -> click.Option:
+    """The option of one field of :class:`train.settings.RunSettings`, from its declaration: type and range (or
+    choices), default (its own or the method's), help. Its value reaches TrainConfig only when given."""
+    from train.settings import setting_default, setting_kind
 
-    return CheckedInt(SETTING_BOUNDS[name])
+    kind, name, meta = setting_kind(f), f.name, f.metadata
+    default, show = setting_default(f, method), meta["show_default"]
+    names = [flag(name), name]
+    if kind is bool:  # a flag pair whose unset value (None) means: recorded, else the default
+        return click.Option([f"{flag(name)}/--no-{flag(name)[2:]}", name], default=None, help=meta["help"])
+    if name == "arch":  # its choices are the registry's, read when the command is built
+        from train.models import list_encoders
+
+        type_: click.ParamType = click.Choice(list_encoders())
+    elif kind is int:
+        type_ = CheckedInt(meta["bounds"])
+    else:
+        type_ = click.STRING
+    return click.Option(names, type=type_, default=default, show_default=show and default is not None,
+                        help=meta["help"] or None, metavar=meta["metavar"])
 
 
 def _common_options(method: type[Method]) -> list[click.Parameter]:
     from train.devices import DEVICE_HELP
-    from train.models import list_encoders
-    from train.settings import DEFAULT_CKPT_EVERY, DEFAULT_LOG_EVERY, DEFAULT_SEED, DEFAULT_SHUFFLE_BUFFER
+    from train.settings import setting_fields
 
     # --manifest names a rendered set's manifest: only methods that read rendered sets have it
     manifest = [] if method.data_kind != "rendered" else [
@@ -62,77 +77,24 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
         click.Option(["--out", "-o"], type=click.Path(), default=None,
                      help=f"run folder (default runs/{method.name}); holds checkpoint.pt, encoder.pt, "
                           "metrics.jsonl, config.json"),
-        click.Option(["--arch"], type=click.Choice(list_encoders()), default=method.default_arch,
-                     show_default=True, help="encoder architecture"),
-        click.Option(["--epochs"], type=_setting("epochs"), default=method.default_epochs, show_default=True),
-        click.Option(["--max-steps"], type=_setting("max_steps"), default=None,
-                     help="stop after this many optimisation steps (overall, not per epoch)"),
-        click.Option(["--batch-size"], type=_setting("batch_size"), default=method.default_batch_size,
-                     show_default=True, help="per-process batch size"),
-        click.Option(["--workers"], type=_setting("workers"), default=None,
-                     help="data-loader worker processes per process  [default: its share of the CPUs it may use, "
-                          "split between torchrun's processes on the node, less one]"),
-        click.Option(["--seed"], type=_setting("seed"), default=DEFAULT_SEED, show_default=True),
-        click.Option(["--ckpt-every"], type=_setting("ckpt_every"), default=DEFAULT_CKPT_EVERY, show_default=True,
-                     help="checkpoint every N steps (and always at each epoch end); 0: epoch ends only"),
-        click.Option(["--log-every"], type=_setting("log_every"), default=DEFAULT_LOG_EVERY, show_default=True,
-                     help="metrics.jsonl / progress-bar interval in steps"),
-        click.Option(["--shuffle-buffer"], type=_setting("shuffle_buffer"), default=DEFAULT_SHUFFLE_BUFFER,
-                     show_default=True, help="samples in the streaming shuffle buffer"),
+        *(_setting_option(f, method) for f in setting_fields()),
         click.Option(["--resume"], is_flag=True,
                      help="continue the run in --out exactly where it stopped, with the settings it recorded "
                           "for every option not given"),
         click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
-        click.Option(["--amp/--no-amp"], default=None,
-                     help="bf16 autocast; default: on CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX, "
-                          "detected at run time; 1.3-1.6x faster steps), fp32 on other CPUs, which emulate bf16. "
-                          "--no-amp trains in fp32 (bit-exact fingerprints); config.json records which and why"),
         click.Option(["--deterministic"], is_flag=True,
                      help="bit-reproducible GPU training and exact --resume on a GPU (same GPU model, driver and "
                           "torch; pass it again on --resume): deterministic algorithms, no cuDNN autotuning, no TF32; "
                           "slower"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
-        *_watching_options(),
-    ]
-
-
-def _watching_options() -> list[click.Parameter]:
-    """The k-NN monitor, the online probe and TensorBoard: they watch the run and do not change it."""
-    from train.settings import DEFAULT_KNN_EVERY, DEFAULT_KNN_K, DEFAULT_KNN_TEST_SIZE, DEFAULT_KNN_TRAIN_SIZE
-
-    return [
-        click.Option(["--knn-data"], type=str, default=None, metavar="[KIND:]PATH",
-                     help="k-NN monitor: a labelled set (a CIFAR-10/100 folder or an ImageFolder tree; KIND cifar10, "
-                          "cifar100 or imagefolder as for `probe --data`); weighted k-NN top-1 of --knn-tap on it "
-                          "is logged in metrics.jsonl every --knn-every epochs and at the run's end"),
-        click.Option(["--knn-every"], type=_setting("knn_every"), default=DEFAULT_KNN_EVERY, show_default=True,
-                     help="epochs between k-NN evaluations"),
-        click.Option(["--knn-tap"], type=str, default=None,
-                     help="the encoder tap the k-NN monitor reads (map taps averaged over space)  "
-                          "[default: the encoder's last tap]"),
-        click.Option(["--knn-k"], type=_setting("knn_k"), default=DEFAULT_KNN_K, show_default=True,
-                     help="neighbours that vote"),
-        click.Option(["--knn-train-size"], type=_setting("knn_train_size"), default=DEFAULT_KNN_TRAIN_SIZE,
-                     show_default=True, help="training images of --knn-data that vote (a seeded subset)"),
-        click.Option(["--knn-test-size"], type=_setting("knn_test_size"), default=DEFAULT_KNN_TEST_SIZE,
-                     show_default=True, help="test images of --knn-data scored (a seeded subset)"),
-        click.Option(["--online-probe/--no-online-probe"], default=None,
-                     help="train a linear classifier on detached features of --online-probe-tap from each training "
-                          "batch's labels (a labelled training set only); its top-1 goes into metrics.jsonl  "
-                          "[default: off]"),
-        click.Option(["--online-probe-tap"], type=str, default=None,
-                     help="the tap the online probe reads  [default: the encoder's last tap]"),
         click.Option(["--tensorboard/--no-tensorboard"], default=True, show_default=True,
                      help="TensorBoard event files in OUT/tensorboard/: every metrics.jsonl scalar, and pictures of "
                           "the augmented views at each epoch's start"),
     ]
 
 
-WATCHING = {"knn_data", "knn_every", "knn_tap", "knn_k", "knn_train_size", "knn_test_size", "online_probe",
-            "online_probe_tap"}
-COMMON = {"data", "out", "arch", "epochs", "max_steps", "batch_size", "workers", "seed", "ckpt_every",
-          "log_every", "shuffle_buffer", "resume", "device", "amp", "deterministic", "progress", "tensorboard",
-          *WATCHING}
+# the command's own parameters (not recorded settings), besides every RunSettings field
+RUN_PARAMETERS = {"data", "out", "manifest", "resume", "device", "deterministic", "progress", "tensorboard"}
 
 
 def _given_on_command_line(kw: dict[str, Any]) -> dict[str, Any]:
@@ -148,19 +110,15 @@ def _make_command(method: type[Method]) -> click.Command:
 
     def callback(**kw: Any) -> None:
         from train.loop import train
-        from train.settings import TrainConfig
+        from train.settings import TrainConfig, setting_fields
 
         given = _given_on_command_line(kw)
         options = {f.name: given[f.name] for f in opt_fields if f.name in given}
         cfg = TrainConfig(
-            method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}", arch=given.get("arch"),
-            epochs=given.get("epochs"), max_steps=given.get("max_steps"), batch_size=given.get("batch_size"),
-            workers=given.get("workers"),
-            seed=given.get("seed"), ckpt_every=given.get("ckpt_every"), log_every=given.get("log_every"),
-            shuffle_buffer=given.get("shuffle_buffer"), manifest=kw.get("manifest"), resume=kw["resume"],
-            device=kw["device"], amp=given.get("amp"), deterministic=kw["deterministic"],
-            progress=kw["progress"], tensorboard=kw["tensorboard"], options=options,
-            **{name: given.get(name) for name in WATCHING},
+            method=method.name, data=kw["data"], out=kw["out"] or f"runs/{method.name}",
+            manifest=kw.get("manifest"), resume=kw["resume"], device=kw["device"],
+            deterministic=kw["deterministic"], progress=kw["progress"], tensorboard=kw["tensorboard"],
+            options=options, **{f.name: given.get(f.name) for f in setting_fields()},
         )
         summary = train(cfg)
         from train import distributed as D
@@ -172,8 +130,9 @@ def _make_command(method: type[Method]) -> click.Command:
     first = summary_line(method)
     examples = "\n".join("  " + line for line in method.examples)
     help_text = f"{first}\n\n{method.data_help()}" + (f"\n\n\b\nExample:\n{examples}" if examples else "")
-    params = _common_options(method) + [click_option(f, method.Options) for f in opt_fields
-                                        if f.name not in COMMON]
+    common = _common_options(method)
+    taken = {p.name for p in common}
+    params = common + [click_option(f, method.Options) for f in opt_fields if f.name not in taken]
     return click.Command(method.name, callback=callback, params=params, help=help_text,
                          short_help=_short_help(first),
                          context_settings={"max_content_width": 110})

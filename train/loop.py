@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from train.metrics import MetricsWriter, truncate_metrics
 from train.models import build_encoder
 from train.monitors import Monitors, knn_due, log_views, open_monitors, start_events
 from train.settings import (
+    RunSettings,
     TrainConfig,
     build_options,
     check_resume_matches,
@@ -48,6 +49,7 @@ from train.settings import (
     check_settings,
     data_identity,
     remove_unsaved_run,
+    resolve_options,
     resolve_settings,
     warn_inexact_resume,
 )
@@ -104,7 +106,7 @@ class Run:
 
     cfg: TrainConfig
     out: Path
-    settings: dict[str, Any]
+    settings: RunSettings  # every setting resolved (given, recorded or default); workers a number
     method: Method
     source: Source
     ctx: RunContext
@@ -161,35 +163,35 @@ def read_resume(cfg: TrainConfig) -> tuple[dict[str, Any] | None, dict[str, Any]
 
 
 def resolve_run_settings(cfg: TrainConfig, method_cls: type[Method], ckpt: dict[str, Any] | None,
-                         recorded: dict[str, Any]) -> dict[str, Any]:
+                         recorded: dict[str, Any]) -> RunSettings:
     """The settings the run uses (given, else recorded, else defaults), checked; ``workers`` resolved to a number."""
     settings = resolve_settings(cfg, method_cls, recorded)
     check_settings(settings)
-    if ckpt is not None and ckpt["arch"] != settings["arch"]:
+    if ckpt is not None and ckpt["arch"] != settings.arch:
         raise CheckpointError(f"{Path(cfg.out) / 'checkpoint.pt'}: checkpoint of architecture {ckpt['arch']!r}, "
-                              f"not {settings['arch']!r}")
+                              f"not {settings.arch!r}")
     if ckpt is not None:
         warn_inexact_resume(recorded, settings)
     # workers: given, else recorded, else this process's share of the CPUs (recorded as used, in run_config)
-    return {**settings, "workers": default_workers() if settings["workers"] is None else settings["workers"]}
+    return replace(settings, workers=default_workers() if settings.workers is None else settings.workers)
 
 
-def open_source(cfg: TrainConfig, method_cls: type[Method], settings: dict[str, Any]) -> Source:
+def open_source(cfg: TrainConfig, method_cls: type[Method], settings: RunSettings) -> Source:
     """The data set ``cfg.data`` as the method's data kind, for the architecture's input size."""
     if cfg.data is None:
         raise DataError("no data set given")
     # An encoder is built to learn its input size (the labelled loader resizes to it); its draws from the global
     # generator do not matter: the method is built after a fresh seed.
-    design_size = int(build_encoder(settings["arch"]).input_size)
-    return method_cls.make_source(cfg.data, design_size, settings["shuffle_buffer"], cfg.manifest)
+    design_size = int(build_encoder(settings.arch).input_size)
+    return method_cls.make_source(cfg.data, design_size, settings.shuffle_buffer, cfg.manifest)
 
 
-def run_context(cfg: TrainConfig, settings: dict[str, Any], source: Source, device: torch.device) -> RunContext:
+def run_context(cfg: TrainConfig, settings: RunSettings, source: Source, device: torch.device) -> RunContext:
     world = D.world_size()
-    spe = steps_per_epoch(source.num_samples, settings["batch_size"], world)
-    epochs, max_steps = settings["epochs"], settings["max_steps"]
+    spe = steps_per_epoch(source.num_samples, settings.batch_size, world)
+    epochs, max_steps = settings.epochs, settings.max_steps
     total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
-    amp, _ = amp_choice(cfg.amp, settings["amp"], device)
+    amp, _ = amp_choice(cfg.amp, settings.amp, device)
     return RunContext(total_epochs=epochs, steps_per_epoch=spe, total_steps=total, device=device, amp=amp,
                       world_size=world)
 
@@ -204,12 +206,12 @@ def amp_choice(given: bool | None, settled: bool | None, device: torch.device) -
     return default_amp(device)
 
 
-def build_method(method_cls: type[Method], opts: Any, settings: dict[str, Any], source: Source, ctx: RunContext,
+def build_method(method_cls: type[Method], opts: Any, settings: RunSettings, source: Source, ctx: RunContext,
                  channels_last: bool) -> Method:
     """The method, on its device and configured for ``ctx``, with rank 0's weights on every rank."""
-    torch.manual_seed(settings["seed"])
+    torch.manual_seed(settings.seed)
     try:
-        method = method_cls(opts, settings["arch"], source.num_samples, source.num_classes, ctx.device)
+        method = method_cls(opts, settings.arch, source.num_samples, source.num_classes, ctx.device)
     except ValueError as e:
         raise ToolkitError(str(e)) from None
     method.to(ctx.device)
@@ -227,8 +229,8 @@ def prepare_run(cfg: TrainConfig, device: torch.device, source: Source | None = 
     method_cls = get_method(cfg.method)
     ckpt, recorded = read_resume(cfg)
     settings = resolve_run_settings(cfg, method_cls, ckpt, recorded)
-    opts = build_options(method_cls, settings["options"], settings["arch"])
-    seed = settings["seed"]
+    opts = build_options(method_cls, resolve_options(cfg, method_cls, recorded), settings.arch)
+    seed = settings.seed
     torch.manual_seed(seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(seed)
@@ -236,7 +238,7 @@ def prepare_run(cfg: TrainConfig, device: torch.device, source: Source | None = 
     identity = data_identity(source)
     if ckpt is not None:
         check_resume_matches(Path(cfg.out) / "checkpoint.pt", recorded,
-                             {**settings, "options": asdict(opts), "data_identity": identity})
+                             {**asdict(settings), "options": asdict(opts), "data_identity": identity})
     ctx = run_context(cfg, settings, source, device)
     method = build_method(method_cls, opts, settings, source, ctx, cfg.channels_last)
     monitors = open_monitors(settings, method, source)  # names and data checked before any file is written
@@ -254,16 +256,16 @@ def prepare_run(cfg: TrainConfig, device: torch.device, source: Source | None = 
                run_config(cfg, settings, method, source, ctx, identity), ckpt, monitors)
 
 
-def run_config(cfg: TrainConfig, settings: dict[str, Any], method: Method, source: Source, ctx: RunContext,
+def run_config(cfg: TrainConfig, settings: RunSettings, method: Method, source: Source, ctx: RunContext,
                identity: dict[str, Any]) -> dict[str, Any]:
     """What config.json, the checkpoint and encoder.pt record: only values this process applies (on resume, those
     checked equal the recorded ones). The device and bf16 autocast are recorded as used ("auto" and amp on a CPU run
     would say nothing true), with the step the run stops at, which --max-steps or --epochs decides."""
     return {
         **{k: v for k, v in asdict(cfg).items() if k not in ("options", "resume")},
-        **{k: v for k, v in settings.items() if k != "options"}, "world_size": ctx.world_size,
-        "device": str(ctx.device), "amp": ctx.amp, "amp_reason": amp_choice(cfg.amp, settings["amp"], ctx.device)[1],
-        "workers": settings["workers"], "total_steps": ctx.total_steps,
+        **asdict(settings), "world_size": ctx.world_size,
+        "device": str(ctx.device), "amp": ctx.amp, "amp_reason": amp_choice(cfg.amp, settings.amp, ctx.device)[1],
+        "total_steps": ctx.total_steps,
         "options": method.options_dict(), "data_description": source.description,
         "num_samples": source.num_samples, "steps_per_epoch": ctx.steps_per_epoch,
         "render_config": getattr(source, "render_config", None), "data_identity": identity,
@@ -310,7 +312,7 @@ def start_loop(run: Run) -> Loop:
     checkpointer.online_probe = run.monitors.probe
     pbar = tqdm(total=run.ctx.total_steps, initial=run.start.step, disable=not (cfg.progress and D.is_main()),
                 desc=f"{cfg.method}/{run.method.arch}", unit="step", dynamic_ncols=True)
-    stop = StopSignals(sync_every=run.settings["log_every"])
+    stop = StopSignals(sync_every=run.settings.log_every)
     return Loop(run, Position(**asdict(run.start)), checkpointer, metrics, stop, pbar, created_out,
                 time.perf_counter())
 
@@ -346,12 +348,12 @@ def train_one_epoch(loop: Loop) -> None:
     run, pos, method = loop.run, loop.pos, loop.run.method
     settings, spe, total = run.settings, run.ctx.steps_per_epoch, run.ctx.total_steps
     start_epoch(loop)
-    batches = epoch_batches(run.source, pos.epoch, settings["batch_size"], spe, skip=pos.batch_in_epoch,
-                            seed=settings["seed"], workers=settings["workers"], pin_memory=run.device.type == "cuda")
+    batches = epoch_batches(run.source, pos.epoch, settings.batch_size, spe, skip=pos.batch_in_epoch,
+                            seed=settings.seed, workers=settings.workers, pin_memory=run.device.type == "cuda")
     for batch in batches_until_stopped(loop, batches):
         batch = batch.to(run.device)
         if pos.batch_in_epoch == 0:  # the epoch's first batch (not a resumed epoch's): pictures of its views
-            log_views(run.monitors, method, batch.images, settings["seed"], pos.epoch, pos.step)
+            log_views(run.monitors, method, batch.images, settings.seed, pos.epoch, pos.step)
         with amp_autocast(run.device.type, run.ctx.amp):
             values = method.training_step(batch, run.generator)
         if run.monitors.probe is not None:
@@ -361,9 +363,9 @@ def train_one_epoch(loop: Loop) -> None:
         pos.batch_in_epoch += 1
         method.on_step_end(pos.step)
         loop.pbar.update(1)
-        if pos.step % settings["log_every"] == 0 or pos.step == total:
+        if pos.step % settings.log_every == 0 or pos.step == total:
             flush_metrics(loop)
-        if settings["ckpt_every"] and pos.step % settings["ckpt_every"] == 0 and pos.batch_in_epoch < spe:
+        if settings.ckpt_every and pos.step % settings.ckpt_every == 0 and pos.batch_in_epoch < spe:
             loop.metrics.check_finite(pos, loop.checkpointer.last_good)
             loop.checkpointer.save(pos)
         if pos.step >= total:
@@ -396,8 +398,8 @@ def start_epoch(loop: Loop) -> None:
     """The method's ``on_epoch_start`` (DeepCluster's clustering pass), its metrics logged."""
     run, pos = loop.run, loop.pos
     settings = run.settings
-    ctx = EpochContext(source=run.source, epoch=pos.epoch, batch_size=settings["batch_size"], seed=settings["seed"],
-                       workers=settings["workers"], pin_memory=run.device.type == "cuda",
+    ctx = EpochContext(source=run.source, epoch=pos.epoch, batch_size=settings.batch_size, seed=settings.seed,
+                       workers=settings.workers, pin_memory=run.device.type == "cuda",
                        autocast=lambda: amp_autocast(run.device.type, run.ctx.amp), progress=run.cfg.progress)
     try:
         stats = run.method.on_epoch_start(ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -23,6 +23,9 @@ from train.knn_monitor import KnnMonitor, open_knn_monitor
 from train.methods import Method
 from train.online_probe import OnlineProbe
 from train.tensorboard_log import EventLog, view_generator
+
+if TYPE_CHECKING:
+    from train.settings import RunSettings
 
 
 @dataclass
@@ -50,22 +53,22 @@ def check_tap(method: Method, tap: str | None, option: str) -> str:
     return tap
 
 
-def open_monitors(settings: dict[str, Any], method: Method, source: Source) -> Monitors:
+def open_monitors(settings: RunSettings, method: Method, source: Source) -> Monitors:
     """The k-NN monitor (its data loaded, on rank 0) and the online probe the settings ask for, every name and
     the data checked first."""
-    monitors = Monitors(knn_every=settings["knn_every"])
-    if settings["online_probe"]:
-        tap = check_tap(method, settings["online_probe_tap"], "--online-probe-tap")
+    monitors = Monitors(knn_every=settings.knn_every)
+    if settings.online_probe:
+        tap = check_tap(method, settings.online_probe_tap, "--online-probe-tap")
         if not source.num_classes:
             raise DataError(f"{source.description}: --online-probe needs a training set with labels (a CIFAR "
                                f"folder or an ImageFolder tree); this one has none")
         monitors.probe = OnlineProbe(method.encoder, tap, int(source.num_classes), method.device)
-    if settings["knn_data"] is not None:
-        tap = check_tap(method, settings["knn_tap"], "--knn-tap")
+    if settings.knn_data is not None:
+        tap = check_tap(method, settings.knn_tap, "--knn-tap")
         if D.is_main():
-            monitors.knn = open_knn_monitor(settings["knn_data"], int(method.encoder.input_size), tap,
-                                            settings["knn_k"], settings["knn_train_size"],
-                                            settings["knn_test_size"], settings["seed"])
+            monitors.knn = open_knn_monitor(settings.knn_data, int(method.encoder.input_size), tap,
+                                            settings.knn_k, settings.knn_train_size, settings.knn_test_size,
+                                            settings.seed)
     return monitors
 
 

@@ -7,93 +7,123 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CheckpointError, OptionError
-from pipeline.options import SEED, Bounds
+from pipeline.options import SEED, opt, value_problem
 from train.data import Source
 from train.encoder_io import plain
 from train.methods import Method
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEED = 0
-DEFAULT_SHUFFLE_BUFFER = 2000
-DEFAULT_CKPT_EVERY = 1000
-DEFAULT_LOG_EVERY = 20
-# The legal values of the loop's numeric settings, declared once: train.cli builds its ranges from them and
-# check_settings refuses the same values from the Python API.
-SETTING_BOUNDS = {
-    "epochs": Bounds(min=1), "max_steps": Bounds(min=1), "batch_size": Bounds(min=1), "workers": Bounds(min=0),
-    "seed": SEED.bounds, "ckpt_every": Bounds(min=0), "log_every": Bounds(min=1), "shuffle_buffer": Bounds(min=0),
-    "knn_every": Bounds(min=1), "knn_k": Bounds(min=1), "knn_train_size": Bounds(min=1),
-    "knn_test_size": Bounds(min=1),
-}
-DEFAULT_KNN_EVERY = 1
-DEFAULT_KNN_K = 20
-DEFAULT_KNN_TRAIN_SIZE = 5000
-DEFAULT_KNN_TEST_SIZE = 1000
+def setting(default: Any, help: str, *, method_default: str | None = None, show_default: bool = True,
+            metavar: str | None = None, **limits: Any) -> Any:
+    """A loop setting, declared once: a field of :class:`RunSettings` whose value ``None`` means "not given" (the
+    resumed run's recorded value, else the default). ``default`` is the default, or ``method_default`` names the
+    method's class attribute that holds it (``default_arch``...); ``help`` and ``limits`` (``min``/``max``...,
+    as :func:`pipeline.options.opt`) make its ``train`` option and the checks of the Python API."""
+    declared = opt(default, help, **limits)
+    return field(default=None, metadata={**declared.metadata, "default": default, "method_default": method_default,
+                                         "show_default": show_default, "metavar": metavar})
 
 
 @dataclass
-class TrainConfig:
-    """A run's settings. ``None`` (and an option left out of ``options``) means: on ``resume`` the value the
-    checkpointed run recorded, else the method's default, so ``--resume`` alone continues the run as it was."""
+class RunSettings:
+    """The loop's settings: each field's :func:`setting` is its command-line option (flag, range, default, help),
+    its check, its default and its place in the run's record (config.json, checkpoint.pt), so that a new setting is
+    one line here. :func:`resolve_settings` gives every field a value: given, else recorded by the resumed run, else
+    the default."""
+
+    arch: str | None = setting(None, "encoder architecture", method_default="default_arch")
+    epochs: int | None = setting(None, "", method_default="default_epochs", min=1)
+    max_steps: int | None = setting(None, "stop after this many optimisation steps (overall, not per epoch)", min=1)
+    batch_size: int | None = setting(None, "per-process batch size", method_default="default_batch_size", min=1)
+    workers: int | None = setting(None, "data-loader worker processes per process  [default: its share of the CPUs "
+                                        "it may use, split between torchrun's processes on the node, less one]",
+                                  show_default=False, min=0)  # None: train.data.default_workers
+    seed: int | None = setting(0, "", min=SEED.bounds.min, max=SEED.bounds.max)
+    ckpt_every: int | None = setting(1000, "checkpoint every N steps (and always at each epoch end); 0: epoch ends "
+                                           "only", min=0)
+    log_every: int | None = setting(20, "metrics.jsonl / progress-bar interval in steps", min=1)
+    shuffle_buffer: int | None = setting(2000, "samples in the streaming shuffle buffer", min=0)
+    amp: bool | None = setting(None, "bf16 autocast; default: on CUDA and on a CPU with native bf16 (AVX512-BF16 or "
+                                     "AMX, detected at run time; 1.3-2.3x faster steps), fp32 on other CPUs, which "
+                                     "emulate bf16. --no-amp trains in fp32 (bit-exact fingerprints); config.json "
+                                     "records which and why", show_default=False)  # train.devices.default_amp
+    # watching the run (train.knn_monitor, train.online_probe): they do not change it
+    knn_data: str | None = setting(None, "k-NN monitor: a labelled set (a CIFAR-10/100 folder or an ImageFolder "
+                                         "tree; KIND cifar10, cifar10-jpg, cifar100 or imagefolder as for `probe "
+                                         "--data`); weighted k-NN top-1 of --knn-tap on it is logged in "
+                                         "metrics.jsonl every --knn-every epochs and at the run's end",
+                                   show_default=False, metavar="[KIND:]PATH")
+    knn_every: int | None = setting(1, "epochs between k-NN evaluations", min=1)
+    knn_tap: str | None = setting(None, "the encoder tap the k-NN monitor reads (map taps averaged over space)  "
+                                        "[default: the encoder's last tap]", show_default=False)
+    knn_k: int | None = setting(20, "neighbours that vote", min=1)
+    knn_train_size: int | None = setting(5000, "training images of --knn-data that vote (a seeded subset)", min=1)
+    knn_test_size: int | None = setting(1000, "test images of --knn-data scored (a seeded subset)", min=1)
+    online_probe: bool | None = setting(False, "train a linear classifier on detached features of --online-probe-tap "
+                                               "from each training batch's labels (a labelled training set only); "
+                                               "its top-1 goes into metrics.jsonl  [default: off]",
+                                        show_default=False)
+    online_probe_tap: str | None = setting(None, "the tap the online probe reads  [default: the encoder's last tap]",
+                                           show_default=False)
+
+
+def setting_fields() -> tuple:
+    return fields(RunSettings)
+
+
+def setting_kind(f) -> type:
+    """The type of a setting's value (its annotation without ``| None``)."""
+    hint = typing.get_type_hints(RunSettings)[f.name]
+    return next(a for a in typing.get_args(hint) if a is not type(None))
+
+
+def setting_default(f, method_cls: type[Method] | None = None) -> Any:
+    """A setting's default: its own, or the method's class attribute it names."""
+    attr = f.metadata["method_default"]
+    return getattr(method_cls, attr) if attr and method_cls is not None else f.metadata["default"]
+
+
+@dataclass(kw_only=True)
+class TrainConfig(RunSettings):
+    """A run: what to train on, where, and its settings (:class:`RunSettings`: ``None`` means on ``resume`` the
+    value the checkpointed run recorded, else the default), so ``--resume`` alone continues the run as it was.
+    The fields below are not recorded settings: they say where and how this process runs."""
 
     method: str
     data: str | None
     out: str
-    arch: str | None = None
-    epochs: int | None = None
-    max_steps: int | None = None  # None: no limit (on resume: the checkpointed run's)
-    batch_size: int | None = None
-    workers: int | None = None  # None: this process's share of the CPUs (train.data.default_workers)
-    seed: int | None = None  # None: DEFAULT_SEED
-    ckpt_every: int | None = None  # None: DEFAULT_CKPT_EVERY
-    log_every: int | None = None  # None: DEFAULT_LOG_EVERY
-    shuffle_buffer: int | None = None  # None: DEFAULT_SHUFFLE_BUFFER
     manifest: str | None = None  # for a webdataset URL pattern as `data`
     resume: bool = False
     device: str = "auto"
-    amp: bool | None = None  # bf16 autocast; None: on CUDA and on CPUs with native bf16 (train.devices.default_amp)
     channels_last: bool = True  # NHWC: about 2x faster convolutions on the CPU (oneDNN) and tensor cores on CUDA
     deterministic: bool = False  # bit-reproducible CUDA kernels (see backend_settings); slower on a GPU
     progress: bool = True
-    # watching the run (train.knn_monitor, train.online_probe, train.tensorboard_log); None: recorded, else default
-    knn_data: str | None = None  # a labelled set ([KIND:]PATH); None: no k-NN monitor
-    knn_every: int | None = None  # epochs between k-NN evaluations (DEFAULT_KNN_EVERY)
-    knn_tap: str | None = None  # None: the encoder's last tap
-    knn_k: int | None = None  # DEFAULT_KNN_K
-    knn_train_size: int | None = None  # DEFAULT_KNN_TRAIN_SIZE
-    knn_test_size: int | None = None  # DEFAULT_KNN_TEST_SIZE
-    online_probe: bool | None = None  # None: recorded, else off
-    online_probe_tap: str | None = None  # None: the encoder's last tap
     tensorboard: bool = True  # event files in OUT/tensorboard/
     options: dict[str, Any] = field(default_factory=dict)  # the method's Options overrides
 
 
-def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> dict[str, Any]:
-    """The settings the run will use: those given, else those ``recorded`` by the checkpointed run, else defaults.
+def resolve_settings(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> RunSettings:
+    """The settings the run will use: those given, else those ``recorded`` by the checkpointed run, else defaults."""
+    values = {}
+    for f in setting_fields():
+        given = getattr(cfg, f.name)
+        values[f.name] = given if given is not None else recorded.get(f.name, setting_default(f, method_cls))
+    return RunSettings(**values)
 
-    ``options`` comes back as the method's override dict (known fields only: a checkpoint written before an
-    option existed simply lacks it).
-    """
-    defaults = {"arch": method_cls.default_arch, "epochs": method_cls.default_epochs, "max_steps": None,
-                "batch_size": method_cls.default_batch_size, "seed": DEFAULT_SEED,
-                "shuffle_buffer": DEFAULT_SHUFFLE_BUFFER, "workers": None,
-                "ckpt_every": DEFAULT_CKPT_EVERY, "log_every": DEFAULT_LOG_EVERY,
-                "amp": None,  # amp None: the device's default (train.devices.default_amp); recorded as what ran
-                "knn_data": None, "knn_every": DEFAULT_KNN_EVERY, "knn_tap": None, "knn_k": DEFAULT_KNN_K,
-                "knn_train_size": DEFAULT_KNN_TRAIN_SIZE, "knn_test_size": DEFAULT_KNN_TEST_SIZE,
-                "online_probe": False, "online_probe_tap": None}
-    settings = {name: getattr(cfg, name) if getattr(cfg, name) is not None else recorded.get(name, default)
-                for name, default in defaults.items()}
+
+def resolve_options(cfg: TrainConfig, method_cls: type[Method], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The method's option overrides: those given over those recorded (known fields only: a checkpoint written
+    before an option existed simply lacks it)."""
     known = {f.name for f in fields(method_cls.Options)}
     inherited = {k: v for k, v in recorded.get("options", {}).items() if k in known}
-    settings["options"] = {**inherited, **cfg.options}
-    return settings
+    return {**inherited, **cfg.options}
 
 
 # What a resumed run must share with the run it continues: the checkpoint's weights, optimiser state, schedules,
@@ -104,11 +134,12 @@ MUST_MATCH_ON_RESUME = ("batch_size", "seed", "shuffle_buffer", "options", "data
 CHANGE_THE_RESULT_ON_RESUME = {"workers": "the shuffle buffer is per DataLoader worker", "amp": "bf16 autocast"}
 
 
-def warn_inexact_resume(recorded: dict[str, Any], settings: dict[str, Any]) -> None:
+def warn_inexact_resume(recorded: dict[str, Any], settings: RunSettings) -> None:
     for name, why in CHANGE_THE_RESULT_ON_RESUME.items():
-        if name in recorded and recorded[name] is not None and settings[name] not in (None, recorded[name]):
+        value = getattr(settings, name)
+        if name in recorded and recorded[name] is not None and value not in (None, recorded[name]):
             log.warning("--%s %s where the run recorded %s (%s): the resumed run will not match an "
-                        "uninterrupted one", name, settings[name], recorded[name], why)
+                        "uninterrupted one", name, value, recorded[name], why)
 
 
 def data_identity(source: Source) -> dict[str, Any]:
@@ -162,22 +193,21 @@ def build_options(method_cls: type[Method], overrides: dict[str, Any], arch: str
     return opts
 
 
-def check_settings(settings: dict[str, Any]) -> None:
-    """The loop's own numbers against SETTING_BOUNDS (what the command line's ranges are built from)."""
+def check_settings(settings: RunSettings) -> None:
+    """Every setting against its declaration (what the command line's ranges and choices are built from): the
+    Python API is refused the values the command line refuses, with the same wording."""
     from train.models import list_encoders
 
-    if settings["arch"] not in list_encoders():
-        raise OptionError(f"Invalid value for '--arch': {settings['arch']!r} is not one of "
+    if settings.arch not in list_encoders():
+        raise OptionError(f"Invalid value for '--arch': {settings.arch!r} is not one of "
                           f"{', '.join(map(repr, list_encoders()))}.")
-    for name, bounds in SETTING_BOUNDS.items():
-        value = settings[name]
-        if value is None and name in ("max_steps", "workers"):  # None: no limit; the default share of the CPUs
+    for f in setting_fields():
+        value = getattr(settings, f.name)
+        if value is None and f.metadata["default"] is None:  # unset where unset is a choice: no limit, auto...
             continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {value!r} is not an integer.")
-        problem = bounds.problem(value)
+        problem = value_problem(f, setting_kind(f), value)
         if problem:
-            raise OptionError(f"Invalid value for '--{name.replace('_', '-')}': {problem}")
+            raise OptionError(f"Invalid value for '--{f.name.replace('_', '-')}': {problem}")
 
 
 def check_run_folder(out: Path, resume: bool) -> None:

@@ -503,7 +503,8 @@ def test_configure_receives_the_runs_facts(tiny_set, tmp_path, monkeypatch):
     (ctx,) = seen
     # 256 samples at batch 16: 16 steps an epoch; --max-steps 3 stops the run, the schedules still span 5 epochs
     assert (ctx.total_epochs, ctx.steps_per_epoch, ctx.total_steps) == (5, 16, 3)
-    assert (ctx.device, ctx.amp, ctx.world_size) == (torch.device("cpu"), False, 1)
+    amp = devices.default_amp(torch.device("cpu"))[0]
+    assert (ctx.device, ctx.amp, ctx.world_size) == (torch.device("cpu"), amp, 1)
 
 
 def test_resume_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tiny_set, tmp_path, trained_encoder):

@@ -113,13 +113,29 @@ class PILViews(Dataset):
         return self.transform(Image.fromarray(self.images[i]))
 
 
-def endless(dataset: Dataset, batch_size: int, seed: int) -> Iterator:
-    """Batches of ``dataset`` in a seeded order, one worker, epoch after epoch."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=1,
-                        persistent_workers=True, generator=torch.Generator().manual_seed(seed),
-                        multiprocessing_context="spawn")  # a forked worker would hold the other side's loader
-    while True:
-        yield from loader
+class Batches:
+    """Batches of ``dataset`` in a seeded order, one loader worker, epoch after epoch; ``close`` ends the worker
+    (a side's worker holds a copy of the images: one left running per run would add up over a bench)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int):
+        # spawn, not fork: a forked worker would inherit (and try to shut down) the other side's loader
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=1,
+                                 generator=torch.Generator().manual_seed(seed), multiprocessing_context="spawn")
+        self.iterator: Iterator | None = None
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = iter(self.loader)
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
+
+    def close(self) -> None:
+        if self.iterator is not None:
+            self.iterator._shutdown_workers()
+            self.iterator = None
 
 
 # ---- the shared settings ----------------------------------------------------------------------------------------
@@ -159,7 +175,7 @@ class Ours:
         self.method.configure(RunContext(1, steps, steps))
         self.method.train()
         self.generator = torch.Generator().manual_seed(seed)
-        self.batches = endless(Uint8Images(data), batch_size, seed)
+        self.batches = Batches(Uint8Images(data), batch_size, seed)
         self.step_count = 0
 
     @property
@@ -199,7 +215,7 @@ class Lightly:
         o = self.opts
         self.optimizer = (torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay) if self.name == "dino"
                           else torch.optim.SGD(trainable, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay))
-        self.batches = endless(PILViews(data, transform), batch_size, seed)
+        self.batches = Batches(PILViews(data, transform), batch_size, seed)
 
     def normalise(self, images: Tensor) -> Tensor:
         mean = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
@@ -371,6 +387,8 @@ def throughput(name: str, args, arrays) -> dict:
     for _ in range(args.rounds):
         rates["ours"].append(timed_round(ours, args.round_steps, args.bf16))
         rates["lightly"].append(timed_round(theirs, args.round_steps, args.bf16))
+    ours.batches.close()
+    theirs.batches.close()
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {"method": name, "ours": med["ours"], "lightly": med["lightly"], "ratio": med["ours"] / med["lightly"],
             "rounds": rates}
@@ -408,6 +426,7 @@ def learning(name: str, seed: int, args, arrays) -> dict:
         for _ in range(args.steps):
             with precision(args.bf16):
                 side.step()
+        side.batches.close()
         row[label] = {"before": before, "after": knn_top1(side, side.encoder, arrays, bank),
                       "seconds": time.perf_counter() - start}
         print(f"  {name} seed {seed} {label}: kNN {before:.2f} -> {row[label]['after']:.2f} "

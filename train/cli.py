@@ -66,6 +66,8 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
     from train.devices import DEVICE_HELP
     from train.settings import setting_fields
 
+    settings = [_setting_option(f, method) for f in setting_fields()]
+    settings_before_run = [f.name for f in setting_fields()].index("amp")  # the options' order in --help
     # --manifest names a rendered set's manifest: only methods that read rendered sets have it
     manifest = [] if method.data_kind != "rendered" else [
         click.Option(["--manifest"], type=str, default=None,
@@ -77,16 +79,18 @@ def _common_options(method: type[Method]) -> list[click.Parameter]:
         click.Option(["--out", "-o"], type=click.Path(), default=None,
                      help=f"run folder (default runs/{method.name}); holds checkpoint.pt, encoder.pt, "
                           "metrics.jsonl, config.json"),
-        *(_setting_option(f, method) for f in setting_fields()),
+        *settings[:settings_before_run],
         click.Option(["--resume"], is_flag=True,
                      help="continue the run in --out exactly where it stopped, with the settings it recorded "
                           "for every option not given"),
         click.Option(["--device"], type=_DeviceName(), default="auto", show_default=True, help=DEVICE_HELP),
+        settings[settings_before_run],  # --amp, beside --device as before
         click.Option(["--deterministic"], is_flag=True,
                      help="bit-reproducible GPU training and exact --resume on a GPU (same GPU model, driver and "
                           "torch; pass it again on --resume): deterministic algorithms, no cuDNN autotuning, no TF32; "
                           "slower"),
         click.Option(["--progress/--no-progress"], default=True, show_default=True, help="progress bar"),
+        *settings[settings_before_run + 1:],  # the monitors
         click.Option(["--tensorboard/--no-tensorboard"], default=True, show_default=True,
                      help="TensorBoard event files in OUT/tensorboard/: every metrics.jsonl scalar, and pictures of "
                           "the augmented views at each epoch's start"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repository's train package, not bench/train.py beside this file
+sys.path.insert(0, str(ROOT))
 
 from train.models import build_encoder  # noqa: E402
 from train.models.heads import DINOHead  # noqa: E402

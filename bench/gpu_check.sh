@@ -5,7 +5,7 @@
 #      channels_last and a resume at step 10 equal bit for bit under --deterministic (7, 9), pinned batches (10),
 #      training steps under torch.cuda.set_sync_debug_mode("error") (11);
 #   2. training throughput per method (AlexNet-BN, 256 px renders, batch 256, bf16) and the shard reader's rate
-#      (bench/train.py);
+#      (bench/train_throughput.py);
 #   3. the CPU-pinned train tests on a machine where CUDA is present (item 9), in parallel where pytest-xdist is.
 # Each step is time-boxed (timeout -k) and independent of the others' success; logs land in OUT_DIR.
 #
@@ -43,7 +43,7 @@ device_line "$device" | tee "$out/device.txt"
 step checks 200 "$py" -m pytest -q -rA -p no:cacheprovider -o "addopts=-ra --import-mode=importlib" "${checks[@]}"
 grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ' "$out/checks.txt" | sed 's/^/check /'
 
-step throughput 100 "$py" bench/train.py --device "$device" --arch "$arch" --size "$size" --batch-size "$batch" \
+step throughput 100 "$py" bench/train_throughput.py --device "$device" --arch "$arch" --size "$size" --batch-size "$batch" \
     --steps "$steps" --warmup "$warmup" --render-n "$render_n" --cluster-n 0
 grep -E '^(train|reader) ' "$out/throughput.txt" | sed 's/^/figure /'
 

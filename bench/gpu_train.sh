@@ -2,7 +2,7 @@
 # Issue 3's GPU figures in one batch command that ends inside 8 minutes (one GPU, 16 cores):
 #   render    a 100,000-patch set of SRC_IMAGE at 256 px; its rate is extrapolated to ImageNet's 1,281,167 patches
 #             (about 38 GiB at 256 px: rendering it takes longer, and more disk, than a lent GPU has)
-#   steps     training steps per method with the loader taken out, and the shard reader's rate (bench/train.py)
+#   steps     training steps per method with the loader taken out, and the shard reader's rate (bench/train_throughput.py)
 #   rotnet, deepcluster
 #             real end-to-end `train` runs on the 100,000-patch set (loader, augmentation, bf16 steps), whose
 #             metrics.jsonl give the images/s and DeepCluster's clustering pass (features of every sample, PCA,
@@ -64,7 +64,7 @@ print(f"figure render: {n} patches in {secs} s (start-up included) = {n / secs:,
       f"{size / n * full / 2**30:.1f} GiB")
 EOF
 
-step steps 90 "$py" bench/train.py --device "$device" --arch "$arch" --size "$size" --batch-size "$batch" \
+step steps 90 "$py" bench/train_throughput.py --device "$device" --arch "$arch" --size "$size" --batch-size "$batch" \
     --steps "$steps" --warmup "$warmup" --methods rotnet,deepcluster,supervised,bigan,monogan \
     --render-n "$reader_n" --cluster-n 0
 grep -E '^(train|reader|ratio) ' "$out/steps.txt" | sed 's/^/figure /'
@@ -92,6 +92,6 @@ if not steps and not clusters:
 EOF
 done
 
-step cluster 60 "$py" bench/train.py --device "$device" --methods "" --render-n 0 --cluster-n "$cluster_n" \
+step cluster 60 "$py" bench/train_throughput.py --device "$device" --methods "" --render-n 0 --cluster-n "$cluster_n" \
     --cluster-dim "$cluster_dim"
 grep -E '^cluster ' "$out/cluster.txt" | sed 's/^/figure /'

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repository's train/ package, not bench/train.py
+sys.path.insert(0, str(ROOT))
 
 from pipeline.shard_reader import decode_image  # noqa: E402
 from pipeline.sources import decode_rgb, has_image_suffix  # noqa: E402

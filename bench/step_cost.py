@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repository's train package, not bench/train.py beside this file
+sys.path.insert(0, str(ROOT))
 
 from train.data import Batch  # noqa: E402
 from train.methods import get_method  # noqa: E402

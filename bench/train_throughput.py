@@ -8,9 +8,9 @@ samples, drawn and projected in chunks as DeepCluster streams them (1,281,167 x 
 Steps run with train's kernel settings (cuDNN autotuning and TF32 on CUDA, train.loop.backend_settings) and its
 bf16 autocast region (train.loop.amp_autocast).
 
-    .venv/bin/python bench/train.py                          # CPU: CIFAR encoder, 32 px
-    .venv/bin/python bench/train.py --methods simclr@resnet18-cifar,dino@vit-tiny   # METHOD@ARCH: another encoder
-    .venv/bin/python bench/train.py --arch alexnet --size 256 --batch-size 256 --cluster-n 1281167  # GPU
+    .venv/bin/python bench/train_throughput.py                # CPU: CIFAR encoder, 32 px
+    .venv/bin/python bench/train_throughput.py --methods simclr@resnet18-cifar,dino@vit-tiny  # METHOD@ARCH
+    .venv/bin/python bench/train_throughput.py --arch alexnet --size 256 --batch-size 256 --cluster-n 1281167  # GPU
 
 With ``--real-set KIND:PATH`` (e.g. ``imagefolder:`` of the shared ImageNet sample) it also times the real-set
 loader of ``train METHOD KIND:PATH`` (decode in the workers, JPEG DCT scaling, shorter side to S, centre square)

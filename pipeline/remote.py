@@ -5,7 +5,8 @@ naming the URL and what happened (HTTP status, timed out, too slow, too large, a
 attempts were made. The limits are the fields of :class:`NetLimits`; their defaults can be changed for a whole run
 (DataLoader workers included) through these environment variables, checked against the same ranges:
 
-    SINGLE_IMAGE_SSL_NET_TIMEOUT        seconds to connect, and to wait for the next byte of a transfer (30)
+    SINGLE_IMAGE_SSL_NET_TIMEOUT        seconds to connect, for the response's status and headers, and for each
+                                        next byte of its body (30)
     SINGLE_IMAGE_SSL_NET_MIN_SPEED      bytes/s a transfer must average over each SPEED_TIME window, 0 = off (1024)
     SINGLE_IMAGE_SSL_NET_SPEED_TIME     seconds of the low-speed window (60)
     SINGLE_IMAGE_SSL_NET_ATTEMPTS       attempts per transfer: a timeout, a dropped connection, a too-slow transfer,
@@ -15,21 +16,25 @@ attempts were made. The limits are the fields of :class:`NetLimits`; their defau
     SINGLE_IMAGE_SSL_SPOOL_MEMORY       bytes of a spooled shard kept in memory; a larger shard goes to a temporary
                                         file, deleted once the shard is read (64 MiB)
 
-A transfer therefore fails within about ATTEMPTS x (SPEED_TIME + TIMEOUT) + BACKOFF x (2^(ATTEMPTS-1) - 1) seconds
-whatever the server does: a stall trips TIMEOUT, a drip trips the low-speed limit, an endless body trips the size
-bound (the manifest's limit, or a shard's byte count in its manifest entry).
+A transfer therefore fails within about TIMEOUT (to connect) + TIMEOUT (for the response head) + SPEED_TIME +
+TIMEOUT per attempt, ATTEMPTS times, plus BACKOFF x (2^(ATTEMPTS-1) - 1) seconds, whatever the server does: a stall
+trips TIMEOUT, a drip trips the low-speed limit (or, in the head, TIMEOUT), an endless body trips the size bound
+(the manifest's limit, or a shard's byte count in its manifest entry).
 
 Redirects are followed to http(s) only: a redirect to file:// (or ftp://) is refused, naming where it pointed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
 import io
 import os
+import socket
 import tempfile
+import threading
 import time
 import typing
 import urllib.error
@@ -54,8 +59,8 @@ _RETRIED_STATUS = frozenset({408, 429})  # and every 5xx: what a server or proxy
 class NetLimits:
     """The bounds of every network read (see the module docstring for their environment variables)."""
 
-    net_timeout: float = opt(30.0, "Seconds to connect to a server, and to wait for the next byte of a transfer.",
-                             min=0, min_open=True, max=3600)
+    net_timeout: float = opt(30.0, "Seconds to connect to a server, for its response's status and headers, and for "
+                                   "each next byte of the body.", min=0, min_open=True, max=3600)
     net_min_speed: int = opt(1024, "Bytes/s a transfer must average over each --net-speed-time window (0: no "
                                    "low-speed limit).", min=0)
     net_speed_time: float = opt(60.0, "Seconds of the window the low-speed limit is measured over.",
@@ -104,25 +109,73 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """urllib follows redirects to ftp:// too; a set is read over http(s) only. (It refuses file:// itself, with an
     HTTPError whose url is the redirect's target, as this does.)"""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 (urllib's signature)
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
             raise urllib.error.HTTPError(newurl, code, f"{msg} - Redirection to url '{newurl}' is not allowed",
                                          headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+class _HeadDeadline:
+    """A connection whose response head (status line and headers) must arrive within its timeout in all: the
+    socket timeout bounds each wait for a byte only, and a head dripped a byte at a time (http.client takes up to
+    100 header lines of 64 KiB) would never trip it. Past the deadline the socket is shut, and the read that
+    fails is reported as a timeout."""
+
+    timeout: float | None
+    sock: socket.socket | None
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self.timeout or 0, expire)
+        timer.start()
+        try:
+            return super().getresponse()  # type: ignore[misc]
+        except (OSError, http.client.HTTPException):
+            if expired.is_set():
+                raise TimeoutError(f"no response head within {self.timeout:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+
+
+class _HTTPConnection(_HeadDeadline, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeadDeadline, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects, _HTTPHandler, _HTTPSHandler)
 
 
 def is_http(url: str) -> bool:
     return urllib.parse.urlsplit(url).scheme in ("http", "https")
 
 
-def fetch_bytes(url: str, limits: NetLimits, max_bytes: int, what: str = "manifest") -> bytes:
-    """The body at `url`, of at most `max_bytes` (more is refused as too large, naming `what`'s limit)."""
-    out = io.BytesIO()
+def fetch_manifest(url: str, limits: NetLimits) -> bytes:
+    """The body at `url`, of at most limits.max_manifest_bytes (more is refused as too large)."""
+    out, max_bytes = io.BytesIO(), limits.max_manifest_bytes
     transfer(url, limits, out, max_bytes, too_long=lambda n: (
-        f"{url}: larger than {max_bytes:,} bytes, the {what} size limit ({ENV_PREFIX}MAX_MANIFEST_BYTES)"))
+        f"{url}: larger than {max_bytes:,} bytes, the manifest size limit ({ENV_PREFIX}MAX_MANIFEST_BYTES)"))
     return out.getvalue()
 
 
@@ -202,8 +255,8 @@ def _attempt(url: str, limits: NetLimits, out: IO[bytes], max_bytes: int,
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
         if isinstance(reason, TimeoutError):
-            raise _Retry(f"{url}: timed out connecting or waiting for the response ({limits.net_timeout:g} s)") \
-                from None
+            raise _Retry(f"{url}: timed out connecting or waiting for the response head ({limits.net_timeout:g} s, "
+                         f"{ENV_PREFIX}NET_TIMEOUT)") from None
         raise _Retry(f"{url}: cannot connect ({reason})") from None
     with response:
         length = _content_length(response)

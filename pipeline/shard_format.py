@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.errors import ShardSetError
 from pipeline.fileio import parse_json
-from pipeline.remote import NetLimits, fetch_bytes, is_http
+from pipeline.remote import NetLimits, fetch_manifest, is_http
 
 FORMAT_NAME = "single-image-ssl/shards"
 FORMAT_VERSION = 1
@@ -182,8 +182,7 @@ def load_manifest(location: str | Path, net: NetLimits | None = None) -> dict:
         url = loc if loc.endswith(".json") else loc.rstrip("/") + "/" + MANIFEST
         if not is_http(url):
             raise ShardSetError(f"{url}: a set is read over http(s) only")
-        limits = net or NetLimits.from_env()
-        body = fetch_bytes(url, limits, limits.max_manifest_bytes)
+        body = fetch_manifest(url, net or NetLimits.from_env())
         try:
             manifest = parse_json(body)
         except ValueError as e:

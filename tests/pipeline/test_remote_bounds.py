@@ -61,6 +61,20 @@ def drip(handler, path: Path) -> None:
         handler.wfile.flush()
 
 
+def silent(handler, path: Path) -> None:
+    """Connected, then no response at all."""
+    handler.stopping.wait(20)
+
+
+def dripped_head(handler, path: Path) -> None:
+    """The status line and headers a byte every 0.2 s: each read returns in time, the head never ends."""
+    for byte in b"HTTP/1.0 200 OK\r\n" + b"X-Pad: " + b"x" * 200:
+        if handler.stopping.wait(0.2):
+            return
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+
+
 def endless(handler, path: Path) -> None:
     """A body without end (no Content-Length; at most 200 MB, should the client fail to stop)."""
     _head(handler)
@@ -149,7 +163,11 @@ def _one_line(error: BaseException, expected: str) -> None:
     assert str(error) == expected and "\n" not in str(error), str(error)
 
 
+HEAD_TIMEOUT = ("timed out connecting or waiting for the response head (0.5 s, SINGLE_IMAGE_SSL_NET_TIMEOUT) "
+                "(after 2 attempts)")
 SHARD_CASES = {
+    "silent": (silent, HEAD_TIMEOUT),
+    "dripped head": (dripped_head, HEAD_TIMEOUT),
     "stall": (stall, "timed out, no byte for 0.5 s after 1,024 bytes (SINGLE_IMAGE_SSL_NET_TIMEOUT) "
                      "(after 2 attempts)"),
     "drip": (drip, "too slow, {n} bytes in 1 s, under the 2,000 bytes/s minimum (SINGLE_IMAGE_SSL_NET_MIN_SPEED) "
@@ -281,3 +299,13 @@ def test_train_stops_in_one_line_before_a_step_on_an_endless_altered_shard(tiny_
     assert lines == [f"Error: {server.url}/patches-000000.tar: longer than its manifest entry (256,000 bytes); "
                      f"stopped at the first extra byte, no sample of it read"], lines
     assert not (tmp_path / "run" / "encoder.pt").exists()
+
+
+def test_a_pipe_command_that_never_ends_is_stopped_at_the_first_extra_byte(tiny_set):
+    """A `pipe:` shard (how object stores are read) is spooled as an http one is: endless output after the shard is
+    refused at its first extra byte, before any sample of it is read."""
+    pattern = f"pipe:cat {tiny_set}/patches-{{000000..000003}}.tar /dev/zero"
+    seen, error, took = _read(pattern, manifest=tiny_set / "manifest.json")
+    _one_line(error, "pipe:cat " + f"{tiny_set}/patches-000000.tar /dev/zero: longer than its manifest entry "
+                     f"(256,000 bytes); stopped at the first extra byte, no sample of it read")
+    assert seen == [] and took < BOUND_S

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from pipeline.cli_group import ErrorReportingGroup, ReportedError
 from pipeline.errors import ToolkitError
-from pipeline.options import CheckedInt, click_option, flag
+from pipeline.options import CheckedFloat, CheckedInt, click_option, flag
 from train.methods import METHODS, method_summaries, summary_line
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ def _setting_option(f: dataclasses.Field, method: type[Method]) -> click.Option:
         type_: click.ParamType = click.Choice(list_encoders())
     elif kind is int:
         type_ = CheckedInt(meta["bounds"])
+    elif kind is float:
+        type_ = CheckedFloat(meta["bounds"])
     else:
         type_ = click.STRING
     return click.Option(names, type=type_, default=default, show_default=show and default is not None,

@@ -121,7 +121,7 @@ def _subset_images(source: LabelledSource, indices: list[int]) -> tuple[Tensor, 
 
 
 def open_knn_monitor(spec: str, input_size: int, tap: str, k: int, train_size: int, test_size: int,
-                     seed: int) -> KnnMonitor:
+                     seed: int, temperature: float = 0.07) -> KnnMonitor:
     """A monitor on seeded subsets (``train_size`` and ``test_size`` images, or all of a smaller split) of the
     labelled set ``spec``, its images brought to ``input_size`` px (short side resized, centre crop).
 
@@ -148,4 +148,4 @@ def open_knn_monitor(spec: str, input_size: int, tap: str, k: int, train_size: i
         test_indices = torch.randperm(test.num_samples, generator=generator)[:test_size].tolist()
     train_images, train_labels = _subset_images(train, sorted(train_indices))
     test_images, test_labels = _subset_images(test, sorted(test_indices))
-    return KnnMonitor(train_images, train_labels, test_images, test_labels, train.num_classes, tap, k)
+    return KnnMonitor(train_images, train_labels, test_images, test_labels, train.num_classes, tap, k, temperature)

@@ -68,7 +68,7 @@ def open_monitors(settings: RunSettings, method: Method, source: Source) -> Moni
         if D.is_main():
             monitors.knn = open_knn_monitor(settings.knn_data, int(method.encoder.input_size), tap,
                                             settings.knn_k, settings.knn_train_size, settings.knn_test_size,
-                                            settings.seed)
+                                            settings.seed, settings.knn_temperature)
     return monitors
 
 

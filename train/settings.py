@@ -64,6 +64,8 @@ class RunSettings:
     knn_tap: str | None = setting(None, "the encoder tap the k-NN monitor reads (map taps averaged over space)  "
                                         "[default: the encoder's last tap]", show_default=False)
     knn_k: int | None = setting(20, "neighbours that vote", min=1)
+    knn_temperature: float | None = setting(0.07, "temperature of the neighbours' weights exp(similarity / T)",
+                                            min=0, min_open=True)
     knn_train_size: int | None = setting(5000, "training images of --knn-data that vote (a seeded subset)", min=1)
     knn_test_size: int | None = setting(1000, "test images of --knn-data scored (a seeded subset)", min=1)
     online_probe: bool | None = setting(False, "train a linear classifier on detached features of --online-probe-tap "

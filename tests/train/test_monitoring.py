@@ -58,18 +58,19 @@ def assert_same_weights(a, b):
 def test_knn_line_equals_knn_predict_on_the_final_encoder(cifar, labelled_tensors, tmp_path):
     out = tmp_path / "run"
     train(cfg("rotnet", out, knn_data=f"cifar10:{cifar}", knn_k=5, knn_train_size=30, knn_test_size=20,
-              knn_tap="conv3"), TensorSource(*labelled_tensors))
+              knn_tap="conv3", knn_temperature=0.5), TensorSource(*labelled_tensors))
     lines = [r for r in read_metrics(out) if r.get("event") == "knn"]
     assert [(r["step"], r["epoch"]) for r in lines] == [(4, 1), (8, 2), (12, 3)]
     assert all(r["knn_tap"] == "conv3" and r["knn_k"] == 5 for r in lines)
     # the same subsets, drawn from the run's seed, and the exported encoder (the weights at step 12)
-    monitor = open_knn_monitor(f"cifar10:{cifar}", 32, "conv3", 5, 30, 20, seed=0)
+    monitor = open_knn_monitor(f"cifar10:{cifar}", 32, "conv3", 5, 30, 20, seed=0, temperature=0.5)
     assert (monitor.train_images.shape[0], monitor.test_images.shape[0]) == (30, 20)
     encoder, _ = load_encoder(out / "encoder.pt")
     encoder = encoder.to(memory_format=torch.channels_last)  # as it trained
     train_features = tap_features(encoder, monitor.train_images, "conv3")
     test_features = tap_features(encoder, monitor.test_images, "conv3")
-    predicted = knn_predict(train_features, monitor.train_labels, test_features, 10, k=5, chunk=7)
+    predicted = knn_predict(train_features, monitor.train_labels, test_features, 10, k=5, temperature=0.5, chunk=7)
+    assert json.loads((out / "config.json").read_text())["knn_temperature"] == 0.5
     expected = 100.0 * (predicted == monitor.test_labels).float().mean().item()
     assert lines[-1]["knn_top1"] == pytest.approx(expected)
     assert monitor.evaluate(encoder)["knn_top1"] == pytest.approx(expected)

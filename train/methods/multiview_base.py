@@ -12,8 +12,8 @@ per-iteration learning-rate (and weight-decay) schedules with the batch-size rul
 - The learning rate follows the papers' linear rule: ``--lr`` is the rate for 256 images, multiplied by the global
   batch (batch x processes) / 256.
 - The EMA copies are updated inside ``training_step``, after the optimiser step (so a step is one call, also for
-  ``bench/train_throughput.py``); their parameters do not require gradients, are left out of the optimisers and are never
-  exported: ``encoder.pt`` is ``self.encoder``, the student / online / query network.
+  ``bench/train_throughput.py``); their parameters do not require gradients, are left out of the optimisers and
+  are never exported: ``encoder.pt`` is ``self.encoder``, the student / online / query network.
 """
 
 from __future__ import annotations

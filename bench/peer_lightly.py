@@ -434,6 +434,34 @@ def learning(name: str, seed: int, args, arrays) -> dict:
     return row
 
 
+def summarise(path: Path) -> str:
+    """Markdown tables of the JSON lines in ``path``: learning (kNN gain per seed, mean and spread = max - min) and
+    throughput (medians and ratio)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = []
+    learning = [r for r in rows if "seed" in r]
+    if learning:
+        lines += ["| method | steps | seeds | ours: kNN before -> after, gain per seed | lightly: same | gain ours "
+                  "(mean, spread) | gain lightly (mean, spread) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name in dict.fromkeys(r["method"] for r in learning):
+            mine = sorted((r for r in learning if r["method"] == name), key=lambda r: r["seed"])
+            cells, gains = [], {}
+            for side in ("ours", "lightly"):
+                gains[side] = [r[side]["after"] - r[side]["before"] for r in mine]
+                cells.append("; ".join(f"{r[side]['before']:.1f} -> {r[side]['after']:.1f} ({g:+.1f})"
+                                       for r, g in zip(mine, gains[side], strict=True)))
+            stats = [f"{statistics.mean(g):+.2f}, {max(g) - min(g):.2f}" for g in gains.values()]
+            lines.append(f"| {name} | {mine[0]['steps']} | {','.join(str(r['seed']) for r in mine)} | "
+                         f"{cells[0]} | {cells[1]} | {stats[0]} | {stats[1]} |")
+    speed = [r for r in rows if "ratio" in r]
+    if speed:
+        lines += ["", "| method | precision | lightly channels_last | ours images/s | lightly images/s | ratio |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['method']} | {'bf16' if r['bf16'] else 'fp32'} | {r['lightly_channels_last']} | "
+                  f"{r['ours']:.1f} | {r['lightly']:.1f} | {r['ratio']:.2f}x |" for r in speed]
+    return "\n".join(lines)
+
+
 def check_same_start(arch: str) -> None:
     """Both sides' backbones are bit-identical at the start (the comparison's premise)."""
     ours = Ours(recipes(0)["simclr"], arch, 0, 10, np.zeros((256, 32, 32, 3), np.uint8), 128).encoder
@@ -447,7 +475,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="cifar10-jpg:../shared/data/cifar10-jpg")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "peer-lightly" / "cifar10-u8.npz")
-    ap.add_argument("--measure", choices=("throughput", "learning"), required=True)
+    ap.add_argument("--measure", choices=("throughput", "learning"))
+    ap.add_argument("--summarise", type=Path, help="print the tables of a --out file and exit")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--arch", default="resnet18-cifar-w16")
     ap.add_argument("--batch-size", type=int, default=128)
@@ -462,6 +491,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, help="append each result as one JSON line to this file")
     args = ap.parse_args()
+    if args.summarise:
+        print(summarise(args.summarise))
+        return
+    if args.measure is None:
+        ap.error("--measure or --summarise is required")
     torch.set_num_threads(args.threads)
     import lightly
 

@@ -1,6 +1,5 @@
 """`make demo` (experiments/demo.py): render -> train -> probe -> one picture and a finding, resumable by stage."""
 
-import importlib.util
 import json
 import os
 import re
@@ -15,21 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from experiments import make_demo as demo
 from pipeline.sources import default_pool
 
 from ..conftest import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.py"
-
-
-@pytest.fixture
-def demo(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "experiments"))  # demo.py imports its sibling reproduce.py
-    spec = importlib.util.spec_from_file_location("demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_demo(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -155,7 +146,7 @@ def test_demo_stopped_in_a_probe_continues_and_its_finding_is_the_runs_own(demo_
     assert again.stdout.strip().splitlines()[-1] == line
 
 
-def test_data_is_found_or_one_line_says_how_to_give_it(demo, tmp_path, monkeypatch):
+def test_data_is_found_or_one_line_says_how_to_give_it(tmp_path, monkeypatch):
     assert demo.locate_data("cifar10:/somewhere", tmp_path) == ("cifar10:/somewhere", "as given")
     shared = tmp_path / "shared"
     (shared / "cifar10-jpg").mkdir(parents=True)

@@ -1,6 +1,5 @@
 """`reproduce modern`: SimCLR, MoCo v2, BYOL and DINO on Image B against CIFAR-10, probed at every ResNet-18 tap."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from experiments import paper_cifar
+from experiments.commands import render_stage
+from experiments.targets import modern
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
@@ -18,24 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TAPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
 
 
-def load(name: str):
-    """experiments/NAME.py as module NAME (modern imports reproduce by that name, as the scripts do)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    if name == "modern":
-        load("reproduce")
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
 def stages_of(tmp_path: Path, preset: str, data: str = "cifar10:/data/cifar-10-batches-py"):
-    modern = load("modern")
     stages, reports = modern.modern_stages(tmp_path / "reproduce-modern", modern.PRESETS[preset],
                                            default_pool()[1], data, "cpu")
-    return modern, {s.name: s for s in stages}, reports
+    return {s.name: s for s in stages}, reports
 
 
 def option(command: list[str], name: str) -> str:
@@ -43,7 +31,7 @@ def option(command: list[str], name: str) -> str:
 
 
 def test_quick_preset_trains_each_method_on_both_sets_with_equal_steps_and_probes_every_encoder(tmp_path):
-    modern, stages, reports = stages_of(tmp_path, "quick")
+    stages, reports = stages_of(tmp_path, "quick")
     preset = modern.PRESETS["quick"]
     methods = preset["methods"]
     assert {"simclr", "mocov2", "byol", "dino"} <= set(methods)
@@ -71,15 +59,15 @@ def test_quick_preset_trains_each_method_on_both_sets_with_equal_steps_and_probe
     assert option(stages["probe-random-resnet18"].command, "linear") == "random:resnet18-cifar-w16"
     # a retrained Image B encoder is probed again; the render is the one `reproduce cifar10` makes
     assert stages["probe-simclr-imageB"].inputs == [Path(stages["train-simclr-imageB"].outputs[0])]
-    assert stages["render-cifar-B-all"].command == load("reproduce").render_stage(
+    assert stages["render-cifar-B-all"].command == render_stage(
         tmp_path / "reproduce-modern" / "shards" / "cifar-B-all", default_pool()[1],
-        load("reproduce").PRESETS["quick"]["n_patches"], True, True, True).command
+        paper_cifar.PRESETS["quick"]["n_patches"], True, True, True).command
     assert [label for _, label in reports][-2:] == ["supervised on CIFAR-10", "random init."]
     assert len(reports) == 2 * len(methods) + 2
 
 
 def test_full_preset_runs_all_four_methods_at_width_64_and_leaves_workers_to_train(tmp_path):
-    _, stages, _ = stages_of(tmp_path, "full")
+    stages, _ = stages_of(tmp_path, "full")
     assert {f"train-{m}-{s}" for m in ("simclr", "mocov2", "byol", "dino") for s in ("imageB", "cifar10")} <= set(
         stages)
     for stage in stages.values():
@@ -89,11 +77,11 @@ def test_full_preset_runs_all_four_methods_at_width_64_and_leaves_workers_to_tra
     assert "--warmup-epochs" not in stages["train-simclr-imageB"].command  # the methods' own schedules
 
 
-def render_in_sibling(tmp_path: Path, modern, preset: str) -> Path:
+def render_in_sibling(tmp_path: Path, preset: str) -> Path:
     """A finished `reproduce cifar10` render in the sibling folder: its record and its manifest."""
     sibling = tmp_path / "reproduce-cifar10"
     shards = sibling / "shards" / "cifar-B-all"
-    render = load("reproduce").render_stage(shards, default_pool()[1], modern.PRESETS[preset]["n_patches"],
+    render = render_stage(shards, default_pool()[1], modern.PRESETS[preset]["n_patches"],
                                             True, True, True)
     (sibling / "stages").mkdir(parents=True)
     (sibling / "stages" / f"{render.name}.json").write_text(json.dumps({"command": render.command}))
@@ -103,9 +91,7 @@ def render_in_sibling(tmp_path: Path, modern, preset: str) -> Path:
 
 
 def test_a_complete_render_of_the_same_command_in_the_cifar10_folder_is_linked_not_made_again(tmp_path):
-    load("reproduce")
-    modern = load("modern")
-    sibling = render_in_sibling(tmp_path, modern, "quick")
+    sibling = render_in_sibling(tmp_path, "quick")
     stages_of(tmp_path, "full")  # another preset: another patch count, so not the same set
     own = tmp_path / "reproduce-modern" / "shards" / "cifar-B-all"
     assert not own.exists()
@@ -124,7 +110,7 @@ def fake_results(path: Path, top1: list[float]) -> None:
 
 
 def test_report_tables_every_row_and_compares_one_image_with_the_full_set(tmp_path):
-    modern, _, reports = stages_of(tmp_path, "quick")
+    _, reports = stages_of(tmp_path, "quick")
     work = tmp_path / "reproduce-modern"
     for index, (path, label) in enumerate(reports):
         if label != "DINO on CIFAR-10":  # a stage not yet run: its row is left out, its differences too
@@ -185,7 +171,6 @@ def modern_smoke(tmp_path_factory) -> SimpleNamespace:
 
 @SMOKE
 def test_smoke_preset_trains_every_method_on_both_sets(modern_smoke):
-    modern = load("modern")
     first = modern_smoke.run.upto("some trainings")
     assert "5 selected stages done" in first.stdout  # the render, SimCLR and MoCo v2 on each set
     modern_smoke.run.upto("trainings")
@@ -207,7 +192,6 @@ def test_smoke_preset_probes_every_tap_of_every_encoder(modern_smoke):
     modern_smoke.run.upto("all")
     work = modern_smoke.work
     report = (work / "report-modern.md").read_text()
-    modern = load("modern")
     labels = [modern.row_label(m, s) for m in modern.PRESETS["smoke"]["methods"] for s in ("imageB", "cifar10")]
     for label in [*labels, "supervised on CIFAR-10", "random init."]:
         row = next(line for line in report.splitlines() if line.startswith(f"| {label} | "))
@@ -223,6 +207,5 @@ def test_smoke_preset_run_again_skips_every_stage(modern_smoke):
     modern_smoke.run.upto("all")
     again = subprocess.run(modern_smoke.cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    modern = load("modern")
     count = 1 + 2 * (2 * len(modern.PRESETS["smoke"]["methods"]) + 1) + 1  # render, trainings+probes, random
     assert again.stdout.count("skipped") == count

@@ -12,6 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from experiments import stage as runner
+from experiments.paper_cifar import PRESETS
+from experiments.report import device_name, stage_row
+from experiments.targets.cifar10 import cifar10_stages
 from pipeline.sources import default_pool
 
 from ..conftest import StagedRun, stop_when, write_cifar10, write_cifar100
@@ -221,33 +225,22 @@ def test_cifar100_report_against_the_papers_cifar100_columns(smoke100):
         assert results["data"]["kind"] == "cifar100"
 
 
-def load_reproduce():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path):
-    reproduce = load_reproduce()
     records, run = tmp_path / "stages", tmp_path / "run"
     out = run / "encoder.pt"
 
     def stage(steps: int):
         write = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(exist_ok=True); "
                  "p.write_text(' '.join(sys.argv[2:]))")
-        return reproduce.Stage("train-x", [sys.executable, "-c", write, str(out), "--steps", str(steps)], [out],
+        return runner.Stage("train-x", [sys.executable, "-c", write, str(out), "--steps", str(steps)], [out],
                                run_dir=run)
 
-    reproduce.run_stage(stage(1), records, None)
+    runner.run_stage(stage(1), records, None)
     assert out.read_text() == "--steps 1"
-    assert reproduce.run_stage(stage(1), records, None)["command"][-1] == "1"  # same command: skipped
+    assert runner.run_stage(stage(1), records, None)["command"][-1] == "1"  # same command: skipped
     assert out.read_text() == "--steps 1"
     (run / "checkpoint.pt").write_text("a checkpoint of the 1-step run")
-    done = reproduce.run_stage(stage(2), records, None)
+    done = runner.run_stage(stage(2), records, None)
     assert out.read_text() == "--steps 2"  # the preset changed: rerun, not resumed from the old checkpoint
     assert "--resume" not in done["command"] and not (run / "checkpoint.pt").exists()
     assert json.loads((records / "train-x.json").read_text())["command"][-1] == "2"
@@ -256,39 +249,37 @@ def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path)
 def test_a_stage_records_the_commit_it_started_at_and_every_commit_it_was_resumed_at(tmp_path, monkeypatch):
     """A long stage outlives commits made while it runs: the code it ran is the code of its start (and of each
     resumed attempt's start), not the commit at its end."""
-    reproduce = load_reproduce()
     records, out = tmp_path / "stages", tmp_path / "done"
     commits = iter(["aaa", "bbb", "ccc", "ddd"])
-    monkeypatch.setattr(reproduce, "git_commit", lambda: next(commits))
-    slow = reproduce.Stage("train-x", [sys.executable, "-c", "import time; time.sleep(60)"], [out])
-    with pytest.raises(reproduce.TimeLimit):
-        reproduce.run_stage(slow, records, time.time())  # stopped at once: an interrupted attempt at "aaa"
+    monkeypatch.setattr(runner, "git_commit", lambda: next(commits))
+    slow = runner.Stage("train-x", [sys.executable, "-c", "import time; time.sleep(60)"], [out])
+    with pytest.raises(runner.TimeLimit):
+        runner.run_stage(slow, records, time.time())  # stopped at once: an interrupted attempt at "aaa"
     assert json.loads((records / "train-x.partial.json").read_text())["commits"] == ["aaa"]
     write = f"import pathlib; pathlib.Path({str(out)!r}).write_text('ok')"
-    quick = reproduce.Stage("train-x", [sys.executable, "-c", write], [out])
-    done = reproduce.run_stage(quick, records, None)  # resumed at "bbb"; "ccc" is what HEAD says at its end
+    quick = runner.Stage("train-x", [sys.executable, "-c", write], [out])
+    done = runner.run_stage(quick, records, None)  # resumed at "bbb"; "ccc" is what HEAD says at its end
     assert done["commit"] == "bbb" and done["commits"] == ["aaa", "bbb"]
-    assert reproduce.stage_row(done).endswith("| aaa, bbb |")
+    assert stage_row(done).endswith("| aaa, bbb |")
     assert next(commits) == "ccc"  # asked once per attempt, at its start
     assert not (records / "train-x.partial.json").exists()
 
 
 def test_a_stage_runs_again_when_an_input_is_newer_than_its_record(tmp_path):
     """A retrained encoder must be probed again although the probe's command has not changed."""
-    reproduce = load_reproduce()
     records, encoder, result = tmp_path / "stages", tmp_path / "encoder.pt", tmp_path / "probe" / "results.json"
     encoder.write_text("encoder, first training")
     copy = ("import pathlib, sys; out = pathlib.Path(sys.argv[2]); out.parent.mkdir(exist_ok=True); "
             "out.write_text(pathlib.Path(sys.argv[1]).read_text())")
-    probe = reproduce.Stage("probe-x", [sys.executable, "-c", copy, str(encoder), str(result)], [result],
+    probe = runner.Stage("probe-x", [sys.executable, "-c", copy, str(encoder), str(result)], [result],
                             inputs=[encoder])
-    reproduce.run_stage(probe, records, None)
-    reproduce.run_stage(probe, records, None)  # nothing changed: skipped
+    runner.run_stage(probe, records, None)
+    runner.run_stage(probe, records, None)  # nothing changed: skipped
     assert result.read_text() == "encoder, first training"
     encoder.write_text("encoder, second training")
     record_time = (records / "probe-x.json").stat().st_mtime
     os.utime(encoder, (record_time + 5, record_time + 5))  # coarse file-system clocks: make "later" unambiguous
-    reproduce.run_stage(probe, records, None)
+    runner.run_stage(probe, records, None)
     assert result.read_text() == "encoder, second training"
 
 
@@ -320,10 +311,7 @@ def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
     stage_code = ("import pathlib, signal, sys, time; m = pathlib.Path(sys.argv[1]); "
                   "signal.signal(signal.SIGINT, lambda *a: (m.write_text('stopped'), sys.exit(130))); "
                   "m.write_text('started'); time.sleep(120)")
-    script = str(ROOT / "experiments" / "reproduce.py")
-    driver = ("import importlib.util, sys; from pathlib import Path\n"
-              f"spec = importlib.util.spec_from_file_location('reproduce', {script!r})\n"
-              "r = importlib.util.module_from_spec(spec); sys.modules['reproduce'] = r; spec.loader.exec_module(r)\n"
+    driver = ("import sys; from pathlib import Path; from experiments import stage as r\n"
               f"stage = r.Stage('train-x', [sys.executable, '-c', {stage_code!r}, {str(marker)!r}], [Path('never')])\n"
               "try:\n"
               f"    r.run_stage(stage, Path({str(records)!r}), None)\n"
@@ -331,7 +319,7 @@ def test_ctrl_c_stops_the_running_stage_and_records_the_time_spent(tmp_path):
               "    print('interrupted during', e); sys.exit(130)\n")
     # SIGINT's default disposition for the driver: a suite started in the background passes it on ignored
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for _ in range(600):
         if marker.exists() and marker.read_text() == "started":
             break
@@ -350,14 +338,11 @@ def test_a_driver_killed_outright_keeps_the_wall_time_its_stage_had_run(tmp_path
     out: it is written while the stage runs, so the resumed stage's record still counts the time spent before."""
     records, out, pid = tmp_path / "stages", tmp_path / "done", tmp_path / "stage.pid"
     sleeper = f"import os, pathlib, time; pathlib.Path({str(pid)!r}).write_text(str(os.getpid())); time.sleep(600)"
-    script = str(ROOT / "experiments" / "reproduce.py")
-    driver = ("import importlib.util, sys; from pathlib import Path\n"
-              f"spec = importlib.util.spec_from_file_location('reproduce', {script!r})\n"
-              "r = importlib.util.module_from_spec(spec); sys.modules['reproduce'] = r; spec.loader.exec_module(r)\n"
+    driver = ("import sys; from pathlib import Path; from experiments import stage as r\n"
               "r.PARTIAL_EVERY_S = 0.5\n"
               f"stage = r.Stage('train-x', [sys.executable, '-c', {sleeper!r}], [Path('never')])\n"
               f"r.run_stage(stage, Path({str(records)!r}), None)\n")
-    proc = subprocess.Popen([sys.executable, "-c", driver])
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT)
     partial = records / "train-x.partial.json"
     try:  # SIGKILL once the running stage's partial record holds a second of wall time
         stop_when(proc, lambda: partial.exists() and json.loads(partial.read_text())["wall_s"] >= 1.0, within_s=60)
@@ -368,21 +353,18 @@ def test_a_driver_killed_outright_keeps_the_wall_time_its_stage_had_run(tmp_path
             os.kill(int(pid.read_text()), signal.SIGKILL)
     earlier = json.loads(partial.read_text())["wall_s"]
     assert earlier >= 1.0
-    reproduce = load_reproduce()
     write = f"import pathlib; pathlib.Path({str(out)!r}).write_text('ok')"
-    done = reproduce.run_stage(reproduce.Stage("train-x", [sys.executable, "-c", write], [out]), records, None)
+    done = runner.run_stage(runner.Stage("train-x", [sys.executable, "-c", write], [out]), records, None)
     assert done["wall_s"] >= earlier and not partial.exists()
 
 
 def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the_gpu_used(tmp_path, monkeypatch):
     import torch
 
-    reproduce = load_reproduce()
     data = f"cifar10:{write_cifar10(tmp_path)}"
 
     def train_commands(preset):
-        stages, _ = reproduce.cifar10_stages(tmp_path / "work", reproduce.PRESETS[preset], default_pool()[1], data,
-                                             "cuda:1")
+        stages, _ = cifar10_stages(tmp_path / "work", PRESETS[preset], default_pool()[1], data, "cuda:1")
         return [s.command for s in stages if s.name.startswith("train-")]
 
     full, quick = train_commands("full"), train_commands("quick")
@@ -392,20 +374,21 @@ def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"GPU model {index}")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert reproduce.device_name("cuda:1") == "GPU model 1 (cuda:1)"
-    assert reproduce.device_name("auto") == reproduce.device_name("cuda") == "GPU model 0 (cuda:0)"
-    assert reproduce.device_name("cpu").startswith("CPU: ")
+    assert device_name("cuda:1") == "GPU model 1 (cuda:1)"
+    assert device_name("auto") == device_name("cuda") == "GPU model 0 (cuda:0)"
+    assert device_name("cpu").startswith("CPU: ")
 
 
 def test_cifar100_requires_its_pickles_and_refuses_missing_ones_in_one_line(tmp_path):
-    base = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar100", "--preset", "smoke",
+    # `python -m experiments` is the same command as experiments/reproduce.py
+    base = [sys.executable, "-m", "experiments", "cifar100", "--preset", "smoke",
             "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]), "--device", "cpu"]
     cases = {(): "reproduce cifar100: --data cifar100:PATH is required",
              ("--data", f"cifar10:{tmp_path}"): f"--data cifar10:{tmp_path}: the cifar100 target reads CIFAR-100",
              ("--data", f"cifar100:{tmp_path / 'nowhere'}"):
                  f"--data cifar100:{tmp_path / 'nowhere'}: {tmp_path / 'nowhere'}: no such folder"}
     for extra, message in cases.items():
-        result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "work").exists()  # refused before any stage

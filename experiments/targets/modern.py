@@ -1,6 +1,7 @@
 """`reproduce modern`: the paper's question asked of today's methods (issue 21).
 
-    python experiments/reproduce.py modern [--preset quick|full|smoke] [--work runs/reproduce-modern]
+    python -m experiments modern [--preset quick|full|smoke] [--work runs/reproduce-modern]
+    python experiments/reproduce.py modern [...]   (the same)
 
 SimCLR, MoCo v2, BYOL and DINO train a ResNet-18 with the CIFAR stem (3x3/1 convolution, no max-pool) twice each:
 (a) on Image B expanded into a CIFAR-sized set by the paper's augmentation (the same render as `reproduce cifar10`),
@@ -10,7 +11,7 @@ docs/architecture.md says how each is pooled). The report (WORK/report-modern.md
 what one image gives against the full set per method, and draws one plot (WORK/report-modern.png): every row's
 per-tap curve, in absolute top-1 and relative to the supervised encoder, as the paper's Figure 6.
 
-The stages are experiments/reproduce.py's (resumable, skipped when complete, Ctrl-C clean, `--time-limit`,
+The stages are experiments/stage.py's (resumable, skipped when complete, Ctrl-C clean, `--time-limit`,
 `--stages`, `--report-only`). The stage names carry the method and the training set (`train-simclr-imageB`,
 `probe-simclr-cifar10`, `train-supervised-resnet18`...), so this target may share a --work folder with `cifar10`;
 its Image B render is then the same stage. With its own folder, a complete render of the same command in the
@@ -20,13 +21,13 @@ sibling `reproduce-cifar10` folder is linked rather than made again.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-from reproduce import BIN, Stage, cifar_imagefolder, device_name, git_commit, probe_stage, render_stage, stage_row
-
+from experiments.commands import probe_stage, render_stage, supervised_data, workers_option
+from experiments.registry import Target, register
+from experiments.report import report_header
+from experiments.stage import BIN, Stage
 from pipeline.fileio import atomic_write_text
-from probe.results import md_code
 
 TAPS = ("stem", "layer1", "layer2", "layer3", "layer4")
 METHOD_NAMES = {"simclr": "SimCLR", "mocov2": "MoCo v2", "byol": "BYOL", "dino": "DINO",
@@ -131,11 +132,6 @@ def compressed_schedule(method: str, epochs: int) -> list[str]:
     return options
 
 
-def workers_option(preset: dict) -> list[str]:
-    """The preset's loader workers, or none: train's default for the machine (the GPU preset)."""
-    return ["--workers", str(preset["workers"])] if "workers" in preset else []
-
-
 def image_b_shards(work: Path, render: Stage) -> Path:
     """Where the Image B set lives: WORK/shards/cifar-B-all, linked to the sibling `reproduce-cifar10` folder's set
     when that one is complete and was made by the same command (a symbolic link, so the training commands name the
@@ -189,8 +185,7 @@ def modern_stages(work: Path, preset: dict, src: Path, data: str, device: str) -
 def baselines(work: Path, preset: dict, data: str, device: str) -> list[Stage]:
     """The supervised ResNet-18 on CIFAR-10 (its JPEG copy through the extracted image folders, as `reproduce
     cifar10`'s supervised row) and the random initialisation of the same architecture and width."""
-    kind, _, path = data.partition(":")
-    sup_data = str(cifar_imagefolder(Path(path)) if kind == "cifar10-jpg" else Path(path))
+    sup_data = supervised_data(data)
     run = work / "runs" / "supervised-resnet18"
     sup = Stage("train-supervised-resnet18", [
         str(BIN / "train"), "supervised", sup_data, *arch_options(preset), "--out", str(run), "--device", device,
@@ -213,7 +208,7 @@ def top1_per_tap(path: Path) -> dict[str, float]:
 def write_report(work: Path, target: str, preset_name: str, reports: list, stages: list[dict], device: str,
                  data: str, missing: list[str] = ()) -> Path:
     """WORK/report-modern.md (stages, the top-1 table, one image against the full set) and WORK/report-modern.png
-    (every row's per-tap curve, absolute and relative to supervised); reproduce.write_report's signature."""
+    (every row's per-tap curve, absolute and relative to supervised); the registry's Report signature."""
     from probe.report import plot_tap_curves
 
     rows = {label: top1_per_tap(path) for path, label in reports if path.exists()}
@@ -221,16 +216,9 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     picture = plot_tap_curves([curve_of(label, values) for label, values in rows.items()], list(TAPS),
                               work / f"report-{target}.png", reference=supervised,
                               title=f"Linear probes on CIFAR-10 per tap of ResNet-18 (preset {preset_name})")
-    total = sum(s["wall_s"] for s in stages)
-    lines = ["# Today's methods on one image against CIFAR-10: per-tap linear probes (ResNet-18, CIFAR stem)", "",
-             f"- preset: **{preset_name}** ({PRESET_NOTES[preset_name]})",
-             f"- device: {device_name(device)}; commit {git_commit()}; {time.strftime('%Y-%m-%d')}",
-             f"- probe data and the CIFAR-10 training set: {md_code(data)}",
-             f"- wall time: {total / 60:.1f} min over {len(stages)} stages",
-             *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
-                f"the finished ones only"] if missing else []), "",
-             "| stage | wall (s) | commit |", "| --- | ---: | --- |",
-             *[stage_row(s) for s in stages], "",
+    title = "Today's methods on one image against CIFAR-10: per-tap linear probes (ResNet-18, CIFAR stem)"
+    lines = [*report_header(title, preset_name, PRESET_NOTES[preset_name], device,
+                            "probe data and the CIFAR-10 training set", data, stages, missing), "",
              "## Top-1 (%) of a linear probe on CIFAR-10, per tap", "",
              "| encoder | " + " | ".join(TAPS) + " |", "| --- |" + " ---: |" * len(TAPS),
              *[f"| {label} | " + " | ".join(cell(values.get(tap)) for tap in TAPS) + " |"
@@ -275,3 +263,6 @@ def cell(value: float | None) -> str:
 
 def difference(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a - b:+.1f}"
+
+
+TARGET = register(Target("modern", modern_stages, write_report, PRESETS, work="reproduce-modern", order=40))

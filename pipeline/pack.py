@@ -66,7 +66,7 @@ class PackPlan:
 
 def scan_split(src: str | Path, shard_size: int = 10_000) -> PackPlan:
     """The classes (sorted sub-folder names) and image files of an ImageFolder split, in sample order."""
-    root = Path(src).resolve()
+    root = Path(src)  # as given: config.source goes into the manifest, never this machine's absolute path
     if not root.is_dir():
         raise ShardSetError(f"{src}: no such folder")
     if shard_size < 1:

@@ -45,6 +45,9 @@ def render_set(out_dir: str | Path, config: RenderConfig, sources: list[str | Pa
     candidates = default_pool() if sources is None else discover_sources(sources)
     min_side = default_min_side(config.size) if min_src_side is None else min_src_side
     chosen = select_sources(candidates, n_src, config.seed, min_side, skip_bad=skip_bad, warn=log)
+    if sources is None:  # the embedded pool: its file names, not where this machine installed them
+        for s in chosen:
+            s.path = Path(s.path).name
     folder = Path(out_dir)
     manifest = open_set(folder, _fresh_manifest(config, chosen), _differences, force, log)
 

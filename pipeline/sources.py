@@ -57,7 +57,11 @@ def has_image_suffix(path: str | Path) -> bool:
 
 
 def discover_sources(paths: list[str | Path]) -> list[Path]:
-    """Expand files and folders (searched recursively) into a sorted, de-duplicated list of image files."""
+    """Expand files and folders (searched recursively) into a sorted, de-duplicated list of image files.
+
+    Each file keeps the path the user gave (a folder's files under the folder as given): the paths go into the
+    manifest, which must not hold this machine's absolute paths for a relative --src (issue 32). Duplicates are
+    found by the resolved path, the first spelling kept."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -69,8 +73,10 @@ def discover_sources(paths: list[str | Path]) -> list[Path]:
             found.append(p)
         else:
             raise SourceImageError(f"{p}: no such file or folder")
-    unique = list(dict.fromkeys(f.resolve() for f in found))
-    return unique
+    unique: dict[Path, Path] = {}
+    for f in found:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def choose_order(n_candidates: int, seed: int) -> list[int]:

@@ -37,9 +37,13 @@ def md_code(text: object) -> str:
 
 
 def encoder_label(source: str) -> str:
-    """An encoder's name on a sheet or in a legend: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` as is."""
+    """An encoder's name on a sheet or in a legend: `runs/monogan/encoder.pt` -> `monogan`; `random:cifar` and
+    other relative paths as given; an absolute path by its file's name (a picture or report never shows this
+    machine's folders; issue 32)."""
     path = Path(source)
-    return path.parent.name if path.name == "encoder.pt" and path.parent.name else source
+    if path.name == "encoder.pt" and path.parent.name:
+        return path.parent.name
+    return path.name if path.is_absolute() else source
 
 
 def environment(device: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ _TEST_FOLDERS = ("val", "test")
 class DataSpec:
     kind: str
     path: Path | str  # a str for an http(s) URL or a shards split list, which a Path would mangle
+    given: str = field(default="", compare=False)  # PATH as the user wrote it (`~` unexpanded), for artefacts
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
@@ -49,7 +50,7 @@ class DataSpec:
             raise DataError(f"{text}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
         if kind not in KINDS:
             raise DataError(f"{text}: unknown data set kind {kind!r}; choose one of {', '.join(KINDS)}")
-        return cls(kind, path if is_url(path) or is_split_list(path) else Path(path).expanduser())
+        return cls(kind, path if is_url(path) or is_split_list(path) else Path(path).expanduser(), path)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.path}"
@@ -67,14 +68,19 @@ class LabelledData:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
+        """What results.json records of the data. The cifar10-jpg extraction is named by its folder in the cache
+        (its archives' digest), not by this machine's absolute path (issue 32); `notes` keep the path in memory."""
+        notes = dict(self.notes)
+        if "extracted_to" in notes:
+            notes["extracted_to"] = Path(notes["extracted_to"]).name
         return {
             "kind": self.spec.kind,
-            "path": str(self.spec.path),
+            "path": self.spec.given or str(self.spec.path),
             "style": self.style,
             "num_classes": len(self.classes),
             "train_size": len(self.train),
             "test_size": len(self.test),
-            **self.notes,
+            **notes,
         }
 
 

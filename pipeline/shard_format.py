@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,76 @@ def _consistency_problem(manifest: dict, kind: str) -> str | None:
             return (f"shards[{i}] {name} lists {count:,} samples in {shard['bytes']:,} bytes; a sample takes at "
                     f"least {MIN_SAMPLE_BYTES:,} bytes of tar")
     return None
+
+
+def member_kind(member: tarfile.TarInfo) -> str | None:
+    """What a tar member is when it is not a regular file (None when it is): no sample is made of it."""
+    if member.isreg():
+        return None
+    if member.issym():
+        return f"a symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"a hard link to {member.linkname!r}"
+    return "a folder" if member.isdir() else "not a regular file"
+
+
+class ShardMembers:
+    """The rules a shard's members follow, checked member by member in the order the tar holds them, by
+    `pipeline verify` and by the reader alike, so that both refuse the same shards in the same words (issue 32):
+    regular files only, each named KEY.EXT with KEY the entry's samples' keys in order, each sample its one image
+    of the set's formats and its .json, and as many samples as the entry lists, nothing more. `member` and `end`
+    return a problem line, or None."""
+
+    def __init__(self, where: str, entry: dict, formats: frozenset[str]) -> None:
+        self.where, self.first, self.count, self.formats = where, entry["first"], entry["count"], formats
+        self.n = 0  # samples begun
+        self.exts: set[str] = set()  # the current sample's members
+
+    def member(self, name: str, kind: str | None = None) -> str | None:
+        """The problem of the next member, `name`; `kind`: what it is when it is not a regular file."""
+        if kind is not None:
+            return f"{self.where}:{name}: {kind}; a shard holds regular files only"
+        key, _, ext = name.partition(".")
+        if ext != "json" and ext not in self.formats:
+            return f"{self.where}:{name}: not a sample's .{self._wanted()} or .json, which is all a shard holds"
+        if self.n and key == sample_key(self.first + self.n - 1):
+            if ext in self.exts or (ext != "json" and self.exts - {"json"}):
+                return f"{self.where}:{name}: a second {'.json' if ext == 'json' else 'image'} of sample {key}"
+            self.exts.add(ext)
+            return None
+        problem = self._incomplete()
+        if problem:
+            return problem
+        if self.n == self.count:
+            return (f"{self.where}: more samples than the {self.count} its manifest entry lists (sample {key} "
+                    f"refused); an altered shard")
+        expected = sample_key(self.first + self.n)
+        if key != expected:
+            return (f"{self.where}:{name}: sample {expected} expected here (a shard holds samples "
+                    f"{sample_key(self.first)}..{sample_key(self.first + self.count - 1)}, in order, each once)")
+        self.n, self.exts = self.n + 1, {ext}
+        return None
+
+    @property
+    def full(self) -> bool:
+        """Every listed sample is complete: any member after this one is refused."""
+        return self.n == self.count and len(self.exts) == 2
+
+    def end(self) -> str | None:
+        """The problem of a shard whose members ended here."""
+        problem = self._incomplete()
+        if problem is None and self.n != self.count:
+            problem = (f"{self.where}: {self.n} samples, the manifest lists {self.count} (a cut stream or a "
+                       f"truncated shard)")
+        return problem
+
+    def _incomplete(self) -> str | None:
+        if self.n and len(self.exts) != 2:
+            return f"{self.where}: sample {sample_key(self.first + self.n - 1)} lacks its .{self._wanted()} or .json"
+        return None
+
+    def _wanted(self) -> str:
+        return " or .".join(sorted(self.formats))
 
 
 def dump_manifest(manifest: dict) -> bytes:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import random
 import struct
+import tarfile
 import tempfile
 import warnings
 from collections.abc import Collection
@@ -29,7 +30,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import group_by_keys
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.errors import ShardSetError, ToolkitError
@@ -39,10 +40,13 @@ from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
     MANIFEST,
     SHARD_NAME,
+    ShardMembers,
     is_url,
     load_manifest,
+    member_kind,
     patch_size,
     patch_size_problem,
+    sample_formats,
 )
 from pipeline.sources import MAX_SOURCE_PIXELS
 
@@ -152,6 +156,17 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return cv2.cvtColor(decode_bgr(data, name), cv2.COLOR_BGR2RGB)
 
 
+def parse_meta(data: bytes, where: str) -> dict:
+    """A sample's .json (its provenance or label), which must be a JSON object; `where`: SHARD:KEY."""
+    try:
+        meta = parse_json(data)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ShardSetError(f"{where}: its .json is not a JSON object")
+    return meta
+
+
 def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) -> dict[str, Any]:
     """A raw webdataset sample (bytes by extension) -> {'key', 'index', 'image', 'meta'}; with `size` (a rendered
     set's config.size), a decoded patch of any other size is an error."""
@@ -160,12 +175,7 @@ def decode_sample(sample: dict, decode: str = "torch", size: int | None = None) 
     where = f"{sample.get('__url__', '?')}:{key}"
     if ext is None or "json" not in sample:
         raise ShardSetError(f"{where}: sample lacks an image or its .json")
-    try:
-        meta = parse_json(sample["json"])
-    except ValueError:
-        meta = None
-    if not isinstance(meta, dict):
-        raise ShardSetError(f"{where}: its .json is not a JSON object")
+    meta = parse_meta(sample["json"], where)
     if decode == "raw":
         image: Any = sample[ext]
     elif decode == "pil":
@@ -256,30 +266,32 @@ def _spool_stream(url: str, entry: dict, verify: bool, spool_memory: int) -> IO[
 
 
 class _ReadShards(wds.PipelineStage):
-    """Opens each shard URL and yields its raw samples (webdataset's tar_file_expander and group_by_keys).
+    """Opens each shard URL and yields its raw samples (grouped by webdataset's group_by_keys).
 
     `entries` (name -> manifest entry) are the shards' manifest entries. A remote shard (http(s) within `net`'s
     bounds, or a `pipe:` command) is spooled whole, stopped at the first byte beyond its entry's byte count, and
     with `verify` checked (byte count, sha256) before any sample of it is read: no sample of a damaged or altered
     remote shard reaches a consumer. A local shard is hashed as it streams, refused at the first byte beyond its
-    entry, and its digest compared at its end, before its last sample is yielded (webdataset holds a sample until
-    its shard's end-of-file marker): samples before the last have been yielded by then; a trainer stops at the
-    error, and `pipeline verify` tells which sample is damaged."""
+    entry, and its digest compared at its end, before its last sample is yielded (group_by_keys holds a sample
+    until the shard's end-of-file marker): samples before the last have been yielded by then; a trainer stops at
+    the error, and `pipeline verify` tells which sample is damaged. The members of a shard with an entry follow
+    ShardMembers' rules, as `pipeline verify` checks them: the first breach (a link, a stray or duplicated member,
+    a key out of order, one sample more than listed) is refused before its sample is handed on."""
 
-    def __init__(self, entries: dict[str, dict] | None, verify: bool = True, net: NetLimits | None = None):
+    def __init__(self, entries: dict[str, dict] | None, verify: bool = True, net: NetLimits | None = None,
+                 formats: frozenset[str] = frozenset(IMAGE_EXTENSIONS)):
         self.entries, self.verify, self.net = entries or {}, verify, net or NetLimits()
+        self.formats = formats
 
     def _entry(self, url: str) -> dict | None:
         m = SHARD_NAME.search(url)
         return self.entries.get(m.group(0)) if m else None
 
-    def _open(self, url: str, current: dict[str, Any]) -> Any:
-        entry = self._entry(url)
+    def _open(self, url: str, entry: dict | None, current: dict[str, Any]) -> Any:
         if _is_local(url):
             stream = gopen(url)
             if entry is not None and self.verify:
                 stream = current["reader"] = _HashingReader(stream, url, entry["bytes"])
-                current.update(url=url, entry=entry)
             return stream
         if is_http(url):
             spool = spool_shard(url, entry, self.net, self.verify)
@@ -291,28 +303,46 @@ class _ReadShards(wds.PipelineStage):
         return spool
 
     def run(self, src):
-        current: dict[str, Any] = {}
+        return group_by_keys(self._files(src), handler=_raise_shard_error)
 
-        def opened():
-            for source in src:
-                current.clear()
-                try:
-                    source["stream"] = self._open(source["url"], current)
-                except Exception as exn:
-                    exn.args = exn.args + (source["url"],)
-                    _raise_shard_error(exn)
-                yield source
-
-        def checked(files):
-            for file in files:
-                if file == {} and "reader" in current:  # the end-of-file marker of a shard whose bytes were hashed
-                    _check_digest(current["url"], current["reader"], current["entry"])
-                if file == {} and "spool" in current:
+    def _files(self, src):
+        """Each shard's members as webdataset's {fname, data, __url__} records, then {} at the shard's end."""
+        for source in src:
+            url, current = source["url"], {}
+            entry = self._entry(url)
+            try:
+                stream = self._open(url, entry, current)
+                members = entry and ShardMembers(url, entry, self.formats)
+                yield from _shard_members(url, stream, members, flush="reader" not in current)
+                if "reader" in current:  # a local shard whose bytes were hashed: checked before its last sample
+                    _check_digest(url, current["reader"], entry)
+            except ToolkitError:
+                raise
+            except Exception as exn:
+                raise ShardSetError(f"{url}: unreadable shard, truncated or corrupt ({exn})") from exn
+            finally:
+                if "spool" in current:
                     current.pop("spool").close()  # a spooled shard read: its memory or temporary file goes
-                yield file
+            yield {}
 
-        return group_by_keys(checked(tar_file_expander(opened(), handler=_raise_shard_error)),
-                             handler=_raise_shard_error)
+
+def _shard_members(url: str, stream: IO[bytes], members: ShardMembers | None, flush: bool):
+    """The regular members of the tar `stream`; with `members` (the shard's entry), each checked by its rules
+    first, and the shard's end too. With `flush` (no digest is pending), the end-of-file marker follows the last
+    listed sample's last member at once: that sample is handed on before a member beyond it is refused."""
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            kind = member_kind(member)
+            if members is not None and (problem := members.member(member.name, kind)):
+                raise ShardSetError(problem)
+            if kind is not None:
+                continue  # no manifest describes this shard: skipped, as webdataset does
+            yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": url}
+            tar.members = []  # a streamed tar keeps every header otherwise
+            if flush and members is not None and members.full:
+                yield {}  # group_by_keys hands on the held sample (a second marker at the end is a no-op)
+    if members is not None and (problem := members.end()):
+        raise ShardSetError(problem)
 
 
 def _check_digest(url: str, reader: _HashingReader, entry: dict) -> None:
@@ -369,39 +399,6 @@ class ShardPipeline(wds.DataPipeline):
         for stage in self.pipeline:
             if hasattr(stage, "epoch"):
                 stage.epoch = epoch
-
-
-class _CheckShardCounts(wds.PipelineStage):
-    """Each shard must yield exactly the samples its manifest entry lists, enforced as it is read.
-
-    The sample after the entry's count is refused at once, never yielded: a stream of endless members cannot
-    outlast the check. A stream cut at a tar member boundary reads like a clean end of archive; whatever the
-    transport (file, http, `pipe:`), a shard that ends short is an error, not a silently short epoch.
-    """
-
-    def __init__(self, counts: dict[str, int]):
-        self.counts = counts
-
-    def run(self, src):
-        url, n, expected = None, 0, None
-        for sample in src:
-            if sample.get("__url__") != url:
-                self._check_end(url, n, expected)
-                url, n = sample.get("__url__"), 0
-                m = SHARD_NAME.search(url or "")
-                expected = self.counts.get(m.group(0)) if m else None
-            n += 1
-            if expected is not None and n > expected:
-                raise ShardSetError(f"{url}: more samples than the {expected} its manifest entry lists (sample "
-                                    f"{sample.get('__key__')} refused); an altered shard")
-            yield sample
-        self._check_end(url, n, expected)
-
-    @staticmethod
-    def _check_end(url: str | None, n: int, expected: int | None) -> None:
-        if url is not None and expected is not None and n != expected:
-            raise ShardSetError(f"{url}: yielded {n} samples, the manifest lists {expected} (a cut stream or a "
-                                f"truncated shard)")
 
 
 def pattern_urls(pattern: str) -> list[str]:
@@ -464,9 +461,8 @@ def open_shards(location: str | Path, *, shuffle_buffer: int = 0, seed: int = 0,
     if split_by_worker:
         stages.append(wds.split_by_worker)
     listed = {s["name"]: s for s in manifest["shards"]} if manifest is not None else {}
-    stages.append(_ReadShards(listed, verify, net))
-    if manifest is not None:
-        stages.append(_CheckShardCounts({name: s["count"] for name, s in listed.items()}))
+    formats = sample_formats(manifest) if manifest is not None else frozenset(IMAGE_EXTENSIONS)
+    stages.append(_ReadShards(listed, verify, net, formats))
     if shuffle_buffer > 0:
         stages.append(_EpochShuffle(shuffle_buffer, seed))
     size = patch_size(manifest) if manifest is not None else None

@@ -8,19 +8,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
-from pipeline.fileio import parse_json
 from pipeline.hashing import sha256_files
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
     MANIFEST,
     SHARD_GLOB,
+    ShardMembers,
     load_manifest,
+    member_kind,
     patch_size,
     patch_size_problem,
     sample_formats,
-    sample_key,
 )
-from pipeline.shard_reader import decode_bgr
+from pipeline.shard_reader import decode_bgr, parse_meta
 
 
 def verify_set(folder: str | Path, decode: bool = True, progress: bool = False) -> list[str]:
@@ -65,48 +65,35 @@ def _verify_shard(path: Path, entry: dict, formats: frozenset[str], decode: bool
     return _decode_shard(path, entry, formats, size)
 
 
-def _member_kind(member: tarfile.TarInfo) -> str:
-    if member.issym():
-        return f"a symbolic link to {member.linkname!r}"
-    if member.islnk():
-        return f"a hard link to {member.linkname!r}"
-    return "a folder" if member.isdir() else "not a regular file"
-
-
 def _decode_shard(path: Path, entry: dict, formats: frozenset[str], size: int | None) -> list[str]:
-    expected = range(entry["first"], entry["first"] + entry["count"])  # keys made as they are compared
-    seen: dict[str, set[str]] = {}
-    problems = []
+    """The shard's members checked by the reader's rules (ShardMembers: the first breach ends the shard, as it
+    stops the reader, in the same words), each image decoded and each .json parsed as the reader does."""
+    members = ShardMembers(str(path), entry, formats)  # keys made as they are compared: nothing sized by count
+    problems: list[str] = []
     sized = False
     try:
         with tarfile.open(path) as tar:
             for member in tar:
-                if not member.isreg():  # the reader skips what is not a file: a sample would silently lack it
-                    problems.append(f"{path}:{member.name}: {_member_kind(member)}; a shard holds regular files only")
-                    continue
+                problem = members.member(member.name, member_kind(member))
+                if problem:
+                    return [*problems, problem]
                 key, _, ext = member.name.partition(".")
-                data = tar.extractfile(member).read()
-                seen.setdefault(key, set()).add(ext)
-                if ext in IMAGE_EXTENSIONS:
-                    try:
-                        image = decode_bgr(data, f"{path}:{member.name}")
-                    except ShardSetError as e:
-                        problems.append(str(e))
+                where, data = f"{path}:{key}", tar.extractfile(member).read()
+                try:
+                    if ext == "json":
+                        parse_meta(data, where)
                         continue
-                    if not sized and (problem := patch_size_problem(f"{path}:{member.name}", image, size)):
-                        problems.append(problem)  # one line per shard: a set of another size has many
-                        sized = True
-                elif ext == "json":
-                    parse_json(data)
+                    image = decode_bgr(data, where)
+                except ShardSetError as e:
+                    problems.append(str(e))
+                    continue
+                if not sized and (problem := patch_size_problem(where, image, size)):
+                    problems.append(problem)  # one line per shard: a set of another size has many
+                    sized = True
     except (tarfile.TarError, OSError, ValueError) as e:
-        return [f"{path}: unreadable ({e})"]
-    if len(seen) != len(expected) or any(key != sample_key(i) for key, i in zip(seen, expected, strict=False)):
-        problems.append(f"{path}: keys are not {sample_key(expected[0])}..{sample_key(expected[-1])} in order")
-    bad = [k for k, exts in seen.items() if len(exts) != 2 or "json" not in exts or not exts - {"json"} <= formats]
-    if bad:
-        wanted = " or .".join(sorted(formats))
-        problems.append(f"{path}: {len(bad)} samples lack their .{wanted} or .json (first: {bad[0]})")
-    return problems
+        return [*problems, f"{path}: unreadable shard, truncated or corrupt ({e})"]
+    problem = members.end()
+    return problems + ([problem] if problem else [])
 
 
 def _first_patch_problem(folder: Path, manifest: dict) -> str | None:

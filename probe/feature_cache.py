@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.memory import check_sample_buffers
 from probe.features import FrozenFeatures
 
 _HALF_MAX = torch.finfo(torch.float16).max
@@ -39,13 +40,17 @@ class FeatureCache:
     @torch.no_grad()
     def compute(cls, extractor: FrozenFeatures, loader: DataLoader, device: torch.device | str = "cpu",
                 progress: bool = True, desc: str = "features") -> FeatureCache:
-        size = len(loader.dataset)
+        size = len(loader.dataset)  # a labelled set's count from its manifest: checked before it sizes anything
+        check_sample_buffers(size, 8, "labels", f"probe {desc}")
         labels = torch.empty(size, dtype=torch.long)
         store: dict[str, Tensor] = {}
         start = 0
         for images, batch_labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
             features = extractor(images.to(device))
             stop = start + batch_labels.shape[0]
+            if not store:  # the first batch gives each layer's width (float16 rows)
+                check_sample_buffers(size, 8 + 2 * sum(v.shape[1] for v in features.values()), "cached features",
+                                     f"probe {desc}")
             for name, value in features.items():
                 value = value.cpu()
                 if name not in store:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pipeline.memory import check_sample_buffers
 from pipeline.options import opt
 from train import clustering, views
 from train import distributed as D
@@ -134,6 +135,10 @@ class DeepCluster(Method):
         return input_size if input_size <= 64 else round(input_size * 256 / 224)
 
     def __init__(self, opts: DeepClusterOptions, arch: str, num_samples: int, num_classes=None, device="cpu"):
+        # before anything is sized by the count (a manifest may claim 10^12 samples): each sample holds a label
+        # here, and in a clustering pass its index, its new label and its reduced features (gathered, normalised)
+        check_sample_buffers(num_samples, 4 * 8 + 3 * 4 * opts.pca_dim, "pseudo-labels and clustering features",
+                             "deepcluster")
         super().__init__(opts, arch, num_samples, num_classes, device)
         self.k = opts.k or clustering.default_k(num_samples)
         if self.k > num_samples:

@@ -4,7 +4,9 @@
 Several processes (`--part I/N` jobs) may write into one folder at once. Each shard is written under a temporary
 name and renamed when complete; the manifest is rewritten whole, under an exclusive lock, from its current contents
 plus the new shard, so it is never torn and never loses an entry, whatever the interleaving. Its shard list is kept
-sorted, so the final manifest is byte-identical however the shards were scheduled.
+sorted, so the final manifest is byte-identical however the shards were scheduled. A shard is written under its
+own lock (`NAME.lock`, recording host and pid): parts writing disjoint shards run in parallel, a second writer of
+the same shard is refused in one line naming the holder, and a set is not replaced (--force) while one is held.
 
 A writer gives the manifest it would start from (`fresh`), how to tell whether an existing manifest describes the
 same set, and a module-level function that writes one shard in a worker and returns its manifest entry. Shards of
@@ -28,10 +30,11 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.errors import ShardSetError
-from pipeline.fileio import atomic_file, atomic_write_bytes
+from pipeline.fileio import atomic_file, atomic_write_bytes, folder_lock, remove_dead_temporaries
 from pipeline.shard_format import MANIFEST, SHARD_GLOB, dump_manifest, read_manifest, shard_name
 
 _LOCK = ".manifest.lock"
+SHARD_WRITER = "render or pack writing this shard"  # who holds a shard's lock, for folder_lock's message
 
 
 def write_tar(path: Path, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> dict:
@@ -84,12 +87,17 @@ def manifest_lock(folder: Path) -> Iterator[None]:
             fcntl.lockf(f, fcntl.LOCK_UN)
 
 
-def add_shard(folder: Path, entry: dict) -> dict:
-    """List a completed shard in the manifest (under the lock) and return the updated manifest."""
+def add_shard(folder: Path, entry: dict, opened: dict | None = None) -> dict:
+    """List a completed shard in the manifest (under the lock) and return the updated manifest. `opened`: the
+    manifest this writer started from; a manifest of another set (replaced by a --force meanwhile) is refused."""
     with manifest_lock(folder):
         manifest = read_manifest(folder)
         if manifest is None:
             raise ShardSetError(f"{folder / MANIFEST}: disappeared while rendering")
+        if opened is not None and (manifest["config"], manifest["n_shards"]) != (opened["config"],
+                                                                                 opened["n_shards"]):
+            raise ShardSetError(f"{folder}: replaced by another set while this part ran (a --force render or "
+                                f"pack); {entry['name']} is not listed")
         shards = {s["name"]: s for s in manifest["shards"]}
         shards[entry["name"]] = entry
         manifest["shards"] = sorted(shards.values(), key=lambda s: s["first"])
@@ -142,6 +150,7 @@ def open_set(folder: Path, fresh: dict, differences: Differences, force: bool, l
             log(f"{folder}: replacing a different set ({'; '.join(diff)})")
         elif any(folder.glob(SHARD_GLOB)) and not force:
             raise ShardSetError(f"{folder} holds shards but no {MANIFEST}; use --force to replace them")
+        _check_no_shard_writer(folder, max(fresh["n_shards"], existing["n_shards"] if existing else 0))
         _remove_set(folder)
         atomic_write_bytes(folder / MANIFEST, dump_manifest(fresh))
         return fresh
@@ -156,7 +165,7 @@ def write_part(folder: Path, manifest: dict, part: tuple[int, int], shard_count:
     `write_shard(s)` (a module-level function, for spawn) writes shard s, reading that state from `worker_state()`.
     """
     index, n_parts = part
-    n_shards = manifest["n_shards"]
+    n_shards, opened = manifest["n_shards"], manifest
     listed = {s["name"] for s in manifest["shards"]}
     mine = [s for s in range(n_shards) if s % n_parts == index]
     todo = [s for s in mine if shard_name(s) not in listed]
@@ -165,13 +174,12 @@ def write_part(folder: Path, manifest: dict, part: tuple[int, int], shard_count:
         log(f"{folder}: {'set complete' if complete else f'part {index}/{n_parts} complete'}, nothing to do")
         return SetSummary(folder, 0, len(mine), complete, manifest)
 
-    _remove_temporaries(folder, todo)
     state = prepare()
     bar = tqdm(total=sum(shard_count(s) for s in todo), unit=unit, desc=f"{folder.name}", disable=not progress,
                smoothing=0.05)
     try:
         for entry in map_shards(write_shard, state, todo, max(1, min(workers, len(todo)))):
-            manifest = add_shard(folder, entry)
+            manifest = add_shard(folder, entry, opened)
             bar.update(entry["count"])
     except KeyboardInterrupt:
         raise ShardSetError(f"{folder}: interrupted; complete shards are kept, run the same command to resume") \
@@ -179,8 +187,8 @@ def write_part(folder: Path, manifest: dict, part: tuple[int, int], shard_count:
     finally:
         bar.close()
     complete = len(manifest["shards"]) == n_shards
-    if complete:
-        _remove_temporaries(folder, range(n_shards))
+    if complete:  # a live writer's temporary stays (it holds its shard's lock); a killed one's here goes
+        remove_dead_temporaries(folder, [shard_name(s) for s in range(n_shards)])
     return SetSummary(folder, len(todo), len(mine) - len(todo), complete, manifest)
 
 
@@ -192,6 +200,16 @@ def _drop_damaged(folder: Path, manifest: dict) -> dict:
         manifest = {**manifest, "shards": kept}
         atomic_write_bytes(folder / MANIFEST, dump_manifest(manifest))
     return manifest
+
+
+def _check_no_shard_writer(folder: Path, n_shards: int) -> None:
+    """Refuse (one line naming the holder) to replace a set while another process writes one of its shards: each
+    shard's lock is taken and released in turn (a writer holds it for the whole shard)."""
+    names = {shard_name(s) for s in range(n_shards)} | {p.name for p in folder.glob(SHARD_GLOB)}
+    for name in sorted(names):
+        if (folder / f"{name}.lock").exists():
+            with folder_lock(folder / name, SHARD_WRITER):
+                pass
 
 
 def _remove_set(folder: Path) -> None:
@@ -207,9 +225,16 @@ def _remove_temporaries(folder: Path, shards) -> None:
 
 def write_indexed_shard(folder: Path, shard: int, indices: range,
                         sample: Callable[[int], tuple[str, list[tuple[str, bytes]]]]) -> dict:
-    """Write shard `shard` holding samples `indices` (`sample(i)` gives (key, [(ext, bytes), ...])); its entry."""
+    """Write shard `shard` holding samples `indices` (`sample(i)` gives (key, [(ext, bytes), ...])); its entry.
+
+    The shard's lock (`NAME.lock`, host and pid) is held while it is written: parts writing other shards run in
+    parallel, but a second writer of this very shard (the same part run twice, overlapping --part splits) is
+    refused in one line naming the holder, and no writer removes another's temporary file (issue 32). Under the
+    lock, a temporary of this shard is a killed writer's leftover."""
     name = shard_name(shard)
-    info = write_tar(folder / name, map(sample, indices))
+    with folder_lock(folder / name, SHARD_WRITER):
+        _remove_temporaries(folder, [shard])
+        info = write_tar(folder / name, map(sample, indices))
     return {"name": name, "first": indices.start, "count": len(indices), **info}
 
 

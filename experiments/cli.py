@@ -27,7 +27,17 @@ import time
 from pathlib import Path
 
 from experiments.registry import Target, targets
-from experiments.stage import ROOT, SHARED, Interrupted, Stage, StageFailed, TimeLimit, finished_record, run_stage
+from experiments.stage import (
+    ROOT,
+    SHARED,
+    Interrupted,
+    Stage,
+    StageFailed,
+    TimeLimit,
+    finished_record,
+    ran_before,
+    run_stage,
+)
 from experiments.tool_options import PresetError, check_stages
 from pipeline.errors import ToolkitError
 
@@ -68,13 +78,14 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def load(target: Target, preset: str, work: Path, src: Path, data: str, device: str
          ) -> tuple[list[Stage], list[tuple[Path, str]]]:
-    """The target's stages for the preset (each once: targets share stages) and its reports; every stage's command
-    checked against its tool's options (PresetError), the data located (ToolkitError), before any stage runs."""
+    """The target's stages for the preset (each once: targets share stages) and its reports, the data located
+    (ToolkitError); and, before any stage runs, every stage's command that has not run to completion in `work`
+    (selected by --stages or not) checked against its tool's options (PresetError)."""
     if preset not in target.presets:
         raise PresetError(f"target {target.name} has no preset {preset!r}; known: {', '.join(target.presets)}")
     stages, reports = target.build(work, target.presets[preset], src, data, device)
     stages = list({s.name: s for s in stages}.values())  # shared stages once
-    check_stages(stages, preset)
+    check_stages([s for s in stages if not ran_before(s, work / "stages")], preset)
     return stages, reports
 
 

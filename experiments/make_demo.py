@@ -29,6 +29,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.commands import probe_stage, render_stage
 from experiments.stage import (
@@ -40,6 +41,7 @@ from experiments.stage import (
     StageFailed,
     finished_record,
     git_commit,
+    ran_before,
     run_stage,
 )
 from experiments.tool_options import PresetError, check_stages
@@ -47,6 +49,9 @@ from pipeline.errors import ToolkitError
 from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.preview import contact_sheet
 from train.archive import default_cache_dir
+
+if TYPE_CHECKING:
+    import numpy as np
 
 METHOD = "rotnet"
 METHOD_NAMES = {"rotnet": "RotNet", "monogan": "MonoGAN", "deepcluster": "DeepCluster", "bigan": "BiGAN"}
@@ -186,7 +191,7 @@ def finding(summary: dict, picture: Path, no_data: str) -> str:
             f"picture: {picture}")
 
 
-def conv1_filters(spec: str, seed: int):
+def conv1_filters(spec: str, seed: int) -> np.ndarray:
     """The picture `probe filters` draws of an encoder's conv1, as an array."""
     from probe.encoders import open_encoder
     from probe.filters import filter_grid, first_layer_weight
@@ -279,7 +284,7 @@ def print_times(records: dict[str, dict], reused: set[str], elapsed: float) -> N
     print(f"stage times: {', '.join(parts)}; {total / 60:.1f} min in all, {elapsed:.0f} s in this run", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="seeds the render, the training, the random encoder and "
                                                         "the probes; each seed has its own folder")
@@ -292,7 +297,7 @@ def main() -> None:
                                                                "(paper-images/, cifar10-jpg/)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     src, which = (args.src, "as given") if args.src else default_source(args.shared)
     if not src.is_file():
         raise SystemExit(f"{src}: source image not found (pass --src)")
@@ -302,7 +307,7 @@ def main() -> None:
     print(f"[demo] probe data: {data} ({where})" if data else f"[demo] {where}", flush=True)
     try:
         stages = demo_stages(work, PRESETS[args.preset], src, args.seed, data, args.device)
-        check_stages(stages, args.preset)
+        check_stages([s for s in stages if not ran_before(s, work / "stages")], args.preset)
         if any(s.name.startswith("probe-") and finished_record(s, work / "stages") is None for s in stages):
             check_data(data)
         records, reused = run_stages(stages, work / "stages")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.commands import (
     data_set_of,
@@ -22,6 +23,9 @@ from experiments.report import report_header
 from experiments.stage import BIN, Stage
 from pipeline.fileio import atomic_write_text
 from probe.report import NO_PAPER_ROW
+
+if TYPE_CHECKING:
+    from probe.paper import PaperPart
 
 # What each preset changes; everything else is the tools' defaults (the papers' settings).
 PRESETS: dict[str, dict] = {
@@ -245,7 +249,7 @@ def top1(path: Path) -> list[float]:
     return [layers[f"conv{i}"]["top1"] for i in range(1, 5)]
 
 
-def table3_part(dataset: str):
+def table3_part(dataset: str) -> PaperPart:
     from probe.paper import paper_parts
 
     return next(p for p in paper_parts() if p.table_id == "table3" and p.dataset == dataset)

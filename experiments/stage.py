@@ -61,6 +61,19 @@ def finished_record(stage: Stage, records: Path) -> dict | None:
     return None
 
 
+def ran_before(stage: Stage, records: Path) -> bool:
+    """Whether the stage's command has run to completion in this work folder (its record holds the same command):
+    a preset's commands are checked against the tools' options only when they have not (experiments.tool_options),
+    since reading train's options costs a torch import."""
+    record = records / f"{stage.name}.json"
+    return record.exists() and _as_built(json.loads(record.read_text())) == stage.command
+
+
+def _as_built(record: dict) -> list[str]:
+    """The command a record holds as its stage builds it: without the --resume a resumed attempt added."""
+    return [a for a in record["command"] if a != "--resume"]
+
+
 def _reusable(stage: Stage, records: Path) -> dict | None:
     """The stage's record when it can stand for running it now; a stale one (another command, a newer input) is
     removed, with the run folder it made."""
@@ -68,7 +81,7 @@ def _reusable(stage: Stage, records: Path) -> dict | None:
     if (done := finished_record(stage, records)) is None:
         return None
     newer = [p for p in stage.inputs if p.exists() and p.stat().st_mtime > record.stat().st_mtime]
-    same = [a for a in done["command"] if a != "--resume"] == stage.command
+    same = _as_built(done) == stage.command
     if same and not newer:
         print(f"[{stage.name}] done before ({done['wall_s']:.0f} s), skipped", flush=True)
         return done

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.commands import probe_stage, render_stage, supervised_data, workers_option
 from experiments.registry import Target, register
 from experiments.report import report_header
 from experiments.stage import BIN, Stage
 from pipeline.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from probe.report import TapCurve
 
 TAPS = ("stem", "layer1", "layer2", "layer3", "layer4")
 METHOD_NAMES = {"simclr": "SimCLR", "mocov2": "MoCo v2", "byol": "BYOL", "dino": "DINO",
@@ -229,7 +233,7 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     return out
 
 
-def curve_of(label: str, values: dict[str, float]):
+def curve_of(label: str, values: dict[str, float]) -> TapCurve:
     """A row as a plot line: a method's two training sets in one colour, Image B solid, CIFAR-10 dashed."""
     from probe.report import TapCurve
 

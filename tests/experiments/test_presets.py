@@ -2,6 +2,7 @@
 so that a typo is one line before any stage runs. The targets are found by the registry, one module each."""
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from experiments import cli, make_demo
 from experiments.registry import targets
-from experiments.stage import Stage
+from experiments.stage import Stage, ran_before
 from experiments.tool_options import PresetError, check_command, check_stages
 from pipeline.sources import default_pool
 
@@ -63,3 +64,15 @@ def test_a_command_is_checked_against_its_tools_options():
     assert check_command([sys.executable, "-c", "pass", "--anything"]) is None  # not a tool of the toolkit
     with pytest.raises(PresetError, match=r"^preset 'p', stage probe-x: `probe init-kmeans` has no option --n-image$"):
         check_stages([Stage("probe-x", [probe, "init-kmeans", "cifar", "--n-image", "4"], [])], "p")
+
+
+def test_a_command_that_ran_to_completion_in_the_work_folder_is_not_checked_again(tmp_path):
+    """Reading train's options imports torch: a driver resuming a preset checks only the commands not yet run."""
+    stage = Stage("train-x", [str(BIN / "train"), "rotnet", "shards", "--epochs", "3"], [])
+    records = tmp_path / "stages"
+    assert not ran_before(stage, records)
+    records.mkdir()
+    (records / "train-x.json").write_text(json.dumps({"command": [*stage.command, "--resume"]}))
+    assert ran_before(stage, records)  # a resumed attempt's record
+    stage.command[-1] = "4"
+    assert not ran_before(stage, records)  # the preset changed: its new command is checked

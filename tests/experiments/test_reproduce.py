@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from experiments import cli
 from experiments import stage as runner
 from experiments.paper_cifar import PRESETS
 from experiments.report import device_name, stage_row
@@ -71,10 +72,11 @@ def test_stages_runs_a_subset_and_report_only_needs_a_finished_probe(smoke):
     assert (work / "shards" / "cifar-B-all" / "manifest.json").exists()
     assert sorted(p.name for p in (work / "stages").iterdir()) == ["render-cifar-B-all.json"]
     assert not (work / "report-cifar10.md").exists()
-    early = reproduce(smoke.cmd, "--report-only", timeout=120)
-    assert early.returncode != 0 and "no probe has finished yet" in early.stderr
-    none = reproduce(smoke.cmd, "--stages", "train-nothing", timeout=120)
-    assert none.returncode != 0 and "--stages train-nothing: matches none" in none.stderr
+    # the driver's refusals, in this process (the command line after the script)
+    with pytest.raises(SystemExit, match="no probe has finished yet"):
+        cli.main([*smoke.cmd[2:], "--report-only"])
+    with pytest.raises(SystemExit, match="^--stages train-nothing: matches none"):
+        cli.main([*smoke.cmd[2:], "--stages", "train-nothing"])
 
 
 @SMOKE
@@ -284,23 +286,21 @@ def test_a_stage_runs_again_when_an_input_is_newer_than_its_record(tmp_path):
 
 
 def test_data_that_cannot_be_found_is_one_line_before_any_stage(tmp_path):
-    base = [sys.executable, str(SCRIPT), "cifar10", "--preset", "smoke", "--work", str(tmp_path / "work"),
-            "--src", str(default_pool()[1]), "--device", "cpu"]
-    missing = subprocess.run([*base, "--data", f"cifar10-jpg:{tmp_path / 'nowhere'}"], capture_output=True,
-                             text=True, timeout=120)
-    assert missing.returncode != 0 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().startswith(f"--data cifar10-jpg:{tmp_path / 'nowhere'}: ")
-    assert not (tmp_path / "work" / "stages").exists()
+    with pytest.raises(SystemExit) as missing:
+        cli.main(["cifar10", "--preset", "smoke", "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]),
+                  "--device", "cpu", "--data", f"cifar10-jpg:{tmp_path / 'nowhere'}"])
+    assert str(missing.value).startswith(f"--data cifar10-jpg:{tmp_path / 'nowhere'}: ")
+    assert "\n" not in str(missing.value) and not (tmp_path / "work" / "stages").exists()
 
 
 @pytest.mark.parametrize("limit", ["-5", "0", "nan", "soon"])
-def test_a_time_limit_that_is_not_positive_is_refused_before_any_stage(tmp_path, limit):
+def test_a_time_limit_that_is_not_positive_is_refused_before_any_stage(tmp_path, limit, capsys):
     work = tmp_path / "work"
-    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "reproduce.py"), "cifar10", "--preset",
-                             "smoke", "--work", str(work), "--src", str(default_pool()[1]), "--device", "cpu",
-                             f"--time-limit={limit}"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "argument --time-limit:" in result.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["cifar10", "--preset", "smoke", "--work", str(work), "--src", str(default_pool()[1]), "--device",
+                  "cpu", f"--time-limit={limit}"])
+    assert refused.value.code == 2  # argparse's usage error
+    assert "argument --time-limit:" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not work.exists()
 
 
@@ -380,15 +380,19 @@ def test_the_full_preset_leaves_loader_workers_to_train_and_the_report_names_the
 
 
 def test_cifar100_requires_its_pickles_and_refuses_missing_ones_in_one_line(tmp_path):
+    args = ["cifar100", "--preset", "smoke", "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]),
+            "--device", "cpu"]
     # `python -m experiments` is the same command as experiments/reproduce.py
-    base = [sys.executable, "-m", "experiments", "cifar100", "--preset", "smoke",
-            "--work", str(tmp_path / "work"), "--src", str(default_pool()[1]), "--device", "cpu"]
-    cases = {(): "reproduce cifar100: --data cifar100:PATH is required",
-             ("--data", f"cifar10:{tmp_path}"): f"--data cifar10:{tmp_path}: the cifar100 target reads CIFAR-100",
+    result = subprocess.run([sys.executable, "-m", "experiments", *args], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().startswith("reproduce cifar100: --data cifar100:PATH is required")
+    assert len(result.stderr.strip().splitlines()) == 1
+    cases = {("--data", f"cifar10:{tmp_path}"): f"--data cifar10:{tmp_path}: the cifar100 target reads CIFAR-100",
              ("--data", f"cifar100:{tmp_path / 'nowhere'}"):
                  f"--data cifar100:{tmp_path / 'nowhere'}: {tmp_path / 'nowhere'}: no such folder"}
     for extra, message in cases.items():
-        result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-        assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+        with pytest.raises(SystemExit) as refused:
+            cli.main([*args, *extra])
+        assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
     assert not (tmp_path / "work").exists()  # refused before any stage

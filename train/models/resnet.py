@@ -121,7 +121,7 @@ def resnet18_cifar(width: int = 64) -> ResNetEncoder:
 
 # Reduced widths under names of their own, for the command line (`train --arch` takes a name, not options): a
 # ResNet-18 at width w costs about (w / 64)^2 of width 64's compute, which is what makes it trainable on a CPU
-# (experiments/modern.py's quick preset; bench/results/modern.md). `random:resnet18-cifar:width=16` is the same
+# (experiments/targets/modern.py's quick preset; bench/results/modern.md). `random:resnet18-cifar:width=16` is the same
 # network as `random:resnet18-cifar-w16`.
 REDUCED_WIDTHS = (16, 32)
 

@@ -172,13 +172,15 @@ def test_random_bytes_as_encoder_are_one_line_without_torch_advice(tmp_path):
 # -- shards and archives ----------------------------------------------------------------------------------------
 
 def test_pickles_inside_a_shard_are_never_unpickled(tmp_path):
-    """webdataset can decode `.pyd`/`.pickle` members with pickle; the reader never asks it to."""
+    """webdataset can decode `.pyd`/`.pickle` members with pickle; the reader never asks it to, and refuses a shard
+    holding anything but a sample's image and .json (pipeline.shard_format.ShardMembers) before any is read."""
     import hashlib
     import io
     import json
     import tarfile
 
     from pipeline.config import RenderConfig
+    from pipeline.errors import ShardSetError
     from pipeline.render import render_set
     from pipeline.shard_reader import open_shards
 
@@ -201,9 +203,8 @@ def test_pickles_inside_a_shard_are_never_unpickled(tmp_path):
     manifest["shards"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     (folder / "manifest.json").write_text(json.dumps(manifest))
     for decode in ("torch", "raw", "pil"):
-        samples = list(open_shards(folder, decode=decode))
-        fields = [sorted(k for k in sample if not k.startswith("__")) for sample in samples]
-        assert fields == [["image", "index", "key", "meta"]] * 4
+        with pytest.raises(ShardSetError, match=r"patches-000000\.tar:000000000\.pyd: not a sample's \.png or \.json"):
+            list(open_shards(folder, decode=decode))
     assert not marker.exists()
 
 

@@ -8,10 +8,14 @@ from pathlib import Path
 from experiments.stage import BIN, Stage
 
 
-def render_stage(shards: Path, src: Path, n: int, scale: bool, rotate: bool, jitter: bool) -> Stage:
-    """`pipeline render` of one image into `n` patches of 32 px, with the augmentations that are on."""
-    cmd = [str(BIN / "pipeline"), "render", "--n-src", "1", "--src", str(src), "--size", "32",
+def render_stage(shards: Path, src: Path, n: int, scale: bool, rotate: bool, jitter: bool, *, n_src: int = 1,
+                 seed: int | None = None) -> Stage:
+    """`pipeline render` of `n_src` images of `src` (a file, or a folder picked from by the seeded --n-src pick)
+    into `n` patches of 32 px, with the augmentations that are on; `seed` None: render's default, unnamed, so the
+    one-image stages keep the command they always had."""
+    cmd = [str(BIN / "pipeline"), "render", "--n-src", str(n_src), "--src", str(src), "--size", "32",
            "--n-patches", str(n), "--out", str(shards)]
+    cmd += [] if seed is None else ["--seed", str(seed)]
     cmd += [flag for on, flag in ((scale, "--no-scale"), (rotate, "--no-rotate"), (jitter, "--no-jitter")) if not on]
     return Stage(f"render-{shards.name}", cmd, [shards / "manifest.json"])
 

@@ -141,14 +141,20 @@ def real_set_rows(work: Path, preset: dict, data: str, device: str) -> tuple[lis
     dataset = data_set_of(data)
     stages, reports = [], []
     for method, rows in REAL_ROWS.items():
-        run = work / "runs" / f"{method}-{dataset}"
-        stages.append(Stage(f"train-{run.name}", [str(BIN / "train"), method, data, "--arch", "cifar", "--out",
-                                                  str(run), "--device", device, *workers_option(preset),
-                                                  *preset["train"][f"{method}-real"]],
-                            [run / "encoder.pt"], run_dir=run))
-        stages.append(probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device))
-        reports.append((probe_folder(work, data) / run.name / "results.json", rows[dataset]))
+        stages += real_set_stages(work, method, preset, data, device)
+        reports.append((probe_folder(work, data) / f"{method}-{dataset}" / "results.json", rows[dataset]))
     return stages, reports
+
+
+def real_set_stages(work: Path, method: str, preset: dict, data: str, device: str) -> list[Stage]:
+    """`method` trained on the train split of `data` (preset["train"]["METHOD-real"]) and probed on `data`: runs and
+    stages named METHOD-DATASET, shared by every target that trains the same method on the same set."""
+    run = work / "runs" / f"{method}-{data_set_of(data)}"
+    train = Stage(f"train-{run.name}", [str(BIN / "train"), method, data, "--arch", "cifar", "--out", str(run),
+                                        "--device", device, *workers_option(preset),
+                                        *preset["train"][f"{method}-real"]],
+                  [run / "encoder.pt"], run_dir=run)
+    return [train, probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device)]
 
 
 # The baselines that learn nothing (Table 2 rows b and d; Table 3 has neither, so they are shown beside it):

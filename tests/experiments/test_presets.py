@@ -15,6 +15,7 @@ from experiments.tool_options import PresetError, check_command, check_stages
 from pipeline.sources import default_pool
 
 from ..conftest import write_cifar100
+from .test_continuum import write_shared_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -23,15 +24,18 @@ BIN = Path(sys.executable).parent
 def test_every_module_of_experiments_targets_registers_its_target_in_the_commands_order():
     modules = sorted(p.stem for p in (ROOT / "experiments" / "targets").glob("*.py") if p.stem != "__init__")
     assert sorted(targets()) == modules
-    assert list(targets()) == ["cifar10", "ablation", "cifar100", "modern"]  # the order of --help's choices
+    # the order of --help's choices
+    assert list(targets()) == ["cifar10", "ablation", "cifar100", "modern", "continuum", "distill"]
 
 
 def test_every_preset_of_every_target_and_of_the_demo_passes_the_check(tmp_path):
     src, cifar100 = default_pool()[1], write_cifar100(tmp_path)
+    shared_layout = write_shared_layout(tmp_path / "shared")  # continuum finds Images A, C and the sample beside B
     for name, target in targets().items():
         data = f"cifar100:{cifar100}" if name == "cifar100" else "cifar10:/data/cifar-10-batches-py"
         for preset in target.presets:
-            stages, _ = cli.load(target, preset, tmp_path / name, src, data, "cpu")
+            image_b = shared_layout if name == "continuum" else src
+            stages, _ = cli.load(target, preset, tmp_path / name, image_b, data, "cpu")
             assert stages, (name, preset)
     for preset in make_demo.PRESETS:
         check_stages(make_demo.demo_stages(tmp_path / "demo", make_demo.PRESETS[preset], src, 0, "cifar10:/d", "cpu"),

@@ -122,7 +122,8 @@ PRESET_NOTES = {
 
 # `python -c` body of the noise source's stage: a seeded image of uniform RGB noise (numpy and Pillow only, so the
 # stage needs nothing of this package)
-NOISE_SCRIPT = ("import sys, numpy as np; from PIL import Image; out, w, h, seed = sys.argv[1:]; "
+NOISE_SCRIPT = ("import sys, pathlib, numpy as np; from PIL import Image; out, w, h, seed = sys.argv[1:]; "
+                "pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True); "
                 "rng = np.random.default_rng(int(seed)); "
                 "Image.fromarray(rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)).save(out)")
 
@@ -347,4 +348,4 @@ def plot_top1(scores: dict[str, dict], out: Path, title: str) -> Path:
     return out
 
 
-TARGET = register(Target("distill", distill_stages, write_report, PRESETS, work="reproduce-distill", order=50))
+TARGET = register(Target("distill", distill_stages, write_report, PRESETS, work="reproduce-distill", order=60))

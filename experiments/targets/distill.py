@@ -218,11 +218,12 @@ def source_stages(work: Path, preset: dict, image_b: Path) -> tuple[list[Stage],
     shards = {}
     for name, paths in sources.items():
         shards[name] = work / "shards" / f"distill-{name}"
-        stage = render_stage(shards[name], Path(paths[0]), preset["n_patches"], scale=True, rotate=True, jitter=True)
-        if name == "photos10":  # several sources, of which render's seeded pick takes n_photos
-            at = stage.command.index("--n-src")
-            stage.command[at + 1] = str(preset["n_photos"])
-            stage.command += [a for path in paths[1:] for a in ("--src", str(path))]
+        # the photos: several sources (a folder, or the tests' embedded files), of which render's seeded pick
+        # takes n_photos
+        n_src = preset["n_photos"] if name == "photos10" else 1
+        stage = render_stage(shards[name], Path(paths[0]), preset["n_patches"], scale=True, rotate=True, jitter=True,
+                             n_src=n_src)
+        stage.command += [a for path in paths[1:] for a in ("--src", str(path))]
         stages.append(stage)
     return stages, shards
 

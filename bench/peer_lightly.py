@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -368,13 +369,26 @@ def precision(bf16: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def timed_round(side, steps: int, bf16: bool) -> float:
-    """Images per second of ``steps`` steps, loader included."""
+def worker_cpu_seconds(side) -> float:
+    """CPU seconds used so far by the side's loader worker (its /proc stat: user + system ticks)."""
+    iterator = side.batches.iterator
+    if iterator is None or not getattr(iterator, "_workers", None):
+        return 0.0
+    fields = Path(f"/proc/{iterator._workers[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_round(side, steps: int, bf16: bool) -> tuple[float, float]:
+    """Images per second of ``steps`` steps, loader included: per wall second, and per CPU second of the training
+    process and its loader worker together (steadier on a shared machine: another job's load takes wall time, not
+    this work's CPU time)."""
     images, start = 0, time.perf_counter()
+    cpu_start = time.process_time() + worker_cpu_seconds(side)
     for _ in range(steps):
         with precision(bf16):
             images += side.step()
-    return images / (time.perf_counter() - start)
+    cpu = time.process_time() + worker_cpu_seconds(side) - cpu_start
+    return images / (time.perf_counter() - start), images / cpu
 
 
 def throughput(name: str, args, arrays) -> dict:
@@ -389,9 +403,11 @@ def throughput(name: str, args, arrays) -> dict:
         rates["lightly"].append(timed_round(theirs, args.round_steps, args.bf16))
     ours.batches.close()
     theirs.batches.close()
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    return {"method": name, "ours": med["ours"], "lightly": med["lightly"], "ratio": med["ours"] / med["lightly"],
-            "rounds": rates}
+    wall = {k: statistics.median(r[0] for r in v) for k, v in rates.items()}
+    cpu = {k: statistics.median(r[1] for r in v) for k, v in rates.items()}
+    return {"method": name, "ours": wall["ours"], "lightly": wall["lightly"], "ratio": wall["ours"] / wall["lightly"],
+            "ours_cpu": cpu["ours"], "lightly_cpu": cpu["lightly"], "ratio_cpu": cpu["ours"] / cpu["lightly"],
+            "load": os.getloadavg()[0], "rounds": rates}
 
 
 @torch.no_grad()
@@ -455,10 +471,12 @@ def summarise(path: Path) -> str:
                          f"{cells[0]} | {cells[1]} | {stats[0]} | {stats[1]} |")
     speed = [r for r in rows if "ratio" in r]
     if speed:
-        lines += ["", "| method | precision | lightly channels_last | ours images/s | lightly images/s | ratio |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| method | precision | lightly channels_last | images/s: ours / lightly (ratio) | images per "
+                  "CPU-s: ours / lightly (ratio) | load |", "| --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {r['method']} | {'bf16' if r['bf16'] else 'fp32'} | {r['lightly_channels_last']} | "
-                  f"{r['ours']:.1f} | {r['lightly']:.1f} | {r['ratio']:.2f}x |" for r in speed]
+                  f"{r['ours']:.1f} / {r['lightly']:.1f} ({r['ratio']:.2f}x) | "
+                  f"{r.get('ours_cpu', float('nan')):.1f} / {r.get('lightly_cpu', float('nan')):.1f} "
+                  f"({r.get('ratio_cpu', float('nan')):.2f}x) | {r.get('load', float('nan')):.1f} |" for r in speed]
     return "\n".join(lines)
 
 
@@ -509,7 +527,8 @@ def main() -> None:
         for row in rows:
             if args.measure == "throughput":
                 print(f"{name:8s} ours {row['ours']:7.1f} images/s  lightly {row['lightly']:7.1f}  "
-                      f"ratio {row['ratio']:.2f}x", flush=True)
+                      f"ratio {row['ratio']:.2f}x; per CPU-s: ours {row['ours_cpu']:.1f}  lightly "
+                      f"{row['lightly_cpu']:.1f}  ratio {row['ratio_cpu']:.2f}x (load {row['load']:.1f})", flush=True)
             if args.out:
                 with args.out.open("a") as f:
                     f.write(json.dumps({**row, "bf16": args.bf16, "lightly_channels_last":

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench reproduce-cifar10 reproduce-ablation reproduce-cifar100 reproduce-distill
+.PHONY: demo test lint bench reproduce-cifar10 reproduce-ablation reproduce-cifar100 reproduce-continuum reproduce-distill
 PRESET ?= quick
 
 $(STAMP): setup.cfg pyproject.toml
@@ -52,3 +52,10 @@ reproduce-cifar100: $(STAMP)
 # PRESET=full (one GPU); CIFAR100=PATH runs it on CIFAR-100 instead of the shared CIFAR-10 copy.
 reproduce-distill: $(STAMP)
 	$(BIN)/python experiments/reproduce.py distill --preset $(PRESET) $(if $(CIFAR100),--data cifar100:$(CIFAR100))
+
+# The paper's Table 2 continuum at CIFAR scale (N = 1, 10, 1,000 and the full set; experiments/targets/continuum.py),
+# sharing cifar10's stages in runs/reproduce-cifar10. PRESET=quick (CPU: RotNet and DeepCluster, an estimated 5.7 h
+# for its stages beyond cifar10's) or PRESET=full (one GPU). The sources are found beside --src (Image B):
+# ../shared/data's paper-images/ and imagenet-sample-1000.tar.
+reproduce-continuum: $(STAMP)
+	$(BIN)/python experiments/reproduce.py continuum --preset $(PRESET)

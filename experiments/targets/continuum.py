@@ -86,10 +86,12 @@ PRESETS: dict[str, dict] = {
     "full": _preset("full", tuple(METHODS), tuple(ROWS), ["--epochs", "100"]),
     # the test suite, in about a minute: RotNet alone, on toy sizes (12 photos in the toy sample: N = 1,000 is
     # "all"), every row but Images A and C (their render is Image B's with another file), random as the only
-    # reference (each stage is a process start of seconds)
+    # reference (each stage is a process start of seconds): 18 stages, 90 s on the shared 2-core machine at load 6
+    # (106 s with 2 loader workers per training)
     "smoke": {**_preset("smoke", ("rotnet",), ("B", "B-seed1", "deka-seed0", "deka-seed1", "kilo", "full"),
                         ["--max-steps", "3", "--batch-size", "16", "--ckpt-every", "2", "--head-dim", "64"],
-                        n_deka=10, n_kilo=12), "references": ("random",)},
+                        n_deka=10, n_kilo=12), "references": ("random",),
+              "workers": 0},  # no loader processes: each would import torch again for 3 steps
 }
 PRESET_NOTES = {
     "quick": "CPU: RotNet and DeepCluster at the cifar10 quick rows' steps (4,992 and 6,240, batch 64, 1024-wide "
@@ -279,9 +281,10 @@ def plot_continuum(rows: dict[str, dict[str, Measured]], refs: dict[str, list[fl
             if points:
                 ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] / 2 for p in points],
                             color=colour, marker="o", capsize=3, label=METHODS[method])
-            for key, marker in (("A", "^"), ("C", "s")):
+            for key, marker, offset in (("A", "^", 0.8), ("C", "s", 1.25)):
                 if key in measured:
-                    ax.scatter([measured[key].n], [measured[key].top1[i]], color=colour, marker=marker,
+                    # set a little apart from N = 1 so the marks do not hide the line's point
+                    ax.scatter([measured[key].n * offset], [measured[key].top1[i]], color=colour, marker=marker,
                                label=f"{METHODS[method]}, Image {key}")
         for name, values in refs.items():
             ax.axhline(values[i], color=styles[name][0], linestyle=styles[name][1], label=REFERENCES[name])

@@ -53,8 +53,8 @@ def smoke(tmp_path_factory) -> SimpleNamespace:
     src, data, work = write_shared_layout(root / "shared"), write_cifar10(root, per_batch=40, test=60), root / "work"
     cmd = [sys.executable, str(SCRIPT), "continuum", "--preset", "smoke", "--work", str(work), "--src", str(src),
            "--data", f"cifar10:{data}", "--device", "cpu"]
-    return SimpleNamespace(work=work, src=src, cmd=cmd, run=StagedRun(cmd, [("renders", "render-*"), ("trainings", "render-*,train-*"),
-                                                                ("all", None)]))
+    phases = [("renders", "render-*"), ("trainings", "render-*,train-*"), ("all", None)]
+    return SimpleNamespace(work=work, src=src, cmd=cmd, run=StagedRun(cmd, phases))
 
 
 @SMOKE
@@ -187,3 +187,12 @@ def test_the_quick_preset_keeps_cifar10s_commands_for_the_shared_stages(tmp_path
     assert all(ours[name] == theirs[name] for name in shared)
     renders = {name: cmd for name, cmd in ours.items() if name.startswith("render-cifar-deka")}
     assert [cmd[cmd.index("--seed") + 1] for cmd in renders.values()] == ["0", "1"]
+
+
+def test_a_sample_with_fewer_images_than_n_gets_renders_one_line_refusal(tmp_path, monkeypatch, capfd):
+    src = write_shared_layout(tmp_path / "shared", photos=9)
+    monkeypatch.setitem(targets()["continuum"].presets, "smoke", {**continuum.PRESETS["smoke"], "workers": 0})
+    with pytest.raises(SystemExit, match=r"^\[render-cifar-deka-seed0\] failed"):
+        cli.main(["continuum", "--preset", "smoke", "--work", str(tmp_path / "work"), "--src", str(src),
+                  "--data", "cifar10:/d", "--device", "cpu", "--stages", "render-cifar-deka-seed0"])
+    assert "--n-src 10 asks for more images than the given sources hold (9)" in capfd.readouterr().err

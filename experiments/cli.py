@@ -4,11 +4,15 @@
     python -m experiments ablation [--preset quick|full] [--work runs/reproduce-cifar10]
     python -m experiments cifar100 --data cifar100:PATH [--preset quick|full] [--work ...]
     python -m experiments modern   [--preset quick|full] [--work runs/reproduce-modern]
+    python -m experiments continuum [--preset quick|full] [--work runs/reproduce-cifar10]
+    python -m experiments distill  [--preset quick|full] [--data cifar100:PATH] [--work runs/reproduce-distill]
 
 (`python experiments/reproduce.py TARGET ...` is the same command.) The targets are the modules of
 experiments/targets/: `cifar10` is Table 3's CIFAR-10 rows, `cifar100` its CIFAR-100 columns (the pickles must be
 given: the set is not in shared/data), `ablation` Table 1, `modern` the same question asked of SimCLR, MoCo v2,
-BYOL and DINO on a ResNet-18 (issue 21). Targets run with the same --work folder share their common stages.
+BYOL and DINO on a ResNet-18 (issue 21), `continuum` Table 2's N = 1, 10, 1,000 and full set at CIFAR scale,
+`distill` the sequel's single-image distillation of a classifier. Targets run with the same --work folder share
+their common stages.
 
 Every stage records its command, wall time and the commit in WORK/stages/NAME.json when it succeeds; a stage whose
 record and outputs exist is skipped, so the same command resumes after an interruption (training resumes from its

@@ -47,7 +47,7 @@ def write_shared_layout(root: Path, photos: int = 12) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke(tmp_path_factory) -> SimpleNamespace:
+def continuum_smoke(tmp_path_factory) -> SimpleNamespace:
     """The smoke preset on the toy layout and a toy CIFAR-10, on the CPU, in two phases (renders, the rest)."""
     root = tmp_path_factory.mktemp("continuum-smoke")
     src, data, work = write_shared_layout(root / "shared"), write_cifar10(root, per_batch=40, test=60), root / "work"
@@ -58,25 +58,26 @@ def smoke(tmp_path_factory) -> SimpleNamespace:
 
 
 @SMOKE
-def test_the_seeded_pick_is_the_same_on_every_run_and_differs_between_seeds(smoke):
-    smoke.run.upto("renders")
-    picked = {seed: continuum.picked_sources(smoke.work / "shards" / f"cifar-deka-seed{seed}") for seed in (0, 1)}
+def test_the_seeded_pick_is_the_same_on_every_run_and_differs_between_seeds(continuum_smoke):
+    continuum_smoke.run.upto("renders")
+    shards = continuum_smoke.work / "shards"
+    picked = {seed: continuum.picked_sources(shards / f"cifar-deka-seed{seed}") for seed in (0, 1)}
     assert len(picked[0]) == len(picked[1]) == 10 and picked[0] != picked[1]
-    sample = next((smoke.work / "sources").glob("imagenet-sample-*/imagenet-sample-1000"))
+    sample = next((continuum_smoke.work / "sources").glob("imagenet-sample-*/imagenet-sample-1000"))
     for seed in (0, 1):  # render's own pick, made again here, picks the same files
         again = select_sources(discover_sources([sample]), 10, seed, min_side=8)
         assert [Path(s.path).name for s in again] == [p.name for p in picked[seed]]
-    assert len(continuum.picked_sources(smoke.work / "shards" / "cifar-kilo")) == 12  # all of the toy sample
+    assert len(continuum.picked_sources(continuum_smoke.work / "shards" / "cifar-kilo")) == 12  # all of the toy sample
     # the sets have the same number of patches, whatever N
     counts = {json.loads((m / "manifest.json").read_text())["config"]["n_patches"]
-              for m in (smoke.work / "shards").iterdir()}
+              for m in (continuum_smoke.work / "shards").iterdir()}
     assert counts == {continuum.PRESETS["smoke"]["n_patches"]}
 
 
 @SMOKE
-def test_the_second_seed_trains_with_it_on_its_own_set(smoke):
-    smoke.run.upto("trainings")
-    runs = smoke.work / "runs"
+def test_the_second_seed_trains_with_it_on_its_own_set(continuum_smoke):
+    continuum_smoke.run.upto("trainings")
+    runs = continuum_smoke.work / "runs"
     seeds = {name: json.loads((runs / name / "config.json").read_text())["seed"]
              for name in ("rotnet", "rotnet-B-seed1", "rotnet-deka-seed0", "rotnet-deka-seed1")}
     assert seeds == {"rotnet": 0, "rotnet-B-seed1": 1, "rotnet-deka-seed0": 0, "rotnet-deka-seed1": 1}
@@ -85,8 +86,8 @@ def test_the_second_seed_trains_with_it_on_its_own_set(smoke):
 
 
 @SMOKE
-def test_smoke_preset_end_to_end_shares_cifar10s_stages_and_writes_the_report(smoke):
-    out, work = smoke.run.upto("all").stdout, smoke.work
+def test_smoke_preset_end_to_end_shares_cifar10s_stages_and_writes_the_report(continuum_smoke):
+    out, work = continuum_smoke.run.upto("all").stdout, continuum_smoke.work
     records = {p.stem for p in (work / "stages").glob("*.json")}
     # the same names as `reproduce cifar10` for the same work
     assert {"render-cifar-B-all", "train-rotnet", "probe-rotnet", "train-rotnet-cifar10", "probe-random"} <= records

@@ -109,6 +109,9 @@ PRESETS: dict[str, dict] = {
         "workers": 0,
         "classify": ["--workers", "0"],
         "probe": None,
+        # Image A and the photos take the same code path as Image B (a render, then a student): the suite runs the
+        # one-image row and both bounds only
+        "sources": ("imageB", "train-set", "noise"),
     },
 }
 
@@ -138,7 +141,7 @@ def distill_stages(work: Path, preset: dict, src: Path, data: str, device: str) 
     teacher = teacher_run / "encoder.pt"
     stages.append(supervised_stage(teacher_run, preset, preset["teacher"], data, device))
     runs = {TEACHER_ROW: teacher_run}
-    for source, label in SOURCES.items():
+    for source, label in preset_sources(preset).items():
         run = work / "runs" / f"distill-{source}-{dataset}"
         where = data if source == "train-set" else str(shards[source])
         inputs = [teacher] + ([] if source == "train-set" else [shards[source] / "manifest.json"])
@@ -161,6 +164,11 @@ def distill_stages(work: Path, preset: dict, src: Path, data: str, device: str) 
                 stages.append(probe_stage(work, run.name, str(run / "encoder.pt"), preset, data, device))
                 reports.append((probe_folder(work, data) / run.name / "results.json", label))
     return stages, reports
+
+
+def preset_sources(preset: dict) -> dict[str, str]:
+    """The students' sources a preset distils through (every one of SOURCES unless it names some), with labels."""
+    return {name: label for name, label in SOURCES.items() if name in preset.get("sources", SOURCES)}
 
 
 def checked_data_set(data: str) -> str:
@@ -217,6 +225,8 @@ def source_stages(work: Path, preset: dict, image_b: Path) -> tuple[list[Stage],
                "photos10": photos if isinstance(photos, list) else [photos]}
     shards = {}
     for name, paths in sources.items():
+        if name not in preset_sources(preset):
+            continue
         shards[name] = work / "shards" / f"distill-{name}"
         # the photos: several sources (a folder, or the tests' embedded files), of which render's seeded pick
         # takes n_photos

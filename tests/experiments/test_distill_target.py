@@ -22,6 +22,7 @@ from ..conftest import StagedRun, write_cifar10, write_cifar100, write_image_tre
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR10 = "cifar10:/data/cifar-10-batches-py"
 STUDENTS = [f"distill-{s}" for s in distill.SOURCES] + ["labels"]
+SMOKE_STUDENTS = [f"distill-{s}" for s in distill.preset_sources(distill.PRESETS["smoke"])] + ["labels"]
 
 
 def stages_of(tmp_path: Path, preset: str, data: str = CIFAR10):
@@ -98,7 +99,7 @@ def test_cifar100_runs_carry_the_set_name_and_a_missing_pickle_folder_is_refused
 def test_the_archive_stage_unpacks_the_photos_into_the_folder_render_reads(tmp_path):
     tree = write_image_tree(tmp_path / "tree" / "photos", {"a": 2, "b": 1}, size=40)
     archive = write_tarball(tmp_path / "photos.tar", tree, "photos")
-    preset = {**distill.PRESETS["smoke"], "photos": str(archive)}
+    preset = {**distill.PRESETS["smoke"], "photos": str(archive), "sources": tuple(distill.SOURCES)}
     stages, shards = distill.source_stages(tmp_path / "work", preset, default_pool()[1])
     unpack = stages[0]
     assert unpack.name == "unpack-photos"
@@ -172,8 +173,8 @@ def distill_smoke(tmp_path_factory) -> SimpleNamespace:
 @SMOKE
 def test_smoke_preset_renders_every_source_and_trains_the_teacher(distill_smoke):
     first = distill_smoke.run.upto("teacher")
-    assert "6 selected stages done" in first.stdout  # noise, four renders, the teacher
-    for source in ("imageB", "imageA", "photos10", "noise"):
+    assert "4 selected stages done" in first.stdout  # noise, the smoke preset's two renders, the teacher
+    for source in ("imageB", "noise"):
         manifest = json.loads((distill_smoke.work / "shards" / f"distill-{source}" / "manifest.json").read_text())
         assert manifest, source
 
@@ -181,7 +182,7 @@ def test_smoke_preset_renders_every_source_and_trains_the_teacher(distill_smoke)
 @SMOKE
 def test_smoke_preset_distils_every_student_from_the_teacher(distill_smoke):
     distill_smoke.run.upto("students")
-    for student in STUDENTS:
+    for student in SMOKE_STUDENTS:
         config = json.loads((distill_smoke.work / "runs" / f"{student}-cifar10" / "config.json").read_text())
         assert config["arch"] == "resnet18-cifar-w16", student
 
@@ -190,11 +191,12 @@ def test_smoke_preset_distils_every_student_from_the_teacher(distill_smoke):
 def test_smoke_preset_classifies_every_run_and_reports(distill_smoke):
     distill_smoke.run.upto("all")
     work = distill_smoke.work
-    for run in ["teacher", *STUDENTS]:
+    for run in ["teacher", *SMOKE_STUDENTS]:
         results = json.loads((work / "classify" / f"{run}-cifar10" / "results.json").read_text())
         assert results["task"] == "classify" and "top1" in results["scores"]
     report = (work / "report-distill.md").read_text()
-    for label in [distill.TEACHER_ROW, *distill.SOURCES.values(), distill.LABELS_ROW]:
+    smoke_rows = distill.preset_sources(distill.PRESETS["smoke"]).values()
+    for label in [distill.TEACHER_ROW, *smoke_rows, distill.LABELS_ROW]:
         assert f"| {label} | " in report
     assert (work / "report-distill.png").stat().st_size > 10_000
 
@@ -204,7 +206,7 @@ def test_smoke_preset_run_again_skips_every_stage(distill_smoke):
     distill_smoke.run.upto("all")
     again = subprocess.run(distill_smoke.cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("skipped") == 1 + 4 + 7 + 7  # noise, renders, trainings, classifications
+    assert again.stdout.count("skipped") == 1 + 2 + 5 + 5  # noise, renders, trainings, classifications
 
 
 def test_smoke_preset_on_cifar100_toy_pickles_trains_distils_and_classifies(tmp_path):

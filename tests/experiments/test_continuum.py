@@ -79,8 +79,8 @@ def test_the_second_seed_trains_with_it_on_its_own_set(continuum_smoke):
     continuum_smoke.run.upto("trainings")
     runs = continuum_smoke.work / "runs"
     seeds = {name: json.loads((runs / name / "config.json").read_text())["seed"]
-             for name in ("rotnet", "rotnet-B-seed1", "rotnet-deka-seed0", "rotnet-deka-seed1")}
-    assert seeds == {"rotnet": 0, "rotnet-B-seed1": 1, "rotnet-deka-seed0": 0, "rotnet-deka-seed1": 1}
+             for name in ("rotnet", "rotnet-deka-seed0", "rotnet-deka-seed1")}
+    assert seeds == {"rotnet": 0, "rotnet-deka-seed0": 0, "rotnet-deka-seed1": 1}
     data = json.loads((runs / "rotnet-deka-seed1" / "config.json").read_text())["data"]
     assert Path(data).name == "cifar-deka-seed1"
 
@@ -91,12 +91,12 @@ def test_smoke_preset_end_to_end_shares_cifar10s_stages_and_writes_the_report(co
     records = {p.stem for p in (work / "stages").glob("*.json")}
     # the same names as `reproduce cifar10` for the same work
     assert {"render-cifar-B-all", "train-rotnet", "probe-rotnet", "train-rotnet-cifar10", "probe-random"} <= records
-    assert {"train-rotnet-B-seed1", "train-rotnet-deka-seed1", "probe-rotnet-kilo"} <= records
-    seed1 = json.loads((work / "stages" / "train-rotnet-B-seed1.json").read_text())["command"]
+    assert {"train-rotnet-deka-seed1", "probe-rotnet-kilo"} <= records
+    seed1 = json.loads((work / "stages" / "train-rotnet-deka-seed1.json").read_text())["command"]
     assert seed1[seed1.index("--seed") + 1] == "1"
     report = (work / "report-continuum.md").read_text()
     assert "report: " in out and (work / "report-continuum.png").exists()
-    assert "| N = 1 (Image B, seed 1) |" in report and "| N = 12 (kilo: the whole sample) |" in report
+    assert "| N = 10 (deka, seed 1) |" in report and "| N = 12 (kilo: the whole sample) |" in report
     assert "| N = 200 (all of CIFAR-10) |" in report  # the toy set's size, as results.json records it
     for seed in (0, 1):
         assert (work / f"report-continuum-deka-seed{seed}.png").exists()

@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from train.data import Batch  # noqa: E402
 from train.methods import RunContext, get_method, list_methods  # noqa: E402
 
-# the quick presets' settings (experiments/paper_cifar.py, experiments/targets/modern.py), DeepCluster's k at CIFAR scale
+# the quick presets' settings (experiments/paper_cifar.py, experiments/targets/modern.py); DeepCluster's k at
+# CIFAR scale
 OPTIONS = {"monogan": {"g_upsampling": "resize"}, "rotnet": {"head_dim": 1024},
            "deepcluster": {"head_dim": 1024, "k": 100}, "supervised": {"head_dim": 1024}}
 ARCH = {name: "resnet18-cifar-w16" for name in ("simclr", "mocov2", "byol", "dino")}  # modern.py's quick preset

@@ -206,6 +206,20 @@ def python_cli(module: str, *args, env_extra: dict | None = None, **popen) -> su
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
+def target_smoke(tmp_path_factory, target: str, phases: list[tuple[str, str | None]]) -> SimpleNamespace:
+    """``reproduce.py TARGET --preset smoke`` on an embedded photo as Image B and a toy CIFAR-10, on the CPU, as a
+    :class:`StagedRun` in ``phases``: ``.cmd``, ``.work`` and ``.run``."""
+    from pipeline.sources import default_pool
+
+    root = tmp_path_factory.mktemp(f"{target}-smoke")
+    data = write_cifar10(root, per_batch=40, test=60)
+    work = root / "work"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "reproduce.py"
+    cmd = [sys.executable, str(script), target, "--preset", "smoke",
+           "--work", str(work), "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
+    return SimpleNamespace(cmd=cmd, work=work, run=StagedRun(cmd, phases))
+
+
 class StagedRun:
     """An end-to-end command (``experiments/reproduce.py TARGET --preset smoke``) run in phases, so that each phase
     is a test of its own on one worker (``xdist_group``) and none takes long: ``upto(NAME)`` runs every phase up

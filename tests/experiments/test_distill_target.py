@@ -17,7 +17,7 @@ from pipeline.errors import ToolkitError
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
-from ..conftest import StagedRun, write_cifar10, write_cifar100, write_image_tree, write_tarball
+from ..conftest import target_smoke, write_cifar100, write_image_tree, write_tarball
 
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR10 = "cifar10:/data/cifar-10-batches-py"
@@ -160,14 +160,8 @@ SMOKE = pytest.mark.xdist_group("reproduce-distill-smoke")
 @pytest.fixture(scope="session")
 def distill_smoke(tmp_path_factory) -> SimpleNamespace:
     """`reproduce.py distill --preset smoke` on an embedded photo as Image B and a toy CIFAR-10, on the CPU."""
-    root = tmp_path_factory.mktemp("distill-smoke")
-    data = write_cifar10(root, per_batch=40, test=60)
-    work = root / "work"
-    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "distill", "--preset", "smoke",
-           "--work", str(work), "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
-    phases = [("teacher", "source-*,render-*,train-teacher-*"), ("students", "source-*,render-*,train-*"),
-              ("all", None)]
-    return SimpleNamespace(cmd=cmd, work=work, run=StagedRun(cmd, phases))
+    return target_smoke(tmp_path_factory, "distill", [
+        ("teacher", "source-*,render-*,train-teacher-*"), ("students", "source-*,render-*,train-*"), ("all", None)])
 
 
 @SMOKE

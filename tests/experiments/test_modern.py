@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +13,7 @@ from experiments.targets import modern
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
-from ..conftest import StagedRun, write_cifar10
+from ..conftest import target_smoke
 
 ROOT = Path(__file__).resolve().parents[2]
 TAPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
@@ -159,14 +158,9 @@ SMOKE = pytest.mark.xdist_group("reproduce-modern-smoke")
 @pytest.fixture(scope="session")
 def modern_smoke(tmp_path_factory) -> SimpleNamespace:
     """`reproduce.py modern --preset smoke` on Image B and a toy CIFAR-10, on the CPU, in phases."""
-    root = tmp_path_factory.mktemp("modern-smoke")
-    data = write_cifar10(root, per_batch=40, test=60)
-    work = root / "work"
-    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "modern", "--preset", "smoke",
-           "--work", str(work), "--src", str(default_pool()[1]), "--data", f"cifar10:{data}", "--device", "cpu"]
-    phases = [("some trainings", "render-*,train-simclr*,train-mocov2*"), ("trainings", "render-*,train-*"),
-              ("some probes", "render-*,train-*,probe-simclr*,probe-mocov2*,probe-byol*"), ("all", None)]
-    return SimpleNamespace(cmd=cmd, work=work, run=StagedRun(cmd, phases))
+    return target_smoke(tmp_path_factory, "modern", [
+        ("some trainings", "render-*,train-simclr*,train-mocov2*"), ("trainings", "render-*,train-*"),
+        ("some probes", "render-*,train-*,probe-simclr*,probe-mocov2*,probe-byol*"), ("all", None)])
 
 
 @SMOKE

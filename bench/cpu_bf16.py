@@ -40,7 +40,8 @@ from train.methods import RunContext, get_method, list_methods  # noqa: E402
 # the quick presets' settings (experiments/paper_cifar.py, experiments/targets/modern.py); DeepCluster's k at
 # CIFAR scale
 OPTIONS = {"monogan": {"g_upsampling": "resize"}, "rotnet": {"head_dim": 1024},
-           "deepcluster": {"head_dim": 1024, "k": 100}, "supervised": {"head_dim": 1024}}
+           "deepcluster": {"head_dim": 1024, "k": 100}, "supervised": {"head_dim": 1024},
+           "distill": {"teacher": "random:cifar"}}  # a seeded random teacher: the cost of a step, not its use
 ARCH = {name: "resnet18-cifar-w16" for name in ("simclr", "mocov2", "byol", "dino")}  # modern.py's quick preset
 CONTEXTS = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
 ZEN4_FLOP_PER_CYCLE = (32, 64)  # fp32, bf16 per core (see the module doc)
@@ -65,12 +66,16 @@ def build(name: str, batch_size: int):
     return model, batch, gen
 
 
-def step_flops(model, batch: Batch, gen: torch.Generator) -> int:
-    """FLOPs of one training step (see the module doc for what is counted)."""
+def step_flops(model, batch: Batch, gen: torch.Generator) -> int | None:
+    """FLOPs of one training step (see the module doc for what is counted); None where the counter cannot follow
+    the step (torch 2.14's FlopCounterMode refuses the double backward of a WGAN-GP gradient penalty)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        model.training_step(batch, gen)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model.training_step(batch, gen)
+    except RuntimeError:
+        return None
     return counter.get_total_flops()
 
 
@@ -148,9 +153,11 @@ def main() -> None:
         best = time_steps(model, batch, gen, args.steps, args.rounds)
         cells = []
         for mode, peak in (("fp32", 0), ("bf16", 1)):
-            rate = flops / best[mode]
-            cells.append(f"{rate / 1e9:.0f} ({rate / measured[mode]:.0%}, {rate / nominal[peak]:.0%})")
-        print(f"| {name} | {flops / 1e9:.1f} | {args.batch_size / best['fp32']:.0f} | "
+            rate = (flops or float("nan")) / best[mode]
+            cells.append(f"{rate / 1e9:.0f} ({rate / measured[mode]:.0%}, {rate / nominal[peak]:.0%})"
+                         if flops else "not counted")
+        shown = f"{flops / 1e9:.1f}" if flops else "not counted"
+        print(f"| {name} | {shown} | {args.batch_size / best['fp32']:.0f} | "
               f"{args.batch_size / best['bf16']:.0f} | {best['fp32'] / best['bf16']:.2f}x | {' | '.join(cells)} |",
               flush=True)
 

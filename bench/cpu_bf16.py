@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from train.data import Batch  # noqa: E402
+from train.data.sources import Batch  # noqa: E402
 from train.methods import RunContext, get_method, list_methods  # noqa: E402
 
 # the quick presets' settings (experiments/paper_cifar.py, experiments/targets/modern.py); DeepCluster's k at
@@ -135,7 +135,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from train.devices import cpu_bf16_instructions
+    from train.process.devices import cpu_bf16_instructions
 
     per_cycle = tuple(int(v) for v in args.flop_per_cycle.split(",")) if args.flop_per_cycle else None
     nominal = nominal_peak(per_cycle)

@@ -65,8 +65,8 @@ def method_digest(method: str, data: Path, out: Path, overrides: dict | None = N
     """The weights after a fixed-seed fp32 run (``--no-amp``: bf16 is the default on CPUs that have it) with the
     method's ``small_options`` (its smoke-run settings) and ``overrides``."""
     overrides = overrides or {}
-    from train.loop import TrainConfig, train
     from train.methods import get_method
+    from train.run.loop import TrainConfig, train
 
     torch.set_num_threads(1)
     cfg = TrainConfig(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100,

@@ -39,7 +39,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.errors import DataError  # noqa: E402
+from common.errors import DataError  # noqa: E402
 from pipeline.sources import read_rgb  # noqa: E402
 from probe.datasets import open_data  # noqa: E402
 

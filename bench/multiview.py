@@ -1,10 +1,10 @@
-"""Which multi-view augmentation is fastest here: train/multiview.py (hand-written batched ops) against
+"""Which multi-view augmentation is fastest here: train/augment/multiview.py (hand-written batched ops) against
 kornia.augmentation and torchvision's tensor transforms (v2), on the same batches, in one process.
 
-The recipe is BYOL's two asymmetric views with blur on (train.multiview.byol_views(size, blur=True)), the one that
-uses every operation: random-resized crop + flip, colour jitter p = 0.8, greyscale 0.2, Gaussian blur 1.0 / 0.1,
+The recipe is BYOL's two asymmetric views with blur on (train.augment.multiview.byol_views(size, blur=True)), the one
+that uses every operation: random-resized crop + flip, colour jitter p = 0.8, greyscale 0.2, Gaussian blur 1.0 / 0.1,
 solarisation 0 / 0.2. Each implementation draws its parameters per sample:
-- ``ours``: train.multiview.multiview, every draw from one torch.Generator;
+- ``ours``: train.augment.multiview.multiview, every draw from one torch.Generator;
 - ``kornia``: one kornia.augmentation.AugmentationSequential per view on the whole batch (per-sample parameters;
   its draws come from torch's global RNG, so it is seeded with torch.manual_seed);
 - ``torchvision``: torchvision.transforms.v2 on tensors, one sample at a time (on a batch, v2 draws one set of
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import kornia.augmentation as K  # noqa: E402
 import torchvision.transforms.v2 as T  # noqa: E402
 
-from train.multiview import ViewSpec, _blur_kernel_size, byol_views, multiview  # noqa: E402
+from train.augment.multiview import ViewSpec, _blur_kernel_size, byol_views, multiview  # noqa: E402
 
 Augment = Callable[[torch.Tensor, int], list[torch.Tensor]]  # (uint8 batch, seed) -> views in (-1, 1)
 

@@ -9,8 +9,8 @@ and momenta; the views' recipe (lightly's transforms are given the toolkit's par
 their order; one DataLoader worker each; the same precision.
 
 What remains different, and is the libraries' own:
-- the augmentation: the toolkit draws every view on the whole batch in the training process (train/multiview.py);
-  lightly builds each view with PIL/torchvision transforms per image in the loader worker;
+- the augmentation: the toolkit draws every view on the whole batch in the training process
+  (train/augment/multiview.py); lightly builds each view with PIL/torchvision transforms per image in the loader worker;
 - the input scaling: the toolkit feeds (-1, 1), lightly normalises by ImageNet's mean and standard deviation;
 - the heads' code: lightly's SimCLR head has BatchNorm after its last layer (``SimCLRProjectionHead``), its DINO
   head has no BatchNorm, as the toolkit's; initial weights of the heads differ (different construction order);
@@ -24,7 +24,7 @@ Two measurements per method:
 - throughput: paired rounds, the two alternating (``--rounds`` of ``--round-steps`` steps, after warm-up), images per
   second end to end (loader included); the median of each and the ratio of medians;
 - learning: from the same initial weights, ``--steps`` steps over ``--seeds`` seeds; the weighted kNN top-1 (k 20,
-  cosine; :func:`train.knn_monitor.knn_predict`) of the pooled backbone feature, ``--knn-train`` training images
+  cosine; :func:`train.monitors.knn.knn_predict`) of the pooled backbone feature, ``--knn-train`` training images
   as the bank and all 10,000 test images, before and after; the gain and its spread over seeds.
 
     .venv/bin/python bench/peer_lightly.py --data cifar10-jpg:../shared/data/cifar10-jpg --measure throughput
@@ -54,13 +54,13 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from train.data import Batch  # noqa: E402
-from train.knn_monitor import knn_predict  # noqa: E402
+from train.augment.multiview import simclr_jitter_strength  # noqa: E402
+from train.data.sources import Batch  # noqa: E402
 from train.methods import RunContext, get_method  # noqa: E402
 from train.methods.multiview_base import pooled  # noqa: E402
+from train.methods.schedules import cosine_schedule, ema_momentum  # noqa: E402
 from train.models import build_encoder  # noqa: E402
-from train.multiview import simclr_jitter_strength  # noqa: E402
-from train.schedules import cosine_schedule, ema_momentum  # noqa: E402
+from train.monitors.knn import knn_predict  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 METHODS = ("simclr", "byol", "dino", "mocov2")
@@ -72,7 +72,7 @@ def cifar_arrays(spec: str, cache: Path) -> dict[str, np.ndarray]:
     if cache.exists():
         with np.load(cache) as z:
             return dict(z)
-    from train.datasets import open_data
+    from train.data.specs import open_data
 
     data = open_data(spec)
     arrays = {}

@@ -63,8 +63,8 @@ def write_image_folder(root: Path) -> Path:
 
 def encoder_with_bn_statistics(path: Path, arch: str) -> Path:
     """An encoder.pt of `arch` whose BatchNorms hold non-trivial statistics and (partly negative) scales."""
-    from train.encoder_io import save_encoder
     from train.models import build_encoder
+    from train.models.encoder_io import save_encoder
 
     torch.manual_seed(3)
     encoder = build_encoder(arch)

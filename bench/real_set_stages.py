@@ -1,4 +1,4 @@
-"""Time each stage of one real-set loader worker's path (``train/real_sets.py`` ``load_square``) beside the shard
+"""Time each stage of one real-set loader worker's path (``train/data/real_sets.py`` ``load_square``) beside the shard
 reader's decode, on the JPEGs of a folder: median ms per image, one thread, stages timed in turn on each image so
 that load on a shared machine falls on all of them alike. Used for ``bench/results/real-set-loader.md``.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.shard_reader import decode_image  # noqa: E402
 from pipeline.sources import decode_rgb, has_image_suffix  # noqa: E402
-from train.real_sets import load_square, to_square  # noqa: E402
+from train.data.real_sets import load_square, to_square  # noqa: E402
 
 
 def _pillow_decode(data: bytes) -> Image.Image:

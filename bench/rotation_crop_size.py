@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline.render  # noqa: E402
+from common.fileio import atomic_write_bytes  # noqa: E402
 from pipeline.augment import PaperParams, sample_paper_params, sample_rng  # noqa: E402
 from pipeline.config import RenderConfig  # noqa: E402
-from pipeline.fileio import atomic_write_bytes  # noqa: E402
 from pipeline.shard_format import MANIFEST, dump_manifest, read_manifest  # noqa: E402
 from pipeline.sources import load_source  # noqa: E402
 

@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from train.data import Batch  # noqa: E402
+from train.data.sources import Batch  # noqa: E402
 from train.methods import get_method  # noqa: E402
 from train.methods.base import RunContext  # noqa: E402
 

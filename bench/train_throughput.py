@@ -5,8 +5,8 @@ warm-up. For the reader: decoded samples/s of `pipeline.shard_reader.open_shards
 workers, the way the trainers read. The ratio line says which one limits an end-to-end run. A DeepCluster
 clustering pass (PCA-whitening + L2 + k-means on synthetic fc7-sized features) is timed too, at --cluster-n
 samples, drawn and projected in chunks as DeepCluster streams them (1,281,167 x 4096 floats would be 21 GB).
-Steps run with train's kernel settings (cuDNN autotuning and TF32 on CUDA, train.loop.backend_settings) and its
-bf16 autocast region (train.loop.amp_autocast).
+Steps run with train's kernel settings (cuDNN autotuning and TF32 on CUDA, train.run.loop.backend_settings) and its
+bf16 autocast region (train.run.loop.amp_autocast).
 
     .venv/bin/python bench/train_throughput.py                # CPU: CIFAR encoder, 32 px
     .venv/bin/python bench/train_throughput.py --methods simclr@resnet18-cifar,dino@vit-tiny  # METHOD@ARCH
@@ -33,11 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from train import clustering  # noqa: E402
-from train.data import Batch, ShardSource, default_workers, usable_cpus  # noqa: E402
-from train.devices import pick_device  # noqa: E402
-from train.loop import amp_autocast, backend_settings  # noqa: E402
+from train.data.sources import Batch, ShardSource, default_workers, usable_cpus  # noqa: E402
 from train.methods import RunContext, get_method, list_methods  # noqa: E402
+from train.models import clustering  # noqa: E402
+from train.process.devices import pick_device  # noqa: E402
+from train.run.loop import amp_autocast, backend_settings  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -221,7 +221,7 @@ def bench_source(source, batch_size: int, workers: int, max_samples: int) -> flo
 def pack_real_set(spec: str, tmp: Path) -> Path | None:
     """The train split of an ``imagefolder:`` set packed by ``pipeline pack`` (as ``shards:`` reads it), else None."""
     from pipeline.pack import pack_set
-    from train.datasets import DataSpec
+    from train.data.specs import DataSpec
 
     parsed = DataSpec.parse(spec)
     if parsed.kind != "imagefolder":
@@ -252,7 +252,7 @@ def bench_real_set(args: argparse.Namespace, size: int, packed: Path | None) -> 
     shard reader on ``size`` px rendered patches and on the packed JPEGs."""
     from pipeline.config import RenderConfig
     from pipeline.render import render_set
-    from train.real_sets import RealImageSource
+    from train.data.real_sets import RealImageSource
 
     source = RealImageSource(args.real_set, load_size=size)
     n = source.num_samples

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.errors import ToolkitError
 from experiments.registry import Target, targets
 from experiments.stage import (
     ROOT,
@@ -43,7 +44,6 @@ from experiments.stage import (
     run_stage,
 )
 from experiments.tool_options import PresetError, check_stages
-from pipeline.errors import ToolkitError
 
 
 def positive_seconds(text: str) -> float:
@@ -156,7 +156,7 @@ def run_all(stages: list[Stage], records: Path, deadline: float | None) -> list[
 
 
 def run(prog: str | None = None) -> None:
-    """main(), with a failing disk (every file is written through pipeline.fileio) reported as one line."""
+    """main(), with a failing disk (every file is written through common.fileio) reported as one line."""
     try:
         main(prog=prog)
     except OSError as e:

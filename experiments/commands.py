@@ -56,7 +56,7 @@ def supervised_data(data: str) -> str:
 
 def cifar_imagefolder(path: Path) -> Path:
     """The shared CIFAR-10 JPEG tarballs, extracted once (the same cache `probe` uses) into train/ and test/."""
-    from train.archive import default_cache_dir, extracted
+    from train.data.archive import default_cache_dir, extracted
 
     if (path / "train").is_dir():
         return path

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.errors import ToolkitError
+from common.fileio import atomic_write_bytes, atomic_write_text
 from experiments.commands import probe_stage, render_stage
 from experiments.stage import (
     BIN,
@@ -45,10 +47,8 @@ from experiments.stage import (
     run_stage,
 )
 from experiments.tool_options import PresetError, check_stages
-from pipeline.errors import ToolkitError
-from pipeline.fileio import atomic_write_bytes, atomic_write_text
 from pipeline.preview import contact_sheet
-from train.archive import default_cache_dir
+from train.data.archive import default_cache_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,7 +57,7 @@ METHOD = "rotnet"
 METHOD_NAMES = {"rotnet": "RotNet", "monogan": "MonoGAN", "deepcluster": "DeepCluster", "bigan": "BiGAN"}
 LAYERS = ("conv1", "conv2")
 DATA_NAMES = {"cifar10": "CIFAR-10", "cifar10-jpg": "CIFAR-10 (JPEG copy)", "cifar100": "CIFAR-100"}
-# The baseline: train seeds the encoder first (train/loop.py, train/methods/base.py), so with the same seed this is
+# The baseline: train seeds the encoder first (train/run/loop.py, train/methods/base.py), so with the same seed this is
 # the trained encoder's own initialisation (tests/experiments/test_demo.py checks it).
 RANDOM = "random:cifar"
 # The schedules. `demo` was chosen by measurement on the 2-core CPU (bench/results/demo.md): RotNet gave the largest

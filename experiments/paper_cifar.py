@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.fileio import atomic_write_text
 from experiments.commands import (
     data_set_of,
     probe_folder,
@@ -21,7 +22,6 @@ from experiments.commands import (
 )
 from experiments.report import report_header
 from experiments.stage import BIN, Stage
-from pipeline.fileio import atomic_write_text
 from probe.report import NO_PAPER_ROW
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ def gains_section(work: Path, results: list[Path], data: str = "cifar10:") -> li
     """The paper's central claim, checked: each single-image model's gain over its like-for-like random baseline
     (leaky ReLU for MonoGAN's critic, ReLU otherwise), against the paper's MonoGAN-over-random gain. Models trained
     on a real set are left to the twins table: the claim is about one image."""
-    from train.real_sets import real_set_spec
+    from train.data.real_sets import real_set_spec
 
     probes = probe_folder(work, data)
     baselines = {leaky: probes / name / "results.json" for leaky, name in ((False, "random"), (True, "random-leaky"))}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_group import ErrorReportingGroup
+from common.cli_group import ErrorReportingGroup
+from common.errors import ShardSetError
+from common.options import float_range
 from pipeline.config import IMAGENET_SIZE, RenderConfig
-from pipeline.errors import ShardSetError
-from pipeline.options import float_range
 from pipeline.shard_writer import SetSummary
 
 

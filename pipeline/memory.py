@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.errors import DataError
+from common.errors import DataError
 
 
 def available_memory() -> int | None:

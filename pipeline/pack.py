@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.errors import ShardSetError, SourceImageError
-from pipeline.hashing import sha256_bytes
+from common.errors import ShardSetError, SourceImageError
+from common.hashing import sha256_bytes
 from pipeline.shard_format import new_manifest, read_manifest, sample_key, shard_name
 from pipeline.shard_writer import (
     SetSummary,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.errors import ShardSetError, ToolkitError
-from pipeline.fileio import atomic_write_bytes
+from common.errors import ShardSetError, ToolkitError
+from common.fileio import atomic_write_bytes
 from pipeline.shard_format import load_manifest, sample_formats, sample_key
 from pipeline.shard_reader import decode_image
 from pipeline.shard_verify import shard_file_problem

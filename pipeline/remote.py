@@ -43,8 +43,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import IO
 
-from pipeline.errors import OptionError, RemoteReadError, ShardSetError
-from pipeline.options import check_fields, opt, value_problem
+from common.errors import OptionError, RemoteReadError, ShardSetError
+from common.options import check_fields, opt, value_problem
 
 MiB = 1 << 20
 ENV_PREFIX = "SINGLE_IMAGE_SSL_"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ShardSetError
-from pipeline.fileio import parse_json
+from common.errors import ShardSetError
+from common.fileio import parse_json
 from pipeline.remote import NetLimits, fetch_manifest, is_http
 
 FORMAT_NAME = "single-image-ssl/shards"

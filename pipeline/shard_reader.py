@@ -33,8 +33,8 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys
 from webdataset.utils import pytorch_worker_info
 
-from pipeline.errors import ShardSetError, ToolkitError
-from pipeline.fileio import parse_json
+from common.errors import ShardSetError, ToolkitError
+from common.fileio import parse_json
 from pipeline.remote import NetLimits, check_spooled, digest_message, is_http, longer_message, spool_shard
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.errors import ShardSetError
-from pipeline.hashing import sha256_files
+from common.errors import ShardSetError
+from common.hashing import sha256_files
 from pipeline.shard_format import (
     IMAGE_EXTENSIONS,
     MANIFEST,

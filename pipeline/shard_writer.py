@@ -29,8 +29,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.errors import ShardSetError
-from pipeline.fileio import atomic_file, atomic_write_bytes, folder_lock, remove_dead_temporaries
+from common.errors import ShardSetError
+from common.fileio import atomic_file, atomic_write_bytes, folder_lock, remove_dead_temporaries
 from pipeline.shard_format import MANIFEST, SHARD_GLOB, dump_manifest, read_manifest, shard_name
 
 _LOCK = ".manifest.lock"

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import SourceImageError
-from pipeline.hashing import sha256_bytes
+from common.errors import SourceImageError
+from common.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
 

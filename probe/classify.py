@@ -13,14 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import EncoderError
-from pipeline.hashing import sha256_files
+from common.errors import EncoderError
+from common.hashing import sha256_files
 from probe.datasets import LabelledData, data_loader, subset, transformed
 from probe.encoders import RANDOM_PREFIX
 from probe.finetune import evaluate_classifier
 from probe.protocols import ProbeRun
 from probe.transforms import Normalization, cifar_test_transform, imagenet_test_transform
-from train.encoder_io import EncoderClassifier, load_classifier
+from train.models.encoder_io import EncoderClassifier, load_classifier
 
 RESIZE, CROP = 256, 224
 SUBSET_SEED = 1  # the seeded --limit-test subset (the linear probes' test subset seed, protocol seed 0 + 1)

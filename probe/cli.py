@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli_group import ErrorReportingGroup
-from pipeline.errors import DataError, ToolkitError, one_line
-from pipeline.fileio import atomic_write_text, folder_lock
-from pipeline.options import SEED, click_option, float_range
+from common.cli_group import ErrorReportingGroup
+from common.errors import DataError, ToolkitError, one_line
+from common.fileio import atomic_write_text, folder_lock
+from common.options import SEED, click_option, float_range
 from probe.cli_init_kmeans import init_kmeans
 from probe.protocols import NORMALIZATIONS, FinetuneProtocol, ProbeProtocol, ProbeRun
 
@@ -85,7 +85,7 @@ def _set_threads(threads: int | None) -> None:
 
 def _device(value: str) -> str:
     """The device to run on, chosen and checked as `train` does (--device cuda without a GPU is one line)."""
-    from train.devices import pick_device
+    from train.process.devices import pick_device
 
     try:
         return str(pick_device(value))
@@ -154,7 +154,7 @@ FIXED_SETTINGS = ("resize", "crop")
 
 
 def protocol_options(protocol: type) -> Callable[[Callable], Callable]:
-    """The command-line options of a protocol dataclass, one per field (:func:`pipeline.options.click_option`:
+    """The command-line options of a protocol dataclass, one per field (:func:`common.options.click_option`:
     the range, help and default its ``opt(...)`` declares), in the order of its fields."""
 
     def decorate(command: Callable) -> Callable:
@@ -315,7 +315,7 @@ def finetune(encoder: str, **options: Any) -> None:
 def _finetune(opened: Opened, protocol: FinetuneProtocol) -> None:
     from probe.finetune import run_finetune
     from probe.results import finetune_markdown, new_results
-    from train.encoder_io import save_encoder
+    from train.models.encoder_io import save_encoder
 
     net, norm, out_dir = opened.encoder, opened.normalization, opened.out_dir
     model, fields = run_finetune(net, opened.data, protocol, norm, opened.run)

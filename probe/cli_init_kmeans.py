@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.errors import DataError, EncoderError
-from pipeline.options import SEED
+from common.errors import DataError, EncoderError
+from common.options import SEED
 
 if TYPE_CHECKING:
     import torch  # imported when the command runs: `probe --help` starts without it
@@ -82,8 +82,8 @@ def init_kmeans(arch, data_spec, out_dir, n_images, filters, between_layer_itera
     """
     import torch
 
-    from train.encoder_io import save_encoder
     from train.models import ENCODERS, build_encoder
+    from train.models.encoder_io import save_encoder
     from train.models.kmeans_init import data_dependent_init
 
     if threads:

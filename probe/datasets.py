@@ -1,6 +1,6 @@
 """Labelled data sets for evaluation: the probe-side half (subsets, transforms, loaders).
 
-Data sets are named `KIND:PATH` and opened by the one parser shared with `train` (`train.datasets`: `DataSpec`,
+Data sets are named `KIND:PATH` and opened by the one parser shared with `train` (`train.data.specs`: `DataSpec`,
 `KINDS`, `open_data`, `LabelledData`, re-exported here); each kind fixes the evaluation style: `cifar` (native 32x32
 images, no augmentation, no dimensionality reduction) or `imagenet` (shorter side to 256, random 224 crops and
 flips to train, 10 crops to test). Splits are map-style datasets, except packed shards (`shards:`), which are
@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from pipeline.errors import DataError
-from train.data import ArrayImages
-from train.datasets import CIFAR_STYLE_KINDS, KINDS, DataSpec, LabelledData, open_data
-from train.shard_data import ShardImages
+from common.errors import DataError
+from train.data.packed_sets import ShardImages
+from train.data.sources import ArrayImages
+from train.data.specs import CIFAR_STYLE_KINDS, KINDS, DataSpec, LabelledData, open_data
 
 __all__ = ["ArrayImages", "CIFAR_STYLE_KINDS", "KINDS", "DataSpec", "LabelledData", "Transformed", "data_loader",
            "open_data", "start_epoch", "subset", "transformed"]

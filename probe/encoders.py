@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.errors import EncoderError
-from pipeline.hashing import sha256_files
-from train.encoder_io import load_encoder
+from common.errors import EncoderError
+from common.hashing import sha256_files
 from train.models import ENCODERS, build_encoder
+from train.models.encoder_io import load_encoder
 
 RANDOM_PREFIX = "random:"
 

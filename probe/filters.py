@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from pipeline.errors import EncoderError
-from pipeline.fileio import atomic_write_bytes
+from common.errors import EncoderError
+from common.fileio import atomic_write_bytes
 from train.models.contract import TapEncoder
 
 

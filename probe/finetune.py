@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from pipeline.errors import ToolkitError
+from common.errors import ToolkitError
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, require_input_size, require_layers
 from probe.fit import SingleOutput, fit

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from probe.datasets import LabelledData, data_loader, start_epoch, subset, transformed
 from probe.encoders import Encoder, probing_trunk, require_input_size, require_layers
 from probe.feature_cache import FeatureCache

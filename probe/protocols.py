@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.options import check_fields, opt
+from common.options import check_fields, opt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,14 +62,14 @@ class Setting:
 
     @staticmethod
     def seed() -> Any:
-        # 32 bits, as every seed of train and probe (pipeline.options.SEED)
+        # 32 bits, as every seed of train and probe (common.options.SEED)
         return opt(0, "Seeds random:ARCH weights, the init of what is trained, and the data order.", min=0,
                    max=2**32 - 1)
 
 
 class StepSchedule:
     """SGD settings and a learning rate divided by `lr_divisor` at each of `milestones` (epochs); mixed into the
-    protocols, whose values it checks when one is made (:func:`pipeline.options.check_fields`)."""
+    protocols, whose values it checks when one is made (:func:`common.options.check_fields`)."""
 
     epochs: int
     lr: float

@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ToolkitError
-from pipeline.fileio import atomic_write_bytes
+from common.errors import ToolkitError
+from common.fileio import atomic_write_bytes
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
 from probe.protocols import FinetuneProtocol, ProbeProtocol
 from probe.results import encoder_label, md_code, md_text, read_results

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DataError
-from pipeline.fileio import atomic_write_text, parse_json
+from common.errors import DataError
+from common.fileio import atomic_write_text, parse_json
 
 RESULTS_FORMAT = "single-image-ssl/probe-results"
 RESULTS_VERSION = 1

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pipeline.fileio import atomic_write_bytes
+from common.fileio import atomic_write_bytes
 from pipeline.sources import read_rgb
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from pipeline.errors import EncoderError, OptionError
+from common.errors import EncoderError, OptionError
 from probe.encoders import Encoder, probing_trunk, require_layers
 from probe.sheets import Panel, save_image, save_sheet, to_uint8
 from probe.transforms import Normalization

@@ -10,7 +10,7 @@ from torchvision import transforms as T
 
 from probe.protocols import NORMALIZATIONS
 
-# `train` feeds every method pixels mapped to (-1, 1) (train.views.to_unit_range): probe an encoder on the
+# `train` feeds every method pixels mapped to (-1, 1) (train.augment.views.to_unit_range): probe an encoder on the
 # input range it was trained on, and the random baseline on the same range as the trained encoders.
 TRAIN_INPUT = "half"
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pipeline.errors import EncoderError, OptionError
+from common.errors import EncoderError, OptionError
 from probe.encoders import Encoder, probing_trunk, require_layers
 from probe.sheets import Panel, save_sheet, tile, to_uint8
 from probe.transforms import Normalization

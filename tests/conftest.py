@@ -158,8 +158,8 @@ def writers():
 def train_config(method: str, data, out, **changes):
     """A TrainConfig for a small CPU run of `method`: the cifar encoder, batch 16, no loader workers, no progress
     bar, the method's small options; `changes` override any field (``options=`` replaces the small options)."""
-    from train.loop import TrainConfig
     from train.methods import get_method
+    from train.run.loop import TrainConfig
 
     # device pinned: on a GPU machine "auto" would run these CPU checks on CUDA (tests marked cuda cover it)
     base = dict(method=method, data=str(data), out=str(out), arch="cifar", batch_size=16, epochs=100, device="cpu",
@@ -172,7 +172,7 @@ def train_config(method: str, data, out, **changes):
 def trained_encoder(tmp_path_factory, tiny_set) -> Callable[[str], Path]:
     """``trained_encoder(method)``: the run folder of a 2-step run of a rendered-set method on the tiny set, trained
     once per session and worker. Read-only: copy the folder to change it."""
-    from train.loop import train
+    from train.run.loop import train
 
     runs: dict[str, Path] = {}
 

@@ -1,4 +1,4 @@
-"""A disk that fills up, for tests of the writers: every file the tools write goes through `pipeline.fileio`."""
+"""A disk that fills up, for tests of the writers: every file the tools write goes through `common.fileio`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 class FullDisk:
-    """Makes writes through `pipeline.fileio` to files named `target` (or its temporary name) fail with ENOSPC
+    """Makes writes through `common.fileio` to files named `target` (or its temporary name) fail with ENOSPC
     once `after` bytes have been written to them, as a write(2) on a full disk does: an OSError naming no file.
 
     `skip` full files named `target` are written normally first (e.g. the first checkpoints of a run).
@@ -19,9 +19,9 @@ class FullDisk:
 
     def __init__(self, monkeypatch, target: str, after: int = 0, skip: int = 0):
         self.target, self.after, self.skip, self.hits = target, after, skip, 0
-        import pipeline.fileio
+        import common.fileio
 
-        monkeypatch.setattr(pipeline.fileio, "open", self._open, raising=False)
+        monkeypatch.setattr(common.fileio, "open", self._open, raising=False)
 
     def _open(self, file, mode="r", *args, **kwargs):
         f = builtins.open(file, mode, *args, **kwargs)

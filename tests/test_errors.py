@@ -15,13 +15,13 @@ from click.testing import CliRunner
 import pipeline.cli
 import probe.cli
 import train.cli
-from pipeline import errors
-from pipeline.cli_group import ErrorReportingGroup
+from common import errors
+from common.cli_group import ErrorReportingGroup
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "train", "probe")
 # The modules that build command lines; every other module is library code and raises plain exceptions.
-CLI_MODULES = {"pipeline/cli.py", "pipeline/cli_group.py", "pipeline/options.py", "train/cli.py", "probe/cli.py",
+CLI_MODULES = {"pipeline/cli.py", "common/cli_group.py", "common/options.py", "train/cli.py", "probe/cli.py",
                "probe/cli_init_kmeans.py"}
 
 
@@ -79,7 +79,7 @@ def _group_raising(error: BaseException) -> click.Group:
      "Stopped: run/checkpoint.pt: interrupted at step 3 of 9, saved"),
     # as a DataLoader worker re-raises it: the worker's traceback folded into the message
     (errors.SourceImageError("Caught SourceImageError in DataLoader worker process 0.\nOriginal Traceback:\n  ...\n"
-                             "pipeline.errors.SourceImageError: a/b.png: empty file\n"),
+                             "common.errors.SourceImageError: a/b.png: empty file\n"),
      1, "Error: a/b.png: empty file"),
     (OSError(28, "No space left on device", "run/encoder.pt"), 1, "Error: run/encoder.pt: No space left on device"),
 ])

@@ -18,12 +18,12 @@ from click.testing import CliRunner
 import pipeline.cli
 import probe.cli
 import train.cli
-from pipeline.errors import OptionError
-from pipeline.options import IntList, check_fields, click_option, opt, value_problem
+from common.errors import OptionError
+from common.options import IntList, check_fields, click_option, opt, value_problem
 from probe.protocols import FinetuneProtocol, ProbeProtocol
-from train.loop import TrainConfig
-from train.loop import train as run_training
 from train.methods import METHODS
+from train.run.loop import TrainConfig
+from train.run.loop import train as run_training
 
 CLIS = {"pipeline": pipeline.cli.main, "train": train.cli.main, "probe": probe.cli.main}
 
@@ -39,7 +39,7 @@ FREE_TEXT = {
     "--layers": "layer names of the encoder given, known only once it is opened (before any work)",
     "--freeze": "a layer name of the encoder given (or none), checked against it",
     "--keep": "a layer name of the encoder given (or all), checked against it",
-    "--device": "auto, cpu, cuda or cuda:N: probe checks it with train.devices.pick_device before any work",
+    "--device": "auto, cpu, cuda or cuda:N: probe checks it with train.process.devices.pick_device before any work",
     "--against": "a part of a paper row's label, refused with the list of rows when it matches none",
     "--compare": "an encoder (encoder.pt or random:ARCH), opened before any work",
     "--content-tap": "a tap name of the encoder given, checked against it before the optimisation",
@@ -239,7 +239,7 @@ def test_train_refuses_bad_settings_before_any_work(setting, tmp_path):
 
 @dataclasses.dataclass
 class _Protocol:
-    """A protocol dataclass outside `train` (as probe's will be): its options come from pipeline.options alone."""
+    """A protocol dataclass outside `train` (as probe's will be): its options come from common.options alone."""
 
     epochs: int = opt(36, "training epochs", min=1)
     lr: float = opt(0.01, "learning rate", min=0, min_open=True)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.hashing import BLOCK_SIZE, sha256_bytes, sha256_files
+from common.hashing import BLOCK_SIZE, sha256_bytes, sha256_files
 from pipeline.shard_format import SHARD_NAME, shard_index, shard_name
 from pipeline.sources import IMAGE_SUFFIXES, discover_sources
-from train.data import LabelledSource
-from train.image_folder import scan_image_folder
+from train.data.image_folder import scan_image_folder
+from train.data.sources import LabelledSource
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = sorted(p for package in ("pipeline", "train", "probe", "experiments")
@@ -64,9 +64,9 @@ def test_each_shared_helper_is_defined_once_in_package_code(definition):
 
 
 def test_files_are_made_durable_only_by_the_atomic_writer():
-    # fsync and rename live in pipeline/fileio.py; the one other rename swaps in a whole extracted folder
+    # fsync and rename live in common/fileio.py; the one other rename swaps in a whole extracted folder
     assert {f.split(":")[0] for f in _lines_matching(r"os\.(fsync|replace|rename)\(")} == {
-        "pipeline/fileio.py", "train/archive.py"}
+        "common/fileio.py", "train/data/archive.py"}
 
 
 def _lines_matching(pattern: str) -> list[str]:
@@ -76,7 +76,7 @@ def _lines_matching(pattern: str) -> list[str]:
 
 def test_cifar_arrays_are_one_dataset_class_for_train_and_probe(tmp_path):
     from probe.datasets import ArrayImages as ProbeArrayImages
-    from train.data import ArrayImages
+    from train.data.sources import ArrayImages
 
     assert ProbeArrayImages is ArrayImages
     images = np.zeros((3, 4, 4, 3), np.uint8)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_LAZY = {"load_encoder": "train.encoder_io", "save_encoder": "train.encoder_io", "ENCODERS": "train.models",
-         "build_encoder": "train.models"}
+_LAZY = {"load_encoder": "train.models.encoder_io", "save_encoder": "train.models.encoder_io",
+         "ENCODERS": "train.models", "build_encoder": "train.models"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from pipeline.cli_group import ErrorReportingGroup, ReportedError
-from pipeline.errors import ToolkitError
-from pipeline.options import CheckedFloat, CheckedInt, click_option, flag
+from common.cli_group import ErrorReportingGroup, ReportedError
+from common.errors import ToolkitError
+from common.options import CheckedFloat, CheckedInt, click_option, flag
 from train.methods import METHODS, method_summaries, summary_line
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class _DeviceName(click.ParamType):
     name = "DEVICE"
 
     def convert(self, value: Any, param, ctx) -> str:
-        from train.devices import DEVICE_HELP, DEVICE_NAME
+        from train.process.devices import DEVICE_HELP, DEVICE_NAME
 
         if not DEVICE_NAME.fullmatch(str(value)):
             self.fail(f"{value!r} is not a device this trainer runs on ({DEVICE_HELP})", param, ctx)
@@ -41,9 +41,9 @@ class _DeviceName(click.ParamType):
 
 
 def _setting_option(f: dataclasses.Field, method: type[Method]) -> click.Option:
-    """The option of one field of :class:`train.settings.RunSettings`, from its declaration: type and range (or
+    """The option of one field of :class:`train.run.settings.RunSettings`, from its declaration: type and range (or
     choices), default (its own or the method's), help. Its value reaches TrainConfig only when given."""
-    from train.settings import setting_default, setting_kind
+    from train.run.settings import setting_default, setting_kind
 
     kind, name, meta = setting_kind(f), f.name, f.metadata
     default, show = setting_default(f, method), meta["show_default"]
@@ -65,8 +65,8 @@ def _setting_option(f: dataclasses.Field, method: type[Method]) -> click.Option:
 
 
 def _common_options(method: type[Method]) -> list[click.Parameter]:
-    from train.devices import DEVICE_HELP
-    from train.settings import setting_fields
+    from train.process.devices import DEVICE_HELP
+    from train.run.settings import setting_fields
 
     settings = [_setting_option(f, method) for f in setting_fields()]
     settings_before_run = [f.name for f in setting_fields()].index("amp")  # the options' order in --help
@@ -115,8 +115,8 @@ def _make_command(method: type[Method]) -> click.Command:
     opt_fields = dataclasses.fields(method.Options)
 
     def callback(**kw: Any) -> None:
-        from train.loop import train
-        from train.settings import TrainConfig, setting_fields
+        from train.run.loop import train
+        from train.run.settings import TrainConfig, setting_fields
 
         given = _given_on_command_line(kw)
         options = {f.name: given[f.name] for f in opt_fields if f.name in given}
@@ -127,7 +127,7 @@ def _make_command(method: type[Method]) -> click.Command:
             options=options, **{f.name: given.get(f.name) for f in setting_fields()},
         )
         summary = train(cfg)
-        from train import distributed as D
+        from train.process import distributed as D
 
         if D.is_main():
             click.echo(f"done: {summary['step']} steps, {summary['epoch']} epochs, "

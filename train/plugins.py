@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
-from pipeline.errors import PluginError
+from common.errors import PluginError
 
 PLUGINS_ENV = "SINGLE_IMAGE_SSL_PLUGINS"
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from common.errors import ToolkitError
 from experiments.paper_cifar import PRESETS, baseline_reports, single_image_rows, write_report
 from experiments.registry import Target, register
 from experiments.stage import Stage
-from pipeline.errors import ToolkitError
 
 
 def cifar100_stages(work: Path, preset: dict, src: Path, data: str, device: str) -> tuple[list[Stage], list]:
     """Table 3's CIFAR-100 columns: the single-image models (the same stages as `cifar10`, shared through --work),
     RotNet and the GAN trained on CIFAR-100, and the baselines, all probed on the CIFAR-100 pickles `data` names."""
-    from train.cifar_pickle import read_cifar
+    from train.data.cifar_pickle import read_cifar
 
     kind, _, path = data.partition(":")
     if kind != "cifar100" or not path:

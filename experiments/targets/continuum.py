@@ -127,10 +127,10 @@ def _required(path: Path) -> Path:
 
 
 def extract_sample(tar: Path, into: Path) -> Path:
-    """The sample extracted once into `into` (train.archive: a temporary folder renamed when complete, keyed by
+    """The sample extracted once into `into` (train.data.archive: a temporary folder renamed when complete, keyed by
     the archive's content; tarfile's "data" filter refuses links and paths out of the tree): the folder of images."""
-    from pipeline.errors import ToolkitError
-    from train.archive import extracted
+    from common.errors import ToolkitError
+    from train.data.archive import extracted
 
     try:
         folder = extracted([tar], into, name="imagenet-sample")
@@ -272,7 +272,7 @@ def plot_continuum(rows: dict[str, dict[str, Measured]], refs: dict[str, list[fl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.fileio import atomic_write_bytes
+    from common.fileio import atomic_write_bytes
 
     fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.2 * len(LAYERS), 4), squeeze=False)
     styles = {"random": ("0.55", "--"), "random-leaky": ("0.55", ":"), "supervised": ("black", "--")}
@@ -387,7 +387,7 @@ def source_sheet(paths: list[Path], out: Path, tile: int = 128, cols: int = 5, g
 
     from PIL import Image, ImageOps
 
-    from pipeline.fileio import atomic_write_bytes
+    from common.fileio import atomic_write_bytes
     from pipeline.sources import open_rgb
 
     rows = -(-len(paths) // cols)
@@ -433,8 +433,8 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
                  data: str, missing: list[str] = ()) -> Path:
     """WORK/report-continuum.md and .png: a table per method, the plot, the two questions, the paper's pattern and
     the picked sources; the registry's Report signature."""
+    from common.fileio import atomic_write_text
     from experiments.report import report_header
-    from pipeline.fileio import atomic_write_text
 
     rows, refs = read_measured(reports)
     preset = PRESETS[preset_name]

@@ -26,12 +26,12 @@ import json
 import sys
 from pathlib import Path
 
+from common.errors import ToolkitError
+from common.fileio import atomic_write_bytes, atomic_write_text
 from experiments.commands import data_set_of, probe_folder, probe_stage, render_stage, supervised_data, workers_option
 from experiments.registry import Target, register
 from experiments.report import report_header
 from experiments.stage import BIN, SHARED, Stage
-from pipeline.errors import ToolkitError
-from pipeline.fileio import atomic_write_bytes, atomic_write_text
 
 # The rows, in the report's order: the source each student is distilled from (None: the data set's own training
 # images) and its label. "teacher" and "labels" are trained with labels.
@@ -176,7 +176,7 @@ def checked_data_set(data: str) -> str:
     as the cifar100 target does."""
     dataset = data_set_of(data)
     if dataset == "cifar100":
-        from train.cifar_pickle import read_cifar
+        from train.data.cifar_pickle import read_cifar
 
         if not (path := data.partition(":")[2]):
             raise ToolkitError("give CIFAR-100's python pickles as cifar100:PATH (cifar-100-python/ or its folder)")

@@ -24,11 +24,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.fileio import atomic_write_text
 from experiments.commands import probe_stage, render_stage, supervised_data, workers_option
 from experiments.registry import Target, register
 from experiments.report import report_header
 from experiments.stage import BIN, Stage
-from pipeline.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from probe.report import TapCurve

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from common.errors import ToolkitError
 from experiments import cli
 from experiments.registry import targets
 from experiments.stage import run_stage
 from experiments.targets import distill
-from pipeline.errors import ToolkitError
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 

@@ -60,7 +60,7 @@ def test_a_packed_split_records_its_folder_as_given(tmp_path, writers):
 
 
 def test_results_name_the_cifar10_jpg_extraction_by_its_cache_folder(tmp_path, writers):
-    from train.datasets import open_data
+    from train.data.specs import open_data
 
     writers.image_tree(tmp_path / "src" / "train", {"cat": 2, "dog": 2})
     writers.image_tree(tmp_path / "src" / "test", {"cat": 1, "dog": 1})
@@ -75,7 +75,7 @@ def test_results_name_the_cifar10_jpg_extraction_by_its_cache_folder(tmp_path, w
 
 
 def test_a_data_path_is_recorded_as_written(tmp_path, writers, monkeypatch):
-    from train.datasets import open_data
+    from train.data.specs import open_data
 
     monkeypatch.setenv("HOME", str(tmp_path))
     writers.image_tree(tmp_path / "data" / "train", {"cat": 1, "dog": 1})

@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from pipeline.errors import ShardSetError
+from common.errors import ShardSetError
 from pipeline.shard_reader import open_shards
 from pipeline.shard_verify import verify_set
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import SourceImageError
+from common.errors import SourceImageError
 from pipeline.pack import pack_set
 from pipeline.shard_reader import open_shards
 from pipeline.shard_verify import verify_set
@@ -126,7 +126,7 @@ def test_pack_refuses_a_bad_worker_count_as_a_usage_error(split, tmp_path):
 
 
 def test_refusals(split, tmp_path, tiny_set):
-    from pipeline.errors import ShardSetError
+    from common.errors import ShardSetError
 
     src = write_split(tmp_path / "src", {"a": 2})
     (src / "a" / "notes.gif").write_bytes(b"GIF89a")
@@ -173,8 +173,8 @@ def test_a_packed_manifest_with_inconsistent_classes_is_one_line(split, tmp_path
 def test_a_shard_holding_a_decompression_bomb_is_refused_before_decoding(split, tmp_path):
     """A set made elsewhere can hold any image, self-consistently listed: the shard decoder checks the header's
     size against the one limit before OpenCV allocates the pixels (its own limit is six times ours)."""
-    from pipeline.errors import ShardSetError
-    from pipeline.hashing import sha256_files
+    from common.errors import ShardSetError
+    from common.hashing import sha256_files
 
     out = tmp_path / "set"
     pack_set(split, out, shard_size=10, log=lambda m: None)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.errors import OptionError, ShardSetError
+from common.errors import OptionError, ShardSetError
 from pipeline.shard_reader import open_shards
 
 from ..loopback import LoopbackServer

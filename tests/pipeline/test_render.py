@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.errors import ShardSetError
 from pipeline.config import RenderConfig
-from pipeline.errors import ShardSetError
 from pipeline.render import render_set
 from pipeline.shard_reader import open_shards
 from pipeline.shard_verify import verify_set

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.fileio import folder_lock, temporary_name
+from common.fileio import folder_lock, temporary_name
 from pipeline.shard_writer import SHARD_WRITER
 
 from ..conftest import render_tiny

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from common.errors import ShardSetError
 from pipeline.config import RenderConfig
-from pipeline.errors import ShardSetError
 from pipeline.render import render_set
 from pipeline.shard_reader import open_shards
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import SourceImageError
+from common.errors import SourceImageError
 from pipeline.sources import discover_sources, load_source, select_sources
 
 from .conftest import run_cli, save

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
+from common.errors import ShardSetError
 from pipeline.config import RenderConfig
-from pipeline.errors import ShardSetError
 from pipeline.render import render_set
 from pipeline.shard_reader import is_url_pattern, open_shards, verify_quick
 from pipeline.shard_verify import describe_set, verify_set

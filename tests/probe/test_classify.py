@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from probe.cli import main
-from train.encoder_io import attach_classifier, load_classifier, save_encoder
 from train.models import build_encoder, output_shape
+from train.models.encoder_io import attach_classifier, load_classifier, save_encoder
 from train.models.heads import pooled_linear_head
 
 from ..conftest import write_cifar10, write_cifar100

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from probe.cli import main
 from probe.protocols import FinetuneProtocol, ProbeProtocol
-from train.encoder_io import save_encoder
 from train.models import build_encoder
+from train.models.encoder_io import save_encoder
 
 
 def _run(*args: str):
@@ -327,7 +327,7 @@ def test_names_a_user_chose_cannot_break_a_report(tmp_path, folder):
 
 def test_a_probe_out_folder_in_use_by_another_probe_is_refused_in_one_line(tmp_path, writers):
     # one writer per --out (issue 32): the lock is held by another probe (here this process, standing in for it)
-    from pipeline.fileio import folder_lock
+    from common.fileio import folder_lock
 
     writers.cifar10(tmp_path / "data")
     out = tmp_path / "probe"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from pipeline.sources import read_rgb
 from probe.datasets import DataSpec, open_data
-from train.cifar_pickle import read_cifar
+from train.data.cifar_pickle import read_cifar
 
 
 def test_cifar10_pickles_are_read_as_hwc_images(tmp_path, writers):

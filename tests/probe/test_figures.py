@@ -212,7 +212,7 @@ def test_finetune_departures_include_the_layers_frozen(tmp_path):
 
 
 def test_an_encoder_without_first_layer_filters_is_refused_before_anything_is_written(tmp_path):
-    from pipeline.errors import EncoderError
+    from common.errors import EncoderError
 
     encoder = build_encoder("cifar")
     encoder.first_layer_weight = lambda: None  # as a learning-free encoder (scattering) answers

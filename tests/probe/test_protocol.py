@@ -165,7 +165,7 @@ def test_default_input_range_is_the_one_train_feeds_its_encoders():
     from PIL import Image
 
     from probe.transforms import Normalization, cifar_transform
-    from train.views import to_unit_range
+    from train.augment.views import to_unit_range
 
     pixels = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     ours = cifar_transform(Normalization.choose("auto", {}))(Image.fromarray(pixels))

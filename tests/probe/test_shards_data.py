@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from pipeline.pack import pack_set
 from probe.cli import main
 from probe.datasets import data_loader, open_data, subset
@@ -165,7 +165,7 @@ def test_packed_images_reach_the_probe_as_they_would_from_their_folder(tmp_path)
     """pack copies files unchanged; the stream must decode them as the folder form does (EXIF, 16-bit scaled)."""
     from PIL import Image
 
-    from train.image_folder import load_rgb
+    from train.data.image_folder import load_rgb
 
     for split in ("train", "val"):
         folder = tmp_path / "src" / split / "a"

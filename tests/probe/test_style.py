@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.errors import EncoderError, SourceImageError
+from common.errors import EncoderError, SourceImageError
 from probe.cli import main
 from probe.encoders import open_encoder
 from probe.sheets import load_image

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from probe.datasets import open_data
-from train.cifar_pickle import read_cifar
+from train.data.cifar_pickle import read_cifar
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,8 +179,8 @@ def test_pickles_inside_a_shard_are_never_unpickled(tmp_path):
     import json
     import tarfile
 
+    from common.errors import ShardSetError
     from pipeline.config import RenderConfig
-    from pipeline.errors import ShardSetError
     from pipeline.render import render_set
     from pipeline.shard_reader import open_shards
 
@@ -214,7 +214,7 @@ def test_an_archive_escaping_its_folder_is_refused(tmp_path):
     import io
     import tarfile
 
-    from train.archive import extracted
+    from train.data.archive import extracted
 
     def archive(name: str, member: tarfile.TarInfo) -> Path:
         path = tmp_path / f"{name}.tar.gz"

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.errors import EncoderError, OptionError
+from common.errors import EncoderError, OptionError
 from pipeline.pack import pack_set
 from probe.cli import main
 from probe.datasets import open_data

@@ -11,9 +11,9 @@ import kymatio
 import pytest
 import torch
 
-from train.encoder_io import load_encoder, save_encoder
 from train.models import build_encoder, output_shape
 from train.models.contract import tap_shapes
+from train.models.encoder_io import load_encoder, save_encoder
 from train.models.kmeans_init import data_dependent_init, pre_activation_stats
 
 ROOT = Path(__file__).resolve().parents[2]

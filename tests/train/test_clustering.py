@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.clustering import (
+from train.models.clustering import (
     assign,
     cluster_weights,
     default_k,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from train.data import Batch
-from train.loop import amp_autocast
+from train.data.sources import Batch
 from train.methods import RunContext, get_method, list_methods
 from train.methods.base import Method
+from train.run.loop import amp_autocast
 
 from ..conftest import TORCHRUN, train_config
 
@@ -135,7 +135,7 @@ class FakeCuda:
 
 
 def test_a_cpu_run_on_a_gpu_machine_resumes_where_fewer_gpus_are_visible(tiny_set, tmp_path, monkeypatch):
-    from train.loop import train
+    from train.run.loop import train
 
     def cfg(**kw):
         return train_config("rotnet", tiny_set, tmp_path / "run", **{"epochs": None, "log_every": None,
@@ -150,7 +150,7 @@ def test_a_cpu_run_on_a_gpu_machine_resumes_where_fewer_gpus_are_visible(tiny_se
 
 
 def test_a_cuda_run_saves_and_restores_its_own_devices_state_only(monkeypatch):
-    from train.checkpoint import rng_state, set_rng_state
+    from train.run.checkpoint import rng_state, set_rng_state
 
     FakeCuda(monkeypatch, count=4)
     gen = torch.Generator().manual_seed(0)
@@ -171,7 +171,7 @@ def test_a_cuda_run_saves_and_restores_its_own_devices_state_only(monkeypatch):
 
 @pytest.mark.cuda
 def test_cuda_random_stream_round_trips_through_the_checkpoint_state():
-    from train.checkpoint import rng_state, set_rng_state
+    from train.run.checkpoint import rng_state, set_rng_state
 
     device = torch.device("cuda", torch.cuda.current_device())
     gen = torch.Generator().manual_seed(0)
@@ -197,8 +197,8 @@ def two_gpus_under_torchrun(monkeypatch):
 
 def test_under_torchrun_each_rank_takes_its_local_rank_gpu_and_a_conflicting_device_is_refused(
         two_gpus_under_torchrun):
-    from pipeline.errors import DeviceError
-    from train.devices import pick_device
+    from common.errors import DeviceError
+    from train.process.devices import pick_device
 
     for name in ("auto", "cuda", "cuda:1"):
         assert pick_device(name) == torch.device("cuda", 1)
@@ -222,7 +222,7 @@ def test_the_cli_refuses_a_conflicting_device_under_torchrun_in_one_line(two_gpu
 
 
 def test_without_torchrun_any_visible_gpu_may_be_named(monkeypatch):
-    from train.devices import pick_device
+    from train.process.devices import pick_device
 
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
@@ -245,7 +245,7 @@ def test_deterministic_sets_the_flags_for_the_run_and_restores_them(tiny_set, tm
     import json
     import os
 
-    from train.loop import train
+    from train.run.loop import train
 
     cls = get_method("rotnet")
     real_step, seen = cls.training_step, []
@@ -267,7 +267,7 @@ def test_deterministic_sets_the_flags_for_the_run_and_restores_them(tiny_set, tm
 
 
 def test_cuda_defaults_are_autotuning_and_tf32_and_deterministic_turns_them_off():
-    from train.loop import backend_settings
+    from train.run.loop import backend_settings
 
     before = _kernel_flags()
     with backend_settings(torch.device("cuda", 0)):
@@ -284,10 +284,10 @@ def test_the_cli_passes_deterministic(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     import train.cli
-    import train.loop
+    import train.run.loop
 
     configs = []  # the command imports the loop's train() when it runs
-    monkeypatch.setattr(train.loop, "train", lambda cfg: configs.append(cfg) or {"step": 0, "epoch": 0,
+    monkeypatch.setattr(train.run.loop, "train", lambda cfg: configs.append(cfg) or {"step": 0, "epoch": 0,
                                                                                  "images_per_s": 0.0})
     for extra in ([], ["--deterministic"]):
         r = CliRunner().invoke(train.cli.main, ["rotnet", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
@@ -318,7 +318,7 @@ def test_each_method_trains_on_cuda_in_bf16_and_resumes_exactly_when_determinist
                                                                                  tmp_path):
     import json
 
-    from train.loop import train
+    from train.run.loop import train
 
     options = get_method(name).small_options
 
@@ -344,9 +344,9 @@ def test_each_method_trains_on_cuda_in_bf16_and_resumes_exactly_when_determinist
 def test_the_clustering_pass_runs_in_fp32_without_autocast_or_tf32(monkeypatch):
     """Even when the epoch context's autocast is bf16 and TF32 is on (the loop's CUDA settings): features, PCA and
     k-means see float32 data with autocast off and TF32 off; the settings are restored after."""
-    from train import clustering
-    from train.data import TensorSource
+    from train.data.sources import TensorSource
     from train.methods.base import EpochContext
+    from train.models import clustering
 
     seen = []
 
@@ -382,8 +382,8 @@ def test_the_clustering_pass_runs_in_fp32_without_autocast_or_tf32(monkeypatch):
 DDP_SCRIPT = '''
 import hashlib, json, os, sys
 import torch
-from train import clustering
-from train.loop import TrainConfig, train
+from train.models import clustering
+from train.run.loop import TrainConfig, train
 from train.methods import get_method
 
 out, data = sys.argv[1], sys.argv[2]
@@ -449,7 +449,7 @@ def test_under_ddp_ranks_start_equal_but_draw_their_own_dropout_masks(two_ranks)
 
 
 def test_rank_seed_keeps_rank_zero_on_the_single_process_stream():
-    from train.loop import rank_seed
+    from train.run.loop import rank_seed
 
     assert rank_seed(5, 0) == 5
     assert len({rank_seed(5, r) for r in range(64)} | {rank_seed(6, r) for r in range(64)}) == 128
@@ -482,7 +482,7 @@ def test_the_loaders_pin_memory_step_pins_every_tensor_of_a_batch(monkeypatch, l
 
 @pytest.mark.cuda
 def test_a_shard_loader_with_pin_memory_returns_pinned_batches(tiny_set):
-    from train.data import ShardSource
+    from train.data.sources import ShardSource
 
     batch = next(iter(ShardSource(tiny_set).loader(0, 16, workers=1, pin_memory=True)))
     assert batch.images.is_pinned() and batch.index.is_pinned()
@@ -551,7 +551,7 @@ def test_a_cuda_training_step_under_sync_debug_mode_error(name):
 def test_default_workers_are_this_ranks_share_of_the_usable_cpus(monkeypatch, cpus, ranks_here, expected):
     import os
 
-    from train.data import default_workers
+    from train.data.sources import default_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
     monkeypatch.setattr(os, "cpu_count", lambda: 128)  # the host's, not what the process may use
@@ -566,7 +566,7 @@ def test_a_run_without_workers_uses_and_records_the_default(tiny_set, tmp_path, 
     import json
     import os
 
-    from train.loop import train
+    from train.run.loop import train
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

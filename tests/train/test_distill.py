@@ -16,14 +16,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.hashing import sha256_files
-from train.data import Batch
-from train.encoder_io import attach_classifier, load_classifier, load_encoder, read_encoder_file, save_encoder
-from train.loop import train
+from common.hashing import sha256_files
+from train.data.sources import Batch
+from train.losses import distillation_loss
 from train.methods import RunContext, get_method
-from train.methods.distill import Distill, cutmix, distillation_loss, mixup, sample_beta
+from train.methods.distill import Distill, cutmix, mixup, sample_beta
 from train.models import build_encoder, output_shape
+from train.models.encoder_io import attach_classifier, load_classifier, load_encoder, read_encoder_file, save_encoder
 from train.models.heads import pooled_linear_head
+from train.run.loop import train
 
 from ..conftest import train_config, write_cifar10
 
@@ -248,7 +249,7 @@ def test_bad_teachers_and_options_are_one_line_before_any_work(tiny_set, teacher
 
 
 def test_the_python_api_refuses_what_the_command_line_refuses(tiny_set, tmp_path):
-    from pipeline.errors import OptionError
+    from common.errors import OptionError
 
     with pytest.raises(OptionError, match="--temperature"):
         Distill.Options(teacher="random:cifar", temperature=0.0)

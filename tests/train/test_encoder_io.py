@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pipeline.errors import EncoderFileError
-from train.encoder_io import FORMAT, load_encoder, save_encoder
+from common.errors import EncoderFileError
 from train.models import build_encoder
+from train.models.encoder_io import FORMAT, load_encoder, save_encoder
 
 
 def test_round_trip(tmp_path):

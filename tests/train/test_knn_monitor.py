@@ -1,4 +1,4 @@
-"""The k-NN monitor (train/knn_monitor.py) against a brute-force weighted k-NN written out loop by loop."""
+"""The k-NN monitor (train/monitors/knn.py) against a brute-force weighted k-NN written out loop by loop."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from train.knn_monitor import KnnMonitor, knn_predict, tap_features
 from train.models import build_encoder
+from train.monitors.knn import KnnMonitor, knn_predict, tap_features
 
 
 def _brute_force(train, labels, test, num_classes, k, temperature):

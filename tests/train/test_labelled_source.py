@@ -5,9 +5,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from train.cli import main
-from train.data import LabelledSource
+from train.data.sources import LabelledSource
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 

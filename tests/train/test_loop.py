@@ -12,13 +12,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.errors import CheckpointError, DeviceError, Interrupted, NonFiniteLossError
-from train import devices
+from common.errors import CheckpointError, DeviceError, Interrupted, NonFiniteLossError
 from train.cli import main
-from train.data import ShardSource
-from train.encoder_io import load_encoder
-from train.loop import train
+from train.data.sources import ShardSource
 from train.methods import get_method, list_methods
+from train.models.encoder_io import load_encoder
+from train.process import devices
+from train.run.loop import train
 
 from ..conftest import TORCHRUN, python_cli, stop_when
 from ..conftest import train_config as cfg
@@ -192,8 +192,8 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tiny_set, tmp_
 # Each rank records its weights at the end and whether DistributedDataParallel carried its gradients.
 TWO_RANKS_SCRIPT = """
 import hashlib, json, os, sys
-import train.loop as loop
-from train import devices
+import train.run.loop as loop
+from train.process import devices
 from train.cli import main
 
 held = {}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from train.data import Batch
+from train.data.sources import Batch
 from train.methods import RunContext, get_method, list_methods
 from train.methods.monogan import gradient_penalty
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from train.encoder_io import load_encoder, save_encoder
 from train.models import ENCODERS, TapEncoder, build_encoder, list_encoders, output_shape
 from train.models.contract import check_encoder
+from train.models.encoder_io import load_encoder, save_encoder
 from train.models.gan import DCGANGenerator, upsample_block
 
 SIZES = {"alexnet": 224, "alexnet-small": 224, "cifar": 32}

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.data import Batch
-from train.encoder_io import load_encoder
-from train.loop import train
+from train.data.sources import Batch
 from train.methods import RunContext, get_method
-from train.schedules import cosine_schedule, ema_momentum, teacher_temperature
+from train.methods.schedules import cosine_schedule, ema_momentum, teacher_temperature
+from train.models.encoder_io import load_encoder
+from train.run.loop import train
 
 from ..conftest import train_config
 

@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 
 from train.cli import main
-from train.data import TensorSource
-from train.encoder_io import load_encoder
-from train.knn_monitor import knn_predict, open_knn_monitor, tap_features
-from train.loop import train
+from train.data.sources import TensorSource
 from train.methods import get_method, list_methods
-from train.tensorboard_log import EventLog
+from train.models.encoder_io import load_encoder
+from train.monitors.knn import knn_predict, open_knn_monitor, tap_features
+from train.monitors.tensorboard_log import EventLog
+from train.run.loop import train
 
 from ..conftest import train_config, write_cifar10
 
@@ -157,10 +157,10 @@ def test_a_failing_event_file_is_one_warning_and_the_run_trains_on(labelled_tens
 
     source = TensorSource(*labelled_tensors)
     train(cfg("rotnet", tmp_path / "ref", max_steps=6), source)
-    monkeypatch.setattr("train.tensorboard_log.append_bytes", full)
-    with caplog.at_level(logging.WARNING, logger="train.tensorboard_log"):
+    monkeypatch.setattr("train.monitors.tensorboard_log.append_bytes", full)
+    with caplog.at_level(logging.WARNING, logger="train.monitors.tensorboard_log"):
         train(cfg("rotnet", tmp_path / "run", max_steps=6, tensorboard=True), source)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "train.tensorboard_log"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "train.monitors.tensorboard_log"]
     assert len(warnings) == 1 and warnings[0].endswith(
         "No space left on device; TensorBoard events off for the rest of the run")
     assert_same_weights(checkpoint(tmp_path / "ref"), checkpoint(tmp_path / "run"))

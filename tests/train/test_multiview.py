@@ -1,4 +1,4 @@
-"""Multi-view device augmentation (train/multiview.py): determinism, views that differ, each operation against
+"""Multi-view device augmentation (train/augment/multiview.py): determinism, views that differ, each operation against
 torchvision's functional reference, and the methods' presets."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from train.multiview import (
+from train.augment.multiview import (
     PRESETS,
     ViewSpec,
     colour_jitter,

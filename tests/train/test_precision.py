@@ -1,6 +1,6 @@
 """bf16 autocast by default where the CPU computes bf16 natively, fp32 elsewhere and under --no-amp (issue 30).
 
-The CPU's capability is faked both ways (train.devices.cpu_bf16_instructions, or torch's own checks beneath it),
+The CPU's capability is faked both ways (train.process.devices.cpu_bf16_instructions, or torch's own checks beneath it),
 so that these hold on any machine."""
 
 import json
@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from train import devices
-from train.loop import train
 from train.methods import get_method
+from train.process import devices
+from train.run.loop import train
 
 from ..conftest import train_config as cfg
 

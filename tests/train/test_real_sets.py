@@ -16,9 +16,9 @@ from PIL import Image
 from pipeline.pack import pack_set
 from pipeline.sources import decode_rgb
 from train.cli import main
-from train.loop import train
+from train.data.real_sets import RealImageSource, real_set_spec
 from train.methods import get_method, list_methods
-from train.real_sets import RealImageSource, real_set_spec
+from train.run.loop import train
 
 from ..conftest import python_cli, stop_when, train_config, write_cifar10
 
@@ -153,9 +153,10 @@ def test_a_rendered_set_and_urls_are_not_real_set_specs(tmp_path):
 
 def test_probe_and_train_share_one_parser():
     import probe.datasets
-    import train.datasets
+    import train.data.specs
 
-    assert probe.datasets.DataSpec is train.datasets.DataSpec and probe.datasets.open_data is train.datasets.open_data
+    assert probe.datasets.DataSpec is train.data.specs.DataSpec
+    assert probe.datasets.open_data is train.data.specs.open_data
 
 
 DC = ["--arch", "cifar", "--batch-size", "8", "--epochs", "10", "--workers", "1", "--no-progress", "--ckpt-every",

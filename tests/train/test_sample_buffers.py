@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from pipeline.memory import available_memory, check_sample_buffers
 
 HUGE = 10**12

@@ -1,4 +1,5 @@
-"""The per-iteration schedules (train/schedules.py) against DINO's reference numpy schedules and BYOL's formula."""
+"""The per-iteration schedules (train/methods/schedules.py) against DINO's reference numpy schedules and BYOL's
+formula."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from train.schedules import cosine_schedule, ema_momentum, teacher_temperature
+from train.methods.schedules import cosine_schedule, ema_momentum, teacher_temperature
 
 
 def _dino_cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0.0):

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
+from common.errors import DataError, ShardSetError
 from pipeline.config import RenderConfig
-from pipeline.errors import DataError, ShardSetError
 from pipeline.render import render_set
-from train.data import ShardSource
+from train.data.sources import ShardSource
 
 
 @pytest.fixture(scope="module")

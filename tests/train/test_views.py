@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from train import views
+from train.augment import views
 
 
 def images(n=4, size=32, seed=0):

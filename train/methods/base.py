@@ -21,12 +21,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import DataError, OptionError
-from pipeline.options import check_fields, opt
-from train import distributed as D
-from train.data import Batch, LabelledSource, ShardSource, Source
+from common.errors import DataError, OptionError
+from common.options import check_fields, opt
+from train.data.real_sets import RealImageSource, real_set_spec
+from train.data.sources import Batch, LabelledSource, ShardSource, Source
 from train.models import build_encoder
-from train.real_sets import RealImageSource, real_set_spec
+from train.process import distributed as D
 
 # What a method trains on (its ``data_kind``): the help text of the command's DATA argument for each.
 DATA_KINDS = {

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import OptionError
-from pipeline.options import opt
-from train import views
-from train.data import Batch
+from common.errors import OptionError
+from common.options import opt
+from train.augment import views
+from train.data.sources import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, RunContext, check_gan_size, linear_decay_schedule
 from train.models import build_encoder, output_shape

@@ -3,9 +3,10 @@ predictor) predicts a slowly moving target network's projection of another view;
 
 Defaults, the paper's (section 3.3 and appendix B/C): projector and predictor MLPs of 4,096 hidden units with
 BatchNorm and ReLU to 256 dimensions, the target's EMA momentum from 0.996 to 1 by a half cosine over the run
-(per iteration, :func:`train.schedules.ema_momentum`), the symmetrised normalised-MSE loss (both views through both
+(per iteration,
+:func:`train.methods.schedules.ema_momentum`), the symmetrised normalised-MSE loss (both views through both
 networks), weight decay 1.5e-6, learning rate 0.2 x batch / 256 with a 10-epoch warm-up and a cosine decay per
-iteration; the asymmetric views of its table 6 (:func:`train.multiview.byol_views`: solarisation on the second
+iteration; the asymmetric views of its table 6 (:func:`train.augment.multiview.byol_views`: solarisation on the second
 view, blur only from 64 px unless ``--blur on``, as CIFAR recipes drop it).
 
 The optimiser is SGD with momentum 0.9, not the paper's LARS, for the reasons given in simclr.py (LARS serves
@@ -24,14 +25,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.options import opt
-from train.data import Batch
+from common.options import opt
+from train.augment.multiview import ViewSpec, byol_views
+from train.data.sources import Batch
 from train.losses import byol_loss
 from train.methods import register_method
 from train.methods.multiview_base import MultiViewMethod, MultiViewOptions, ema_update, frozen_copy
+from train.methods.schedules import ema_momentum
 from train.models.heads import projection_mlp
-from train.multiview import ViewSpec, byol_views
-from train.schedules import ema_momentum
 
 
 @dataclass

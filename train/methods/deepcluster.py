@@ -39,30 +39,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from common.options import opt
 from pipeline.memory import check_sample_buffers
-from pipeline.options import opt
-from train import clustering, views
-from train import distributed as D
-from train.data import Batch
+from train.augment import views
+from train.data.sources import Batch
 from train.methods import register_method
 from train.methods.base import EpochContext, Method, MethodOptions, RunContext, constant_schedule, sgd
-from train.models import output_shape
+from train.models import clustering, output_shape
 from train.models.heads import classifier_head
+from train.process import distributed as D
 
 log = logging.getLogger(__name__)
 
 
 def weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: Tensor) -> Tensor:
     """Mean over the batch of w[y] * CE: the uniform-over-clusters loss in expectation (see
-    :func:`train.clustering.cluster_weights`)."""
+    :func:`train.models.clustering.cluster_weights`)."""
     ce = F.cross_entropy(logits, labels, reduction="none")
     return (ce * class_weights[labels]).mean()
 
 
 def _in_full_fp32(method: Callable) -> Callable:
-    """Run a step of the clustering pass in plain fp32 on every device (:func:`train.clustering.full_fp32`): features
-    (no bf16 autocast), PCA, projection and k-means distances (no TF32). The price is an fp32 forward pass over the
-    set once an epoch, where training steps run in bf16."""
+    """Run a step of the clustering pass in plain fp32 on every device (:func:`train.models.clustering.full_fp32`):
+    features (no bf16 autocast), PCA, projection and k-means distances (no TF32). The price is an fp32 forward pass over
+    the set once an epoch, where training steps run in bf16."""
 
     @functools.wraps(method)
     def in_fp32(self: DeepCluster, *args: Any, **kwargs: Any) -> Any:

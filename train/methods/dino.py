@@ -7,7 +7,8 @@ and norm parameters without decay); student temperature 0.1, teacher temperature
 0.07 over 30 epochs (here per iteration); teacher EMA momentum 0.996 -> 1 by a cosine; centre momentum 0.9; the
 head's last layer weight-normalised and frozen during the first epoch; multi-crop with 2 global crops and
 ``--local-crops`` local ones (6 here; the paper's best use 8 or 10) at 3/7 of the global size, as 96/224
-(:func:`train.multiview.dino_views`; rounded to the ViT's patch size; blur only from 64 px unless ``--blur on``).
+(:func:`train.augment.multiview.dino_views`; rounded to the ViT's patch size; blur only from 64 px unless ``--blur
+on``).
 For CIFAR-sized sets the head's output is reduced from 65,536 to 4,096 dimensions (``--out-dim``, solo-learn's
 CIFAR value), with DINO's 2,048 hidden units and 256-wide bottleneck.
 
@@ -31,15 +32,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.options import opt
-from train import distributed as D
-from train.data import Batch
+from common.options import opt
+from train.augment.multiview import ViewSpec, dino_views
+from train.data.sources import Batch
 from train.losses import dino_loss, update_center
 from train.methods import register_method
 from train.methods.multiview_base import MultiViewMethod, MultiViewOptions, ema_update, frozen_copy
+from train.methods.schedules import cosine_schedule, ema_momentum, teacher_temperature
 from train.models.heads import DINOHead
-from train.multiview import ViewSpec, dino_views
-from train.schedules import cosine_schedule, ema_momentum, teacher_temperature
+from train.process import distributed as D
 
 GLOBAL_CROPS = 2
 

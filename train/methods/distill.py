@@ -48,18 +48,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.errors import EncoderError, OptionError
-from pipeline.hashing import sha256_files
-from pipeline.options import opt
-from train import views
-from train.data import Batch
-from train.encoder_io import EncoderClassifier, attach_classifier, load_classifier
+from common.errors import EncoderError, OptionError
+from common.hashing import sha256_files
+from common.options import opt
+from train.augment import views
+from train.data.sources import Batch
+from train.losses import distillation_loss
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, RunContext, step_schedule
 from train.models import ENCODERS, build_encoder, output_shape
+from train.models.encoder_io import EncoderClassifier, attach_classifier, load_classifier
 from train.models.heads import pooled_linear_head
 
 RANDOM_PREFIX = "random:"
@@ -67,14 +67,6 @@ RANDOM_TEACHER_CLASSES = 10
 RANDOM_TEACHER_SEED = 0
 CUTMIX_BETA = 0.25  # lambda ~ Beta(0.25, 0.25): the CIFAR script's cutmix_utils.py
 SMALL_INPUT = 64  # below this input size, the CIFAR script's recipe; from it, the ImageNet script's
-
-
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """KL(softmax(teacher / T) || softmax(student / T)) x T^2, averaged over the batch (in float32)."""
-    t = temperature
-    log_student = F.log_softmax(student_logits.float() / t, dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * (t * t)
 
 
 def sample_gamma(shape: float, n: int, generator: torch.Generator, tries: int = 16) -> Tensor:

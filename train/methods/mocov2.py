@@ -4,7 +4,7 @@ queue of earlier keys.
 
 Defaults, MoCo v2's (its section 3 / main_moco.py --mlp --aug-plus --cos): SGD, momentum 0.9, learning rate
 0.03 x batch / 256 with a cosine decay per iteration and no warm-up, an MLP head (2048 hidden units, ReLU, no
-BatchNorm) to 128 dimensions, the "aug-plus" views with blur (:func:`train.multiview.mocov2_views`; blur below
+BatchNorm) to 128 dimensions, the "aug-plus" views with blur (:func:`train.augment.multiview.mocov2_views`; blur below
 64 px only with ``--blur on``, as for CIFAR). Where the MoCo authors' own CIFAR-10 recipe (facebookresearch/moco,
 colab/moco_cifar10_demo.ipynb: lr 0.06 for batch 512, i.e. the same 0.03 per 256) sets a value of its own, it is
 the default for inputs below 64 px, and MoCo v2's ImageNet value from 64 px (:data:`BY_INPUT_SIZE`):
@@ -30,15 +30,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pipeline.errors import OptionError
-from pipeline.options import opt
-from train import distributed as D
-from train.data import Batch
+from common.errors import OptionError
+from common.options import opt
+from train.augment.multiview import ViewSpec, mocov2_views
+from train.data.sources import Batch
 from train.losses import enqueue, infonce_loss
 from train.methods import register_method
 from train.methods.multiview_base import MultiViewMethod, MultiViewOptions, ema_update, frozen_copy
 from train.models.heads import projection_mlp
-from train.multiview import ViewSpec, mocov2_views
+from train.process import distributed as D
 
 
 @dataclass

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.options import opt
-from train import views
-from train.data import Batch
+from common.options import opt
+from train.augment import views
+from train.data.sources import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, RunContext, check_gan_size, linear_decay_schedule
 from train.models import output_shape

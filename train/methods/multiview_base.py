@@ -5,7 +5,7 @@ per-iteration learning-rate (and weight-decay) schedules with the batch-size rul
 - The feature: the encoder's ``forward`` output, globally average-pooled when it is a map: a ResNet's pooled layer4
   (already a vector), a ViT's final class token (``forward``, after the last LayerNorm: DINO's choice), the
   AlexNet and CIFAR encoders' last convolutional map averaged over its positions (``pooled``).
-- Schedules are pure functions of the step (:mod:`train.schedules`) computed at the start of each
+- Schedules are pure functions of the step (:mod:`train.methods.schedules`) computed at the start of each
   ``training_step`` from ``steps_done``, which ``on_step_end`` sets from the loop's step counter and
   ``extra_state`` checkpoints: a resumed run recomputes every rate, momentum and temperature exactly. The
   schedule's length is the run's ``--epochs`` (also when ``--max-steps`` stops it earlier), as the papers'.
@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.options import opt
+from common.options import opt
+from train.augment.multiview import ViewSpec, multiview
 from train.methods.base import Method, MethodOptions, RunContext
+from train.methods.schedules import cosine_schedule
 from train.models import output_shape
-from train.multiview import ViewSpec, multiview
-from train.schedules import cosine_schedule
 
 
 @dataclass

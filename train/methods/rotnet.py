@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.options import opt
-from train import views
-from train.data import Batch
+from common.options import opt
+from train.augment import views
+from train.data.sources import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, RunContext, sgd, step_schedule
 from train.models import output_shape

@@ -3,7 +3,8 @@
 Defaults, from the authors' CIFAR-10 recipe where they give one (the paper's appendix B.9 and the command in
 their repository's README, google-research/simclr): the ResNet CIFAR stem, temperature 0.5, the augmentation
 without Gaussian blur and with colour jitter of strength 0.5 (random-resized crop, flip, jitter (0.4, 0.4, 0.4,
-0.1) with p = 0.8, greyscale 0.2: :func:`train.multiview.simclr_views`; ImageNet's strength 1 and blur from 64 px),
+0.1) with p = 0.8, greyscale 0.2:
+:func:`train.augment.multiview.simclr_views`; ImageNet's strength 1 and blur from 64 px),
 a projection head g of one hidden layer (2048 units, BatchNorm, ReLU) to 128 dimensions on the pooled backbone
 feature, a 10-epoch linear warm-up and a cosine decay per iteration, weight decay 1e-6, learning rate 0.3 x
 batch / 256 (appendix B.1's linear rule).
@@ -24,13 +25,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.options import opt
-from train.data import Batch
+from common.options import opt
+from train.augment.multiview import ViewSpec, simclr_views
+from train.data.sources import Batch
 from train.losses import nt_xent_loss
 from train.methods import register_method
 from train.methods.multiview_base import MultiViewMethod, MultiViewOptions
 from train.models.heads import projection_mlp
-from train.multiview import ViewSpec, simclr_views
 
 
 @dataclass

@@ -6,7 +6,7 @@ loader hands over images at 256 px), CIFAR's pad-4 random crop and flip for the 
 torchvision's AlexNet recipe, SGD lr 0.01, momentum 0.9, weight decay 5e-4, 90 epochs with the rate divided
 by 10 every 30 epochs.
 
-Its ``encoder.pt`` carries the classifier (``train.encoder_io.attach_classifier``: the head's layers and weights,
+Its ``encoder.pt`` carries the classifier (``train.models.encoder_io.attach_classifier``: the head's layers and weights,
 loadable with ``weights_only=True``), so the run is a teacher for ``train distill`` and ``probe classify`` scores it.
 """
 
@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.options import opt
-from train import views
-from train.data import Batch
-from train.encoder_io import attach_classifier
+from common.options import opt
+from train.augment import views
+from train.data.sources import Batch
 from train.methods import register_method
 from train.methods.base import Method, MethodOptions, RunContext, sgd, step_schedule
 from train.models import output_shape
+from train.models.encoder_io import attach_classifier
 from train.models.heads import classifier_head
 
 

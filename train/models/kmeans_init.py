@@ -6,7 +6,7 @@ From a few unlabelled images (the paper's row: about 160), layer by layer in net
 1. filters (``filters="kmeans"``): patches of the layer's input (the previous block's output after its ReLU and
    pool; the image, or its Sobel gradients, for conv1), one per output position, up to ``max_patches`` sampled
    from the seed, are whitened (PCA whitening with a regulariser of 1% of the mean patch variance, our choice)
-   and clustered by k-means (``train.clustering.kmeans``: faiss on the CPU) into as many clusters as the layer
+   and clustered by k-means (``train.models.clustering.kmeans``: faiss on the CPU) into as many clusters as the layer
    has filters. A centroid ``c`` in whitened space is the filter ``P c`` on raw patches (``P`` the whitening
    projection), with bias ``-P c . mean``: its response is the dot product of ``c`` with the whitened patch.
    ``filters="random"`` keeps the seeded random init instead (the paper's "random + data-dependent scaling").
@@ -26,7 +26,7 @@ pre-activation has mean 0 and standard deviation ``scale_k`` on the images, ``sc
 
 Works on :class:`train.models.encoders.ConvEncoder` architectures (``alexnet``, ``alexnet-small``, ``cifar``):
 blocks of conv, BN, ReLU and pool. Deterministic from the seed. The result is a normal encoder (saved with
-``train.encoder_io.save_encoder``); ``probe init-kmeans`` builds one from a data specification.
+``train.models.encoder_io.save_encoder``); ``probe init-kmeans`` builds one from a data specification.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from train.clustering import fit_pca, kmeans
+from train.models.clustering import fit_pca, kmeans
 from train.models.encoders import ConvEncoder
 
 FILTERS = ("kmeans", "random")

@@ -46,7 +46,7 @@ def build_encoder(arch: str, **kw: Any) -> nn.Module:
     """Build a registered encoder by name.
 
     The keyword arguments are recorded on the module as ``arch`` / ``arch_kwargs`` so that
-    :func:`train.encoder_io.save_encoder` can store exactly what is needed to rebuild it. A module that does not
+    :func:`train.models.encoder_io.save_encoder` can store exactly what is needed to rebuild it. A module that does not
     implement the encoder contract is a ``TypeError`` naming what it lacks.
     """
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from pipeline.sources import has_image_suffix, open_rgb
 
 

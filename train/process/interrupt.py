@@ -15,7 +15,7 @@ from types import FrameType
 
 import torch
 
-from train import distributed as D
+from train.process import distributed as D
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Every file the tools write and later trust (shards, manifests, checkpoints, enco
 reports, pictures) goes through `atomic_file`: a temporary name in the same folder, fsync, rename over the final
 name, fsync of the folder. A write that fails (a full disk, an I/O error) removes the temporary file, leaves any
 previous version in place, and raises an OSError whose filename is the file being written, which the command-line
-groups (`pipeline.cli_group.ErrorReportingGroup`) print as one line. Append-only logs (metrics.jsonl) use `append_line`,
+groups (`common.cli_group.ErrorReportingGroup`) print as one line. Append-only logs (metrics.jsonl) use `append_line`,
 which takes a failed line back out.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import FolderInUseError
+from common.errors import FolderInUseError
 
 # Folders on some file systems cannot be fsynced (the rename is then as durable as that file system makes it).
 _DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}

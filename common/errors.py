@@ -2,7 +2,7 @@
 (or option) and the problem.
 
 Library code in `pipeline`, `train` and `probe` raises these and nothing CLI-specific; each command line turns
-them into one line at its boundary (`pipeline.cli_group.ErrorReportingGroup`): ``Error: <message>`` with exit
+them into one line at its boundary (`common.cli_group.ErrorReportingGroup`): ``Error: <message>`` with exit
 status ``exit_code`` (1; 2 for an option error, as for click's own usage errors), or ``Stopped: <message>`` with
 130 for an interrupted run.
 

@@ -7,8 +7,8 @@ import re
 
 import torch
 
-from pipeline.errors import DeviceError
-from train import distributed as D
+from common.errors import DeviceError
+from train.process import distributed as D
 
 # What --device accepts; anything else would reach torch.device and end in a traceback.
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")

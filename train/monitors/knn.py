@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import DataError
-from train.data import LabelledSource
+from common.errors import DataError
+from train.augment.views import to_unit_range
+from train.data.sources import LabelledSource
 from train.models.contract import evaluating
-from train.views import to_unit_range
 
 
 def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Tensor, num_classes: int,
@@ -97,8 +97,8 @@ def labelled_root(spec: str) -> Path:
     kind, sep, rest = spec.partition(":")
     root = Path(rest if sep and kind in LABELLED_KINDS else spec).expanduser()
     if sep and kind == "cifar10-jpg":
-        from train.archive import default_cache_dir
-        from train.datasets import cifar_jpg_root
+        from train.data.archive import default_cache_dir
+        from train.data.specs import cifar_jpg_root
 
         return cifar_jpg_root(root, default_cache_dir())
     if (root / "manifest.json").is_file():

@@ -1,7 +1,7 @@
 """TensorBoard event files of a run, in ``OUT/tensorboard/``: every scalar of ``metrics.jsonl`` and pictures of the
 method's augmented views, so that ``tensorboard --logdir runs`` shows every run.
 
-Events are written synchronously, one whole record per append (:func:`pipeline.fileio.append_bytes`), rather than by
+Events are written synchronously, one whole record per append (:func:`common.fileio.append_bytes`), rather than by
 ``torch.utils.tensorboard.SummaryWriter``: its writer thread reports a failed write (a full disk) as a traceback on
 stderr and only on a later call. Here a failed write is one warning line naming the file, after which the run goes
 on without TensorBoard: pictures are not worth a run. The summaries themselves are built by torch's summary
@@ -14,6 +14,7 @@ which the interrupted run logged after its checkpoint and the resumed run logs a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.fileio import append_bytes
+from common.fileio import append_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +116,13 @@ def view_generator(seed: int, epoch: int) -> torch.Generator:
     """The pictures' own random stream, from (seed, epoch): drawing from the run's augmentation generator would
     change the training, and a resumed run would draw other pictures."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + 424_242) % 2**63)
+
+
+def remove_event_files(out: Path) -> None:
+    """Delete the TensorBoard events of a run that saved nothing (this module writes only under ``OUT/FOLDER``)."""
+    folder = out / FOLDER
+    if folder.is_dir():
+        for path in folder.glob("events.out.tfevents.*"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something else was put there
+            folder.rmdir()

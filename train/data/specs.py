@@ -3,7 +3,7 @@
 `DataSpec.parse` reads the name; `open_data` opens the train and test splits of a labelled set, checking its layout
 up front. Each kind also fixes the evaluation style `probe` uses: `cifar` (native 32x32 images, no augmentation, no
 dimensionality reduction) or `imagenet` (shorter side to 256, random 224 crops and flips to train, 10 crops to
-test). `train` reads the train split of the same specification (`train.real_sets`). Splits are map-style datasets,
+test). `train` reads the train split of the same specification (`train.data.real_sets`). Splits are map-style datasets,
 except packed shards (`shards:`), which are streamed.
 """
 
@@ -15,13 +15,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from pipeline.errors import DataError
+from common.errors import DataError
 from pipeline.shard_format import is_url
-from train.archive import default_cache_dir, extracted
-from train.cifar_pickle import IMAGE_SIDE, read_cifar
-from train.data import ArrayImages
-from train.image_folder import FileImages, check_same_classes, scan_image_folder
-from train.shard_data import is_split_list, open_shard_splits
+from train.data.archive import default_cache_dir, extracted
+from train.data.cifar_pickle import IMAGE_SIDE, read_cifar
+from train.data.image_folder import FileImages, check_same_classes, scan_image_folder
+from train.data.packed_sets import is_split_list, open_shard_splits
+from train.data.sources import ArrayImages
 
 KINDS = {
     "cifar10": "CIFAR-10 python pickles: PATH is cifar-10-batches-py/ or the folder holding it",

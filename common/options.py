@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pipeline.errors import OptionError
+from common.errors import OptionError
 
 
 @dataclass(frozen=True)

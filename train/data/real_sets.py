@@ -1,13 +1,13 @@
 """Real image sets for the self-supervised methods: the train split of a `KIND:PATH` data specification.
 
-`train METHOD DATA` reads, besides a rendered set, the same specifications as `probe --data` (`train.datasets`):
+`train METHOD DATA` reads, besides a rendered set, the same specifications as `probe --data` (`train.data.specs`):
 `imagefolder:`, `cifar10-jpg:` (class folders of image files), `cifar10:` / `cifar100:` (pickles) and `shards:`
 (a labelled split packed by `pipeline pack`, streamed like a rendered set). Labels are kept in `Batch.labels` (an
 online probe may use them); the self-supervised methods ignore them.
 
 Each image is brought to the method's loader scale (`Method.real_input_scale`) in the DataLoader workers: its
 shorter side resized to `load_size` and its centre `load_size` square kept (batches must stack), so the method's
-native augmentation then runs batched on the device exactly as on rendered patches (`train/views.py`). JPEGs are
+native augmentation then runs batched on the device exactly as on rendered patches (`train/augment/views.py`). JPEGs are
 decoded at reduced size by the decoder's DCT scaling where the target is at most half the source
 (`pipeline.sources.decode_rgb(min_side=...)`). The list of files is held once, as one numpy array of encoded
 paths (no Python object per file, so forked workers share its pages instead of copying them as reference counts
@@ -31,14 +31,15 @@ import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pipeline.errors import DataError, SourceImageError
+from common.errors import DataError, SourceImageError
 from pipeline.shard_format import is_url
 from pipeline.shard_reader import ShardPipeline, is_url_pattern, open_shards
 from pipeline.sources import decode_rgb
-from train import distributed as D
-from train.archive import default_cache_dir
-from train.cifar_pickle import read_cifar
-from train.data import (
+from train.data.archive import default_cache_dir
+from train.data.cifar_pickle import read_cifar
+from train.data.image_folder import scan_image_folder
+from train.data.packed_sets import open_train_split
+from train.data.sources import (
     ArrayImages,
     Batch,
     LabelledImages,
@@ -48,10 +49,9 @@ from train.data import (
     _worker_count,
     collate_labelled,
 )
-from train.datasets import KINDS, DataSpec, cifar_jpg_root
-from train.image_folder import scan_image_folder
-from train.interrupt import quiet_worker_signals
-from train.shard_data import open_train_split
+from train.data.specs import KINDS, DataSpec, cifar_jpg_root
+from train.process import distributed as D
+from train.process.interrupt import quiet_worker_signals
 
 TRAIN_FOLDER = "train"
 
@@ -214,7 +214,7 @@ def _packed_item(sample: dict, size: int) -> tuple[Tensor, int, int] | _Unreadab
 
 
 def _listing_digest(root: Path, paths: np.ndarray, labels: np.ndarray) -> hashlib._Hash:
-    """Each file's path inside the set, size and label, in sample order (as `train.data.LabelledSource`: reading
+    """Each file's path inside the set, size and label, in sample order (as `train.data.sources.LabelledSource`: reading
     every image of ImageNet would cost more than the check is worth; a file replaced by one of another size is
     caught)."""
     digest = hashlib.sha256()

@@ -2,15 +2,15 @@
 
 :func:`train` reads as its steps: prepare the run (run folder, resume, settings, data, method: :func:`prepare_run`),
 write its ``config.json`` and first metrics line (:func:`start_loop`), train epoch by epoch (:func:`fit`, which calls
-:func:`train_one_epoch`), report. The units: :class:`train.checkpoint.Checkpointer` (atomic checkpoints with every
+:func:`train_one_epoch`), report. The units: :class:`train.run.checkpoint.Checkpointer` (atomic checkpoints with every
 rank's random streams; exact resume of model, optimisers, schedulers, method state and position in the epoch),
-:class:`train.metrics.MetricsWriter` (``metrics.jsonl`` windows and the non-finite check), :mod:`train.settings`
+:class:`train.run.metrics.MetricsWriter` (``metrics.jsonl`` windows and the non-finite check), :mod:`train.run.settings`
 (what a run is configured with and how a resume is checked).
 
 Behaviour: the device chosen automatically (CUDA when present, with bf16 autocast; channels_last on every device),
 checkpoints every ``ckpt_every`` steps and at each epoch end, a progress bar with loss and images/s, data-parallel
 training under torchrun, a clean stop on a non-finite loss that keeps the last good checkpoint, and on Ctrl-C or
-SIGTERM a stop after the step in flight that saves one (``train.interrupt``).
+SIGTERM a stop after the step in flight that saves one (``train.process.interrupt``).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from pipeline.errors import CheckpointError, DataError, Interrupted, ToolkitError
-from pipeline.fileio import atomic_write_text, folder_lock, remove_dead_temporaries
-from train import distributed as D
-from train.checkpoint import Checkpointer, Position, load_checkpoint, restore_checkpoint
-from train.data import Batch, Source, default_workers, epoch_batches, steps_per_epoch
-from train.devices import default_amp, pick_device
-from train.encoder_io import plain, save_encoder
-from train.interrupt import StopSignals
+from common.errors import CheckpointError, DataError, Interrupted, ToolkitError
+from common.fileio import atomic_write_text, folder_lock, remove_dead_temporaries
+from train.data.sources import Batch, Source, default_workers, epoch_batches, steps_per_epoch
 from train.methods import EpochContext, Method, RunContext, get_method
-from train.metrics import MetricsWriter, truncate_metrics
 from train.models import build_encoder
-from train.monitors import Monitors, knn_due, log_views, open_monitors, start_events
-from train.settings import (
+from train.models.encoder_io import plain, save_encoder
+from train.monitors.run_monitors import Monitors, knn_due, log_views, open_monitors, start_events
+from train.process import distributed as D
+from train.process.devices import default_amp, pick_device
+from train.process.interrupt import StopSignals
+from train.run.checkpoint import Checkpointer, Position, load_checkpoint, restore_checkpoint
+from train.run.metrics import MetricsWriter, truncate_metrics
+from train.run.settings import (
     RunSettings,
     TrainConfig,
     build_options,
@@ -198,7 +198,7 @@ def run_context(cfg: TrainConfig, settings: RunSettings, source: Source, device:
 
 def amp_choice(given: bool | None, settled: bool | None, device: torch.device) -> tuple[bool, str]:
     """bf16 autocast or not, and why: ``--amp``/``--no-amp`` when ``given``, else what a resumed run recorded
-    (``settled``), else the device's default (:func:`train.devices.default_amp`)."""
+    (``settled``), else the device's default (:func:`train.process.devices.default_amp`)."""
     if given is not None:
         return given, "--amp" if given else "--no-amp"
     if settled is not None:

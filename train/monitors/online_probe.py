@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from train import distributed as D
-from train import views
+from train.augment import views
 from train.models.contract import evaluating, tap_shapes
+from train.process import distributed as D
 
 log = logging.getLogger(__name__)
 

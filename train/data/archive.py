@@ -9,8 +9,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import DataError
-from pipeline.hashing import sha256_files
+from common.errors import DataError
+from common.hashing import sha256_files
 
 _COMPLETE = ".complete"
 

@@ -9,13 +9,13 @@ and each method's recipe is a preset below, with its reference.
 Every random number is drawn from one CPU ``torch.Generator`` (the loop checkpoints it), in a fixed order: the
 views are deterministic for a seed, differ between views (successive draws), and a resumed run draws the same
 ones whatever the device. The operations themselves are batched tensor ops on the images' device: crops through
-:func:`train.views._affine_sample` (one ``grid_sample``), jitter and greyscale as per-sample affine maps,
+:func:`train.augment.views._affine_sample` (one ``grid_sample``), jitter and greyscale as per-sample affine maps,
 hue by the closed form of an HSV rotation (:func:`shift_hue`), blur as one grouped separable convolution with a
 kernel per sample. bench/multiview.py measures this against kornia.augmentation and torchvision's tensor transforms
 (bench/results/multiview.md).
 
 Input: a uint8 batch (B, 3, H, W) (or float in [0, 255]); output: float views in (-1, 1), the range every method
-feeds its encoder (:func:`train.views.to_unit_range`).
+feeds its encoder (:func:`train.augment.views.to_unit_range`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from train.views import _affine_sample
+from train.augment.views import _affine_sample
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma with torchvision's rounding (rgb_to_grayscale)
 
@@ -114,7 +114,7 @@ def _crop_boxes(count: int, height: int, width: int, spec: ViewSpec,
                 generator: torch.Generator) -> tuple[Tensor, ...]:
     """Random-resized-crop boxes as (cx, cy, w, h, flip) in normalised units (a whole image is w = h = 2);
     area fraction uniform in ``spec.scale``, log-aspect uniform in ``spec.ratio``, clipped to the image (as
-    :func:`train.views.random_resized_crop`)."""
+    :func:`train.augment.views.random_resized_crop`)."""
     area = _uniform(count, *spec.scale, generator)
     aspect = torch.exp(_uniform(count, math.log(spec.ratio[0]), math.log(spec.ratio[1]), generator))
     fw = torch.sqrt(area * aspect * height / width).clamp(max=1.0)

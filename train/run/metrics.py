@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.errors import NonFiniteLossError
-from pipeline.fileio import append_line, atomic_write_text
-from train import distributed as D
-from train.checkpoint import Position
-from train.encoder_io import plain
+from common.errors import NonFiniteLossError
+from common.fileio import append_line, atomic_write_text
+from train.models.encoder_io import plain
+from train.process import distributed as D
+from train.run.checkpoint import Position
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch.utils.data import IterableDataset
 
-from pipeline.errors import DataError, ShardSetError
+from common.errors import DataError, ShardSetError
 from pipeline.shard_format import is_url, load_manifest
 from pipeline.shard_reader import (
     ShardPipeline,

@@ -25,11 +25,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from pipeline.errors import DataError, SourceImageError
+from common.errors import DataError, SourceImageError
 from pipeline.sources import has_image_suffix, open_rgb
-from train import distributed as D
-from train.cifar_pickle import LAYOUTS, read_cifar
-from train.interrupt import quiet_worker_signals
+from train.data.cifar_pickle import LAYOUTS, read_cifar
+from train.process import distributed as D
+from train.process.interrupt import quiet_worker_signals
 
 
 @dataclass
@@ -149,7 +149,7 @@ class ShardSource:
         self.render_config = cfg
         self.shuffle_buffer = shuffle_buffer
         self.description = f"{self.location} ({self.num_samples} patches, {self.image_size} px)"
-        # what the set is wherever it lies: a resumed run must be fed the same samples (train.loop)
+        # what the set is wherever it lies: a resumed run must be fed the same samples (train.run.loop)
         self.identity = {"num_samples": self.num_samples, "render_config": cfg,
                          "sources": [s.get("sha256") for s in manifest.get("sources", [])]}
 

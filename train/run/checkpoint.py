@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import CheckpointError
-from train import distributed as D
-from train.encoder_io import atomic_torch_save, load_torch_file, plain
+from common.errors import CheckpointError
 from train.methods import Method
+from train.models.encoder_io import atomic_torch_save, load_torch_file, plain
+from train.process import distributed as D
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class Checkpointer:
         self.path, self.method, self.run_config = path, method, run_config
         self.generator, self.device = generator, device
         self.last_saved = resumed_at if resumed_at is not None else -1
-        self.online_probe: Any = None  # train.online_probe.OnlineProbe, saved beside the method when the run has one
+        # train.monitors.online_probe.OnlineProbe, saved beside the method when the run has one
+        self.online_probe: Any = None
 
     def save(self, pos: Position) -> None:
         rngs = D.all_gather_object(rng_state(self.generator, self.device))

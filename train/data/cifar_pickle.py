@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError
+from common.errors import DataError
 
 IMAGE_SIDE = 32
 _PIXELS = 3 * IMAGE_SIDE * IMAGE_SIDE

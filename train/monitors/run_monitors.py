@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pipeline.errors import DataError, OptionError
-from train import distributed as D
-from train.data import Source
-from train.knn_monitor import KnnMonitor, open_knn_monitor
+from common.errors import DataError, OptionError
+from train.data.sources import Source
 from train.methods import Method
-from train.online_probe import OnlineProbe
-from train.tensorboard_log import EventLog, view_generator
+from train.monitors.knn import KnnMonitor, open_knn_monitor
+from train.monitors.online_probe import OnlineProbe
+from train.monitors.tensorboard_log import EventLog, remove_event_files, view_generator
+from train.process import distributed as D
 
 if TYPE_CHECKING:
-    from train.settings import RunSettings
+    from train.run.settings import RunSettings
 
 
 @dataclass
@@ -77,8 +77,6 @@ def start_events(monitors: Monitors, out: Path, enabled: bool, resumed_at: int |
     if not (enabled and D.is_main()):
         return
     if resumed_at is None:
-        from train.settings import remove_event_files
-
         remove_event_files(out)
     monitors.events = EventLog(out, resumed_at=resumed_at)
 

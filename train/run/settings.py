@@ -1,5 +1,5 @@
 """A run's settings: :class:`TrainConfig`, the defaults and legal values, how a resume's settings are resolved and
-checked against the run it continues, and the run folder's checks (what ``train.loop`` prepares a run with).
+checked against the run it continues, and the run folder's checks (what ``train.run.loop`` prepares a run with).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import CheckpointError, OptionError
-from pipeline.options import SEED, opt, value_problem
-from train.data import Source
-from train.encoder_io import plain
+from common.errors import CheckpointError, OptionError
+from common.options import SEED, opt, value_problem
+from train.data.sources import Source
 from train.methods import Method
+from train.models.encoder_io import plain
+from train.monitors.tensorboard_log import remove_event_files
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def setting(default: Any, help: str, *, method_default: str | None = None, show_
     """A loop setting, declared once: a field of :class:`RunSettings` whose value ``None`` means "not given" (the
     resumed run's recorded value, else the default). ``default`` is the default, or ``method_default`` names the
     method's class attribute that holds it (``default_arch``...); ``help`` and ``limits`` (``min``/``max``...,
-    as :func:`pipeline.options.opt`) make its ``train`` option and the checks of the Python API."""
+    as :func:`common.options.opt`) make its ``train`` option and the checks of the Python API."""
     declared = opt(default, help, **limits)
     return field(default=None, metadata={**declared.metadata, "default": default, "method_default": method_default,
                                          "show_default": show_default, "metavar": metavar})
@@ -44,7 +45,7 @@ class RunSettings:
     batch_size: int | None = setting(None, "per-process batch size", method_default="default_batch_size", min=1)
     workers: int | None = setting(None, "data-loader worker processes per process  [default: its share of the CPUs "
                                         "it may use, split between torchrun's processes on the node, less one]",
-                                  show_default=False, min=0)  # None: train.data.default_workers
+                                  show_default=False, min=0)  # None: train.data.sources.default_workers
     seed: int | None = setting(0, "", min=SEED.bounds.min, max=SEED.bounds.max)
     ckpt_every: int | None = setting(1000, "checkpoint every N steps (and always at each epoch end); 0: epoch ends "
                                            "only", min=0)
@@ -53,8 +54,8 @@ class RunSettings:
     amp: bool | None = setting(None, "bf16 autocast; default: on CUDA and on a CPU with native bf16 (AVX512-BF16 or "
                                      "AMX, detected at run time; 1.3-2.3x faster steps), fp32 on other CPUs, which "
                                      "emulate bf16. --no-amp trains in fp32 (bit-exact fingerprints); config.json "
-                                     "records which and why", show_default=False)  # train.devices.default_amp
-    # watching the run (train.knn_monitor, train.online_probe): they do not change it
+                                     "records which and why", show_default=False)  # train.process.devices.default_amp
+    # watching the run (train.monitors.knn, train.monitors.online_probe): they do not change it
     knn_data: str | None = setting(None, "k-NN monitor: a labelled set (a CIFAR-10/100 folder or an ImageFolder "
                                          "tree; KIND cifar10, cifar10-jpg, cifar100 or imagefolder as for `probe "
                                          "--data`); weighted k-NN top-1 of --knn-tap on it is logged in "
@@ -238,15 +239,3 @@ def remove_unsaved_run(out: Path, created: bool) -> None:
     if created:
         with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
             out.rmdir()
-
-
-def remove_event_files(out: Path) -> None:
-    """The TensorBoard events of a run that saved nothing (train.tensorboard_log writes only under this folder)."""
-    from train.tensorboard_log import FOLDER
-
-    folder = out / FOLDER
-    if folder.is_dir():
-        for path in folder.glob("events.out.tfevents.*"):
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: something else was put there
-            folder.rmdir()

@@ -1,6 +1,6 @@
 """The boundary of the three command lines (`pipeline`, `train`, `probe`): where the toolkit's errors become one line.
 
-Library code raises the plain exceptions of `pipeline.errors`; the command groups are built with
+Library code raises the plain exceptions of `common.errors`; the command groups are built with
 :class:`ErrorReportingGroup`, which prints each as one line and exits with its status, without a traceback.
 """
 
@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import click
 
-from pipeline.errors import Interrupted, ToolkitError, one_line
+from common.errors import Interrupted, ToolkitError, one_line
 
 
 class ReportedError(click.ClickException):

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import EncoderFileError
-from pipeline.fileio import atomic_file
+from common.errors import EncoderFileError
+from common.fileio import atomic_file
 from train.models import ENCODERS, build_encoder, output_shape
 from train.models.heads import GlobalPool
 
@@ -64,7 +64,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through ``pipeline.fileio.atomic_file``: a reader (or a killed writer) never sees a
+    """``torch.save`` through ``common.fileio.atomic_file``: a reader (or a killed writer) never sees a
     half-written file under the final name, and a failed write (a full disk) is an OSError naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +275,7 @@ def load_encoder(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn
 
     ``info`` holds ``arch``, ``arch_kwargs``, ``config`` (the training configuration), ``format`` and
     ``version``.
-    Raises :class:`~pipeline.errors.EncoderFileError` (one line naming the file and the problem) for a file that
+    Raises :class:`~common.errors.EncoderFileError` (one line naming the file and the problem) for a file that
     is not an encoder or whose weights do not match its architecture.
     """
     payload = read_encoder_file(path, map_location=map_location)
@@ -300,7 +300,7 @@ def load_classifier(path: str | os.PathLike, map_location: Any = "cpu") -> tuple
 
     ``info`` is :func:`load_encoder`'s plus ``classifier_layers`` and ``num_classes``. An encoder file without a
     classifier (a self-supervised run's, or one written before classifiers were exported) is an
-    :class:`~pipeline.errors.EncoderFileError` saying so, as is a classifier whose weights do not fit its layers.
+    :class:`~common.errors.EncoderFileError` saying so, as is a classifier whose weights do not fit its layers.
     """
     encoder, info = load_encoder(path, map_location=map_location)
     described = read_encoder_file(path, map_location=map_location).get("classifier")

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench reproduce-cifar10 reproduce-ablation reproduce-cifar100 reproduce-continuum reproduce-distill
+.PHONY: demo test lint docs bench reproduce-cifar10 reproduce-ablation reproduce-cifar100 reproduce-continuum reproduce-distill
 PRESET ?= quick
 
 $(STAMP): setup.cfg pyproject.toml
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link, anchor or API reference fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py

@@ -186,8 +186,9 @@ def _click_context(words: list[str]) -> None:
     group = {"pipeline": pipeline_main, "train": train_main, "probe": probe_main}[words[0]]
     parent = click.Context(group, info_name=words[0])
     command = group.get_command(parent, words[1])
-    if command is None:
-        raise click.UsageError(f"no command {words[1]!r}")
+    if command is None:  # a known name whose command cannot be built (an import failing) says so
+        known = group.list_commands(parent)
+        raise click.UsageError(f"no command {words[1]!r}" + (" (listed, but not built)" if words[1] in known else ""))
     command.make_context(words[1], list(words[2:]), parent=parent)
 
 

@@ -8,6 +8,7 @@ import platform
 import time
 
 from experiments.stage import git_commit
+from probe.results import data_label as data_name  # the report_header argument data_label is no function
 from probe.results import md_code
 
 
@@ -36,7 +37,7 @@ def report_header(title: str, preset: str, note: str, device: str, data_label: s
     return [f"# {title}", "",
             f"- preset: **{preset}** ({note})",
             f"- device: {device_name(device)}; commit {git_commit()}; {time.strftime('%Y-%m-%d')}",
-            f"- {data_label}: {md_code(data)}",
+            f"- {data_label}: {md_code(data_name(data))}",
             f"- wall time: {total / 60:.1f} min over {len(stages)} stages",
             *([f"- **incomplete**: {len(missing)} stages not yet run ({', '.join(missing)}); the tables below hold "
                f"the finished ones only"] if missing else []), "",

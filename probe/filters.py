@@ -60,7 +60,15 @@ def first_layer_weight(encoder: TapEncoder) -> Tensor:
 
 
 MIN_SHEET_WIDTH = 600  # px: the default scale makes the sheet at least this wide, legible at a glance
-TITLE_HEIGHT = 28  # px of the title band above the grid
+TITLE_HEIGHT = 28  # px of each line of the title band above the grid
+# A Sobel front end feeds conv1 the grey image's two gradients (train.models.Sobel: channel 0 d/dx, channel 1
+# d/dy), which filter_grid draws side by side; without this note the two halves of a tile read as one filter.
+SOBEL_NOTE = "Sobel input: tile halves weigh the x-gradient (left), y-gradient (right)"
+
+
+def filter_notes(weight: Tensor) -> list[str]:
+    """What a reader needs to read a grid of `weight` that colour tiles do not say (a Sobel encoder's halves)."""
+    return [SOBEL_NOTE] if weight.shape[1] == 2 else []
 
 
 def default_scale(weight: Tensor, columns: int | None = None, border: int = 1) -> int:
@@ -71,24 +79,28 @@ def default_scale(weight: Tensor, columns: int | None = None, border: int = 1) -
     return max(1, math.ceil((MIN_SHEET_WIDTH - border * (columns + 1)) / (columns * tile_width)))
 
 
-def titled(grid: np.ndarray, title: str) -> np.ndarray:
-    """`grid` under a white band with `title` in black (truncated with an ellipsis to the grid's width)."""
-    band = Image.new("RGB", (grid.shape[1], TITLE_HEIGHT), "white")
+def titled(grid: np.ndarray, title: str, notes: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """`grid` under a white band with `title` and each of `notes` on a line of its own in black (each truncated
+    with an ellipsis to the grid's width)."""
+    lines = [title, *notes]
+    band = Image.new("RGB", (grid.shape[1], TITLE_HEIGHT * len(lines)), "white")
     draw = ImageDraw.Draw(band)
-    font = ImageFont.load_default(size=16)
-    text = title
-    while len(text) > 1 and draw.textlength(text, font=font) > grid.shape[1] - 8:
-        text = text[:-2] + "…"
-    draw.text((4, (TITLE_HEIGHT - 16) // 2), text, fill="black", font=font)
+    for index, line in enumerate(lines):
+        font = ImageFont.load_default(size=16 if index == 0 else 13)
+        text = line
+        while len(text) > 1 and draw.textlength(text, font=font) > grid.shape[1] - 8:
+            text = text[:-2] + "…"
+        draw.text((4, index * TITLE_HEIGHT + (TITLE_HEIGHT - 16) // 2), text, fill="black", font=font)
     return np.concatenate([np.asarray(band), grid], axis=0)
 
 
 def save_filter_grid(encoder: TapEncoder, out: Path, columns: int | None = None, scale: int | None = None,
-                     title: str | None = None) -> Path:
+                     title: str | None = None, notes: list[str] | tuple[str, ...] = ()) -> Path:
     """Write `encoder`'s first-layer filters as a PNG grid (atomically), titled; returns `out`.
 
     `scale` (pixels per weight) defaults to the smallest that makes the sheet MIN_SHEET_WIDTH px wide; the title
-    defaults to the architecture and the first tap's name.
+    defaults to the architecture and the first tap's name. `notes` (a probe's accuracy) go on lines under the
+    title, followed by what the halves of a Sobel encoder's tiles are.
     """
     weight = first_layer_weight(encoder)
     out = Path(out)
@@ -99,6 +111,6 @@ def save_filter_grid(encoder: TapEncoder, out: Path, columns: int | None = None,
     count, channels, height, width = weight.shape
     title = title or f"{arch}: {encoder.taps[0]} filters ({count} x {channels} x {height} x {width})"
     encoded = io.BytesIO()
-    Image.fromarray(titled(grid, title)).save(encoded, "PNG")
+    Image.fromarray(titled(grid, title, [*notes, *filter_notes(weight)])).save(encoded, "PNG")
     atomic_write_bytes(out, encoded.getvalue())
     return out

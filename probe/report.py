@@ -12,7 +12,7 @@ from common.errors import ToolkitError
 from common.fileio import atomic_write_bytes
 from probe.paper import PaperPart, PaperRow, paper_parts, paper_source
 from probe.protocols import FinetuneProtocol, ProbeProtocol
-from probe.results import encoder_label, md_code, md_text, read_results
+from probe.results import display_path, encoder_label, md_code, md_text, read_results
 
 # the paper's data set behind each data set kind (the JPEG copy of CIFAR-10 stands in for CIFAR-10)
 DATASET_OF_KIND = {"cifar10": "cifar10", "cifar10-jpg": "cifar10", "cifar100": "cifar100",
@@ -33,6 +33,12 @@ class Measured:
     key: str | None  # what picks the paper row to compare with: a row's match key, a part of its label, or None
     departures: tuple[str, ...] = ()  # how its protocol differs from the paper's; then it is shown, never judged
     key_given: bool = False  # the row was named with --against (so a row that matches nothing is an error)
+    shown_path: str = ""  # `path` as the report shows it (an absolute one relative to the report's folder)
+
+    @property
+    def where(self) -> str:
+        """Its file as the report shows it."""
+        return self.shown_path or str(self.path)
 
     @property
     def label(self) -> str:
@@ -130,15 +136,18 @@ def tables_showing(measured: Measured, parts: list[PaperPart]) -> list[PaperPart
     return with_row or candidates
 
 
-def build_report(paths: list[Path], against: list[str] | None = None,
-                 plot_name: str | None = None) -> tuple[str, list[tuple[PaperPart, list[Measured]]]]:
-    """The Markdown report and, per paper table part, the measurements shown in it."""
+def build_report(paths: list[Path], against: list[str] | None = None, plot_name: str | None = None,
+                 base: Path | None = None) -> tuple[str, list[tuple[PaperPart, list[Measured]]]]:
+    """The Markdown report and, per paper table part, the measurements shown in it. `base`: the report's folder,
+    which absolute RESULTS paths are shown relative to (default: the current folder)."""
     against = list(against or [])
     if len(against) not in (0, 1, len(paths)):
         raise ToolkitError(f"--against given {len(against)} times for {len(paths)} results files "
                            "(give it once for all, or once per file)")
     keys = against * len(paths) if len(against) == 1 else against or [None] * len(paths)
     measured = [measured_from(p, k) for p, k in zip(paths, keys, strict=True)]
+    for m in measured:
+        m.shown_path = display_path(m.path, base or Path.cwd())
     parts = paper_parts()
     for m in measured:
         _check_against(m, parts)
@@ -191,7 +200,7 @@ def _unmatched_markdown(unmatched: list[Measured]) -> list[str]:
                   "| --- |" + " ---: |" * len(columns),
                   f"| measured: {md_text(m.label)} | " + " | ".join(_cell(m.values[c]) for c in columns) + " |", ""]
         if m.departures:
-            lines += [f"- {md_code(m.path)}: protocol differs from the paper's: {'; '.join(m.departures)}.", ""]
+            lines += [f"- {md_code(m.where)}: protocol differs from the paper's: {'; '.join(m.departures)}.", ""]
     return lines
 
 
@@ -206,13 +215,13 @@ def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
         values = [m.values.get(c) for c in part.columns]
         if m.departures:  # not the paper's measurement: plain, labelled, its differences never judged
             lines.append(f"| measured: {md_text(m.label)} | " + " | ".join(_cell(v) for v in values) + " |")
-            notes.append(f"{md_code(m.path)}: protocol differs from the paper's: {'; '.join(m.departures)}.")
+            notes.append(f"{md_code(m.where)}: protocol differs from the paper's: {'; '.join(m.departures)}.")
         else:
             lines.append(f"| **measured: {md_text(m.name)}** | " + " | ".join(f"**{_cell(v)}**" for v in values) + " |")
         row = part.find(m.key) if m.key else None
         if row is None:
-            notes.append(f"{md_code(m.path)}: not compared with a paper row" if m.key is None else
-                         f"{md_code(m.path)}: no paper row matches {md_text(repr(m.key))} (use --against LABEL)")
+            notes.append(f"{md_code(m.where)}: not compared with a paper row" if m.key is None else
+                         f"{md_code(m.where)}: no paper row matches {md_text(repr(m.key))} (use --against LABEL)")
             continue
         diffs = _differences(values, row)
         judged = not m.departures
@@ -221,7 +230,7 @@ def _part_markdown(part: PaperPart, shown: list[Measured]) -> list[str]:
         worst = max((abs(d) for d in diffs if d is not None), default=None)
         if worst is not None and judged:
             verdict = "within" if worst <= AGREEMENT_POINTS else "beyond"
-            notes.append(f"{md_code(m.path)} against \"{row.label}\": largest difference {worst:.1f} points "
+            notes.append(f"{md_code(m.where)} against \"{row.label}\": largest difference {worst:.1f} points "
                          f"({verdict} {AGREEMENT_POINTS:g}).")
     return lines + [""] + [f"- {n}" for n in notes] + [""]
 
@@ -245,22 +254,51 @@ def _dataset_name(dataset: str) -> str:
     return {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}.get(dataset, dataset)
 
 
-def line_styles(part: PaperPart, shown: list[Measured]) -> tuple[dict[PaperRow, dict], list[dict]]:
-    """Matplotlib styles for one panel: each measurement drawn in the colour of the paper row it is compared with,
-    so a pair reads as one colour; several measurements against one row (two random baselines) differ by marker;
-    a measurement with no row takes a colour no row uses."""
+# uncompared paper rows: thin grey lines, each row told apart in the legend by its marker and line style
+REFERENCE_MARKERS = ("v", "^", "<", ">", "s", "D", "*", "P", "X", "d", "+", "x")
+REFERENCE_LINES = ("-", "-.", ":")
+LEGEND_FONT = 10  # pt: at the plots' 100 dpi, 14 px text, readable at 100% on a 1080p screen
+PLOT_DPI = 100
+LEGEND_INCHES = 5.0  # the legend column beside a row of panels: a 70-character label at LEGEND_FONT
+
+
+def series_colours(measured: list[Measured]) -> dict[int, tuple[tuple[float, ...], str]]:
+    """Each measurement's colour and marker for every panel of a plot, keyed by id(): the measurements compared
+    with the same paper row (the same --against key) share a colour and differ by marker, so a pair reads as one
+    colour; a measurement compared with no row has a colour of its own. Fixed once for the whole plot, so a series
+    never changes colour from one panel to the next."""
     palette = [c for name in ("tab10", "Dark2", "Set1") for c in _palette(name)]
-    matched = [part.find(m.key) if m.key else None for m in shown]
-    rows = [row for row in part.rows if row in matched]
-    row_styles = {row: dict(lw=1.6, ls="--", marker="o", ms=3, color=palette[i % len(palette)])
-                  for i, row in enumerate(rows)}
-    spare = iter(palette[len(rows):] or palette)
-    measured_styles, drawn = [], Counter()
-    for row in matched:
-        colour = row_styles[row]["color"] if row in row_styles else next(spare, "black")
-        measured_styles.append(dict(lw=2.2, color=colour,
-                                    marker=MEASURED_MARKERS[drawn[colour] % len(MEASURED_MARKERS)]))
-        drawn[colour] += 1
+    keys: dict[str, tuple[float, ...]] = {}
+    drawn: Counter = Counter()
+    styles = {}
+    for m in measured:
+        if id(m) in styles:
+            continue
+        group = m.key.lower() if m.key else f"#{id(m)}"
+        colour = keys.setdefault(group, palette[len(keys) % len(palette)])
+        styles[id(m)] = (colour, MEASURED_MARKERS[drawn[group] % len(MEASURED_MARKERS)])
+        drawn[group] += 1
+    return styles
+
+
+def line_styles(part: PaperPart, shown: list[Measured],
+                colours: dict[int, tuple[tuple[float, ...], str]] | None = None) -> tuple[dict[PaperRow, dict],
+                                                                                           list[dict]]:
+    """Matplotlib styles for one panel: every paper row, and each measurement in its colour from `colours` (the
+    plot's :func:`series_colours`; by default this panel's own). A row compared with a measurement is dashed in that
+    measurement's colour; the others are thin grey lines with a marker and line style of their own, so each has a
+    legend entry that tells it apart."""
+    colours = colours or series_colours(shown)
+    row_styles: dict[PaperRow, dict] = {}
+    for m in shown:
+        row = part.find(m.key) if m.key else None
+        if row is not None and row not in row_styles:
+            row_styles[row] = dict(lw=1.6, ls="--", marker="o", ms=4, color=colours[id(m)][0])
+    for index, row in enumerate(part.rows):
+        if row not in row_styles:
+            row_styles[row] = dict(lw=0.9, color="0.55", marker=REFERENCE_MARKERS[index % len(REFERENCE_MARKERS)],
+                                   ms=5, ls=REFERENCE_LINES[index // len(REFERENCE_MARKERS) % len(REFERENCE_LINES)])
+    measured_styles = [dict(lw=2.2, color=colours[id(m)][0], marker=colours[id(m)][1], ms=6) for m in shown]
     return row_styles, measured_styles
 
 
@@ -271,8 +309,7 @@ def _draw_panel(ax, part: PaperPart, shown: list[Measured], paper_lines: dict[Pa
         points = paper_lines.get(row)
         if not points:
             continue
-        style = row_styles.get(row, dict(lw=0.8, color="0.7", marker=".", ms=3))
-        ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}", **style)
+        ax.plot(*zip(*points, strict=True), label=f"paper: {row.label}", **row_styles[row])
     for m, points, style in zip(shown, measured_lines, measured_styles, strict=True):
         if not points:
             continue
@@ -281,10 +318,17 @@ def _draw_panel(ax, part: PaperPart, shown: list[Measured], paper_lines: dict[Pa
         ax.plot(*zip(*points, strict=True), label=f"measured: {m.label}", **style)
     ax.set_xticks(list(range(len(part.columns))), part.columns)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)}{title_note})", fontsize=10)
+    ax.set_title(f"{part.title.split(':')[0]} ({_dataset_name(part.dataset)}{title_note})", fontsize=11)
     ax.grid(alpha=0.3)
-    # below the axes: with a dozen lines, any place inside covers data
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+
+
+def _legend_beside(panel, legend_ax) -> None:
+    """`panel`'s legend in `legend_ax`, an axis of its own to the right of the row, one entry per line: with a
+    dozen lines, any place inside a panel covers data, and one column beside a row keeps the figure under 1,920 px
+    wide."""
+    legend_ax.axis("off")
+    handles, labels = panel.get_legend_handles_labels()
+    legend_ax.legend(handles, labels, fontsize=LEGEND_FONT, loc="center left", frameon=False)
 
 
 def _palette(name: str) -> list[tuple[float, ...]]:
@@ -337,27 +381,34 @@ def relative_series(part: PaperPart, shown: list[Measured]) -> RelativeSeries | 
 
 
 def plot_layers(groups: list[tuple[PaperPart, list[Measured]]], out: Path) -> Path:
-    """One panel per paper table part: the paper's rows as thin lines, the compared ones dashed in the colour of
-    the measurement set against them, ours bold. Beside a part with a measured supervised result, the same lines
-    relative to the supervised encoder's accuracy (the paper's Figure 6, right)."""
+    """A row of panels per paper table part: the paper's rows as thin lines (a compared one dashed in the colour of
+    the measurement set against it), ours bold, each series one colour in every panel. Beside a part with a measured
+    supervised result, the same lines relative to the supervised encoder's accuracy (the paper's Figure 6, right).
+    Each row's legend is to its right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(part, shown, relative_series(part, shown)) for part, shown in groups]
-    count = max(sum(1 if relative is None else 2 for _, _, relative in panels), 1)
-    fig, axes = plt.subplots(1, count, figsize=(5.5 * count, 5.6), squeeze=False)
-    free_axes = iter(axes[0])
-    for part, shown, relative in panels:
-        row_styles, measured_styles = line_styles(part, shown)
+    columns = 2 if any(relative is not None for _, _, relative in panels) else 1
+    fig, axes = plt.subplots(max(len(panels), 1), columns + 1, figsize=(5.2 * columns + LEGEND_INCHES,
+                                                                          4.6 * max(len(panels), 1)),
+                             squeeze=False, width_ratios=[5.2] * columns + [LEGEND_INCHES])
+    colours = series_colours([m for _, shown in groups for m in shown])
+    for row_axes, (part, shown, relative) in zip(axes, panels, strict=False):
+        row_styles, measured_styles = line_styles(part, shown, colours)
         paper_lines = {row: [(i, v) for i, v in enumerate(row.values) if v is not None] for row in part.rows}
         measured_lines = [[(i, m.values[c]) for i, c in enumerate(part.columns) if c in m.values] for m in shown]
-        _draw_panel(next(free_axes), part, shown, paper_lines, measured_lines, row_styles, measured_styles,
+        _draw_panel(row_axes[0], part, shown, paper_lines, measured_lines, row_styles, measured_styles,
                     "top-1 accuracy (%)", "")
         if relative is not None:
-            _draw_panel(next(free_axes), part, shown, relative.paper, [points for _, points in relative.measured],
+            _draw_panel(row_axes[1], part, shown, relative.paper, [points for _, points in relative.measured],
                         row_styles, measured_styles, "top-1 relative to supervised", ", relative")
+            _legend_beside(row_axes[0], row_axes[2])
+        else:  # the legend moves up beside the one panel, leaving the last column empty
+            row_axes[-1].axis("off")
+            _legend_beside(row_axes[0], row_axes[1])
     return _save_png(fig, out)
 
 
@@ -369,7 +420,7 @@ def _save_png(fig, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     encoded = io.BytesIO()
-    fig.savefig(encoded, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(encoded, format="png", dpi=PLOT_DPI, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(out, encoded.getvalue())
     return out
@@ -400,7 +451,9 @@ def plot_tap_curves(curves: list[TapCurve], taps: list[str], out: Path, referenc
     import matplotlib.pyplot as plt
 
     base = next((c for c in curves if c.label == reference), None)
-    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(13 if base else 6.5, 5.8), squeeze=False)
+    count = 2 if base else 1
+    fig, axes = plt.subplots(1, count + 1, figsize=(5.2 * count + LEGEND_INCHES, 5.0), squeeze=False,
+                             width_ratios=[5.2] * count + [LEGEND_INCHES])
     palette = _palette("tab10")
     groups = dict.fromkeys(c.group for c in curves if c.color is None)
     colours = {group: palette[i % len(palette)] for i, group in enumerate(groups)}
@@ -418,7 +471,7 @@ def plot_tap_curves(curves: list[TapCurve], taps: list[str], out: Path, referenc
         ax.set_xticks(list(range(len(taps))), taps)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    _legend_beside(axes[0][0], axes[0][-1])  # the panels draw the same curves in the same colours: one legend
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=12)
     return _save_png(fig, out)

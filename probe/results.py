@@ -6,6 +6,7 @@ import html
 import json
 import os
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,45 @@ def encoder_label(source: str) -> str:
     return path.name if path.is_absolute() else source
 
 
+# An absolute path inside a string: a "/" opening the string or following a space, "=", ":", ";", ",", "(", a quote or
+# a backtick (Markdown code), not a URL's "//" (which the negative look-ahead leaves alone: "https://host/x" holds
+# no machine path).
+_ABSOLUTE = re.compile(r"""(?:(?<=^)|(?<=[\s=:;,('"`]))/(?!/)[^\s;,'")`]*""")
+
+
+def display_path(path: str | Path, base: str | Path) -> str:
+    """`path` as an artefact may show it: a relative path as given; an absolute one relative to `base` (the folder
+    of the file that records it), so that no artefact holds this machine's folders (issue 35)."""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    return os.path.relpath(text, os.path.abspath(base))
+
+
+def portable(value: Any, base: str | Path) -> Any:
+    """`value` (JSON-like) with every absolute path in its strings made relative to `base`; other text unchanged.
+    Command lines and descriptions are rewritten path by path ("probe linear /x/encoder.pt" -> "probe linear
+    ../x/encoder.pt")."""
+    if isinstance(value, str):
+        return _ABSOLUTE.sub(lambda match: display_path(match.group(0), base) if len(match.group(0)) > 1
+                             else match.group(0), value)
+    if isinstance(value, dict):
+        return {key: portable(item, base) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(item, base) for item in value]
+    return value
+
+
+def data_label(spec: str) -> str:
+    """A data set spec (KIND:PATH) as a title, caption or report may show it: as given when it holds no absolute
+    path, else by its kind alone (`cifar10-jpg:/home/me/data` -> `cifar10-jpg`); a bare absolute path by its
+    folder's name."""
+    if portable(spec, "/") == spec:
+        return spec
+    kind, sep, _ = spec.partition(":")
+    return kind if sep and not os.path.isabs(spec) else Path(spec).name
+
+
 def environment(device: str) -> dict[str, Any]:
     """The machine and software a measurement was taken on."""
     import torch  # here, not at the top: `probe report` and the experiments' drivers read results without torch
@@ -81,9 +121,12 @@ def new_results(task: str, encoder_identity: dict, data: dict, protocol: dict, d
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a reader never sees half a results file."""
+    """Write atomically: a reader never sees half a results file. Absolute paths in it (an encoder or data set
+    named by one on the command line, a training config's folders) are recorded relative to the file's folder,
+    so that a results file shows no machine's folders and still leads to what it names (:func:`portable`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = portable(payload, path.parent)
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 

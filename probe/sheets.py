@@ -62,10 +62,11 @@ def save_image(image: Tensor, out: Path) -> Path:
 
 @dataclass
 class Panel:
-    """One picture of a sheet with its caption."""
+    """One picture of a sheet with its title above it and, optionally, a caption under it (a measured accuracy)."""
 
     title: str
     image: np.ndarray  # H x W x 3 uint8
+    caption: str = ""
 
 
 def save_sheet(rows: list[list[Panel]], out: Path, title: str, row_labels: list[str] | None = None,
@@ -79,8 +80,10 @@ def save_sheet(rows: list[list[Panel]], out: Path, title: str, row_labels: list[
     columns = max(len(row) for row in rows)
     # panels as tall as the tallest picture's aspect asks (a wide photo's row is not padded to a square)
     aspect = max(panel.image.shape[0] / panel.image.shape[1] for row in rows for panel in row)
+    caption_lines = max(panel.caption.count("\n") + 1 if panel.caption else 0 for row in rows for panel in row)
     fig, axes = plt.subplots(len(rows), columns, squeeze=False,
-                             figsize=(panel_inches * columns, (panel_inches * aspect + 0.35) * len(rows) + 0.5))
+                             figsize=(panel_inches * columns,
+                                      (panel_inches * aspect + 0.35 + 0.22 * caption_lines) * len(rows) + 0.5))
     for r, row in enumerate(rows):
         for c in range(columns):
             ax = axes[r][c]
@@ -90,7 +93,9 @@ def save_sheet(rows: list[list[Panel]], out: Path, title: str, row_labels: list[
                 ax.axis("off")
                 continue
             ax.imshow(row[c].image, interpolation="nearest")
-            ax.set_title(row[c].title, fontsize=9)
+            ax.set_title(row[c].title, fontsize=10)
+            if row[c].caption:
+                ax.set_xlabel(row[c].caption, fontsize=10)
             for spine in ax.spines.values():
                 spine.set_visible(False)
         if row_labels:

@@ -273,6 +273,7 @@ def plot_continuum(rows: dict[str, dict[str, Measured]], refs: dict[str, list[fl
     import matplotlib.pyplot as plt
 
     from common.fileio import atomic_write_bytes
+    from probe.report import LEGEND_FONT, PLOT_DPI
 
     fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.2 * len(LAYERS), 4), squeeze=False)
     styles = {"random": ("0.55", "--"), "random-leaky": ("0.55", ":"), "supervised": ("black", "--")}
@@ -295,14 +296,17 @@ def plot_continuum(rows: dict[str, dict[str, Measured]], refs: dict[str, list[fl
         ax.set_xlabel("N source images (log)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("top-1 (%), linear probe on CIFAR-10")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    # one legend for the four panels (a method keeps its colour C{j} in each), entries gathered from every panel so
+    # that a series drawn only in some panels still has one; below the panels, at the size the other plots use
+    entries = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.16, 1, 0.95))
+    fig.tight_layout()
+    fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4,
+               fontsize=LEGEND_FONT, frameon=False)
     import io
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=PLOT_DPI, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
     return out

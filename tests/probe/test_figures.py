@@ -76,7 +76,8 @@ def test_report_sets_measurements_beside_the_paper(tmp_path):
     assert [(p.table_id, p.dataset) for p, _ in groups] == [("table1", "cifar10"), ("table3", "cifar10"),
                                                             ("table3", "cifar100")]
     png = plot_layers(groups, tmp_path / "r.png")
-    assert Image.open(png).size[0] > Image.open(png).size[1] > 100
+    width, height = Image.open(png).size
+    assert 600 < width <= 1920 and height > 100  # a row of panels per table, at 100% on a 1080p screen
     assert np.asarray(Image.open(png)).std() > 0
 
 
@@ -102,9 +103,11 @@ def test_each_measurement_is_drawn_in_the_colour_of_its_paper_row(tmp_path):
     _, groups = build_report(paths, against=list(runs.values()))
     part, shown = next((p, s) for p, s in groups if p.table_id == "table1")
     row_styles, styles = line_styles(part, shown)
-    colour_of = {row.label: style["color"] for row, style in row_styles.items()}
+    colour_of = {row.label: style["color"] for row, style in row_styles.items() if style["color"] != "0.55"}
     assert set(colour_of) == {"(b) Random feat.", "(f) Scale", "(j) All"}  # uncompared rows stay grey
     assert len(set(colour_of.values())) == 3
+    grey = [(style["marker"], style["ls"]) for row, style in row_styles.items() if row.label not in colour_of]
+    assert len(grey) == len(part.rows) - 3 and len(set(grey)) == len(grey)  # each told apart in the legend
     random_a, random_b, scale, mono, simclr = styles
     assert random_a["color"] == random_b["color"] == colour_of["(b) Random feat."]
     assert random_a["marker"] != random_b["marker"]
@@ -193,8 +196,11 @@ def test_a_result_with_another_protocol_is_labelled_and_never_judged(tmp_path, m
     import matplotlib.pyplot as plt
     monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
     plot_layers(groups, tmp_path / "r.png")
-    for ax in seen["fig"].axes:
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    panels = [ax for ax in seen["fig"].axes if ax.get_title()]
+    legends = [ax.get_legend() for ax in seen["fig"].axes if ax.get_legend() is not None]
+    assert len(panels) == len(legends) == 2  # a legend beside each table's panel
+    for ax, legend in zip(panels, legends, strict=True):
+        labels = [t.get_text() for t in legend.get_texts()]
         assert "measured: random:cifar on cifar10 (protocol differs)" in labels and "measured: f on cifar10" in labels
         part = next(p for p, _ in groups if p.title.split(":")[0] == ax.get_title().split(" (")[0])
         drawn = {f"paper: {row.label}" for row in part.rows if any(v is not None for v in row.values)}

@@ -19,6 +19,7 @@ from common.errors import DataError
 from pipeline.pack import pack_set
 from probe.cli import main
 from probe.datasets import data_loader, open_data, subset
+from probe.results import portable
 
 from ..loopback import LoopbackServer
 
@@ -42,7 +43,8 @@ def _probe(location, out, *extra):
 def _check_results(out, location):
     results = json.loads((out / "results.json").read_text())
     data = results["data"]
-    assert data["kind"] == "shards" and data["path"] == str(location) and data["streamed"]
+    # recorded as given, an absolute path relative to the results' folder (no machine path in results.json)
+    assert data["kind"] == "shards" and data["path"] == portable(str(location), out) and data["streamed"]
     assert data["num_classes"] == 3 and data["train_size"] == 16 and data["test_size"] == 6
     assert results["protocol"]["ten_crop"] and set(results["layers"]) == {"conv1"}
     return results

@@ -147,7 +147,7 @@ def real_set_rows(work: Path, preset: dict, data: str, device: str) -> tuple[lis
 
 
 def real_set_stages(work: Path, method: str, preset: dict, data: str, device: str) -> list[Stage]:
-    """`method` trained on the train split of `data` (preset["train"]["METHOD-real"]) and probed on `data`: runs and
+    """`method` trained on the train split of `data` (`preset["train"]["METHOD-real"]`) and probed on `data`: runs and
     stages named METHOD-DATASET, shared by every target that trains the same method on the same set."""
     run = work / "runs" / f"{method}-{data_set_of(data)}"
     train = Stage(f"train-{run.name}", [str(BIN / "train"), method, data, "--arch", "cifar", "--out", str(run),

@@ -67,13 +67,20 @@ def portable(value: Any, base: str | Path) -> Any:
     Command lines and descriptions are rewritten path by path ("probe linear /x/encoder.pt" -> "probe linear
     ../x/encoder.pt")."""
     if isinstance(value, str):
-        return _ABSOLUTE.sub(lambda match: display_path(match.group(0), base) if len(match.group(0)) > 1
+        return _ABSOLUTE.sub(lambda match: display_path(match.group(0), base) if _on_this_machine(match.group(0))
                              else match.group(0), value)
     if isinstance(value, dict):
         return {key: portable(item, base) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [portable(item, base) for item in value]
     return value
+
+
+def _on_this_machine(text: str) -> bool:
+    """Whether `text` (a "/..." found in a string) is a path of this machine: its top folder exists. A slash in
+    prose is no path ("lr 0.01 /5 at epochs 3, 6"), nor a path of another machine that a file only names."""
+    top = text.split("/")[1]
+    return bool(top) and os.path.isdir("/" + top)
 
 
 def data_label(spec: str) -> str:

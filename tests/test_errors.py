@@ -19,7 +19,7 @@ from common import errors
 from common.cli_group import ErrorReportingGroup
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "train", "probe")
+PACKAGES = ("common", "pipeline", "train", "probe")
 # The modules that build command lines; every other module is library code and raises plain exceptions.
 CLI_MODULES = {"pipeline/cli.py", "common/cli_group.py", "common/options.py", "train/cli.py", "probe/cli.py",
                "probe/cli_init_kmeans.py"}

@@ -17,7 +17,7 @@ from train.data.image_folder import scan_image_folder
 from train.data.sources import LabelledSource
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = sorted(p for package in ("pipeline", "train", "probe", "experiments")
+PACKAGE_FILES = sorted(p for package in ("common", "pipeline", "train", "probe", "experiments")
                        for p in (REPO / package).rglob("*.py"))
 
 

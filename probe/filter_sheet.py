@@ -136,8 +136,8 @@ def filter_panel(encoder: Encoder, label: str, accuracy: ProbeAccuracy | None, c
 
 def save_filter_sheet(panels: list[Panel], out: Path, tap: str) -> Path:
     """The panels in rows of at most MAX_COLUMNS under one title saying how the filters are drawn."""
-    columns = min(len(panels), MAX_COLUMNS)
+    columns = 2 if len(panels) == 4 else min(len(panels), MAX_COLUMNS)  # four as a square, not three and one
     rows = [panels[i:i + columns] for i in range(0, len(panels), columns)]
-    title = (f"{tap} filters, each scaled into (-1, 1) by its largest weight (zero: mid-grey); "
-             f"under each, the encoder's measured {tap} linear-probe top-1")
+    title = (f"{tap} filters, each scaled into (-1, 1) by its largest weight (zero: mid-grey)\n"
+             f"under each, the encoder's measured {tap} linear-probe top-1")  # two lines: fits a 2-panel sheet
     return save_sheet(rows, out, title, panel_inches=PANEL_INCHES)

@@ -236,7 +236,7 @@ def draw_picture(work: Path, summary: dict, seed: int, no_data: str) -> Path:
         bars.set_ylabel("top-1 (%)")
         bars.set_title(f"linear probes on {summary['dataset']} ({summary['train_images']:,} train / "
                        f"{summary['test_images']:,} test images)", fontsize=10)
-        bars.legend(loc="lower right", fontsize=9)
+        bars.legend(loc="lower right", fontsize=10)
     else:
         bars.axis("off")
         bars.text(0.5, 0.5, "not probed:\n" + no_data.replace(": ", ":\n", 1), ha="center", va="center",

@@ -61,17 +61,36 @@ def finished_record(stage: Stage, records: Path) -> dict | None:
     return None
 
 
+def portable_command(command: list[str], work: Path) -> list[str]:
+    """``command`` as a record keeps it: a tool of this environment by its name, a path in the work folder (alone or
+    as a data kind's ``KIND:PATH``) relative to it. A record then names no folder of this machine's but the inputs
+    given from outside, and a work folder moved elsewhere, or to another machine, still finds its stages done."""
+    def portable(arg: str) -> str:
+        kind, sep, rest = arg.partition(":") if ":" in arg and not arg.startswith("/") else ("", "", arg)
+        path = Path(rest)
+        if not path.is_absolute():
+            return arg
+        if path.parent == BIN:
+            return kind + sep + path.name
+        if path.is_relative_to(work):
+            return kind + sep + (path.relative_to(work).as_posix() or ".")
+        return arg
+    return [portable(arg) for arg in command]
+
+
 def ran_before(stage: Stage, records: Path) -> bool:
     """Whether the stage's command has run to completion in this work folder (its record holds the same command):
     a preset's commands are checked against the tools' options only when they have not (experiments.tool_options),
     since reading train's options costs a torch import."""
     record = records / f"{stage.name}.json"
-    return record.exists() and _as_built(json.loads(record.read_text())) == stage.command
+    work = records.parent
+    return record.exists() and as_built(json.loads(record.read_text()), work) == portable_command(stage.command, work)
 
 
-def _as_built(record: dict) -> list[str]:
-    """The command a record holds as its stage builds it: without the --resume a resumed attempt added."""
-    return [a for a in record["command"] if a != "--resume"]
+def as_built(record: dict, work: Path) -> list[str]:
+    """The command a record of the work folder ``work`` holds, as its stage builds it: without the --resume a resumed
+    attempt added, in :func:`portable_command`'s form (records written before it hold absolute paths)."""
+    return portable_command([a for a in record["command"] if a != "--resume"], work)
 
 
 def _reusable(stage: Stage, records: Path) -> dict | None:
@@ -81,7 +100,7 @@ def _reusable(stage: Stage, records: Path) -> dict | None:
     if (done := finished_record(stage, records)) is None:
         return None
     newer = [p for p in stage.inputs if p.exists() and p.stat().st_mtime > record.stat().st_mtime]
-    same = _as_built(done) == stage.command
+    same = as_built(done, records.parent) == portable_command(stage.command, records.parent)
     if same and not newer:
         print(f"[{stage.name}] done before ({done['wall_s']:.0f} s), skipped", flush=True)
         return done
@@ -122,8 +141,9 @@ def run_stage(stage: Stage, records: Path, deadline: float | None) -> dict:
     if returncode != 0:
         raise StageFailed(f"[{stage.name}] failed with exit status {returncode}; fix the cause and run the same "
                           f"command again to resume")
-    done = {"stage": stage.name, "command": cmd, "wall_s": round(earlier + time.time() - t0, 1),
-            "commit": commits[-1], "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    done = {"stage": stage.name, "command": portable_command(cmd, records.parent),
+            "wall_s": round(earlier + time.time() - t0, 1), "commit": commits[-1],
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if len(set(commits)) > 1:  # resumed across commits: every attempt's code, oldest first
         done["commits"] = list(dict.fromkeys(commits))
     atomic_write_text(records / f"{stage.name}.json", json.dumps(done, indent=1) + "\n")

@@ -28,7 +28,7 @@ from common.fileio import atomic_write_text
 from experiments.commands import probe_stage, render_stage, supervised_data, workers_option
 from experiments.registry import Target, register
 from experiments.report import report_header
-from experiments.stage import BIN, Stage
+from experiments.stage import BIN, Stage, as_built, portable_command
 
 if TYPE_CHECKING:
     from probe.report import TapCurve
@@ -149,8 +149,8 @@ def image_b_shards(work: Path, render: Stage) -> Path:
     sibling = sibling_work / "shards" / SHARDS
     record = sibling_work / "stages" / f"{render.name}.json"
     if sibling.resolve() != own.resolve() and (sibling / "manifest.json").exists() and record.exists():
-        ran = [a for a in json.loads(record.read_text())["command"] if a != "--resume"]
-        if command_without_out(ran) == command_without_out(render.command):
+        ran = as_built(json.loads(record.read_text()), sibling_work)
+        if command_without_out(ran) == command_without_out(portable_command(render.command, work)):
             own.parent.mkdir(parents=True, exist_ok=True)
             own.symlink_to(sibling.resolve(), target_is_directory=True)
     return own

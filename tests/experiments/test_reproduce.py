@@ -248,6 +248,27 @@ def test_a_stage_recorded_with_another_command_runs_again_from_scratch(tmp_path)
     assert json.loads((records / "train-x.json").read_text())["command"][-1] == "2"
 
 
+def test_a_record_names_no_folder_of_the_machine_and_a_moved_work_folder_keeps_its_stages(tmp_path):
+    """Records name the work folder's files relative to it and a tool by its name, so a work folder copied to
+    another place (or machine) skips what it has done; an absolute record of an earlier version still counts."""
+    work = tmp_path / "work"
+    write = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True); p.write_text('ok')"
+
+    def stage(root: Path) -> runner.Stage:
+        out = root / "runs" / "x" / "encoder.pt"
+        return runner.Stage("train-x", [str(runner.BIN / "python"), "-c", write, str(out), f"cifar10:{root}/c"], [out])
+
+    done = runner.run_stage(stage(work), work / "stages", None)
+    assert done["command"][0] == "python" and done["command"][-2:] == ["runs/x/encoder.pt", "cifar10:c"]
+    assert str(tmp_path) not in (work / "stages" / "train-x.json").read_text()
+    moved = tmp_path / "moved"
+    work.rename(moved)
+    assert runner.run_stage(stage(moved), moved / "stages", None)["finished"] == done["finished"]  # skipped
+    record = moved / "stages" / "train-x.json"
+    record.write_text(json.dumps({**done, "command": stage(moved).command}))  # an earlier version's absolute one
+    assert runner.ran_before(stage(moved), moved / "stages")
+
+
 def test_a_stage_records_the_commit_it_started_at_and_every_commit_it_was_resumed_at(tmp_path, monkeypatch):
     """A long stage outlives commits made while it runs: the code it ran is the code of its start (and of each
     resumed attempt's start), not the commit at its end."""

@@ -29,13 +29,23 @@ if TYPE_CHECKING:
 # torch, torchvision and the modules that import them are imported by the commands that run, not with this module,
 # so that `probe --help`, `probe report` and every refusal of a bad option start without them
 
-DATA_HELP = (
-    "Data set as KIND:PATH. Kinds: cifar10 / cifar100 (python pickles), cifar10-jpg (the shared "
-    "train.tar.gz + test.tar.gz, extracted once into the cache), imagefolder (PATH/train and PATH/val "
-    "class folders), shards (PATH/train and PATH/val packed by `pipeline pack`, PATH a folder or an http(s) "
-    "URL, streamed; or each split on its own: 'shards:train=SPLIT;val=SPLIT', SPLIT a folder, URL, or URL "
-    "pattern with ';train-manifest=M' / ';val-manifest=M')."
-)
+
+class _DataOption(click.Option):
+    """--data, whose help lists the registered data kinds (train.data.kinds.probe_data_help), read when the help is
+    shown: reading the registry imports the plugin files, and a broken one must be one line when a command runs,
+    not a traceback when this module is imported."""
+
+    @property  # type: ignore[override]
+    def help(self) -> str:
+        from train.data.kinds import probe_data_help
+
+        return probe_data_help()
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        pass  # click.Option.__init__ sets it; the registry's text is read instead
+
+
 THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 can be "
                 "several times faster: the probes' small operations gain little from a second thread, and "
                 "threads waiting on a busy core stall every step.")
@@ -168,7 +178,7 @@ def protocol_options(protocol: type) -> Callable[[Callable], Callable]:
 
 def data_options(out_help: str) -> Callable[[Callable], Callable]:
     """--data and --out, first in every probe command that trains on labelled data."""
-    return _options(click.Option(["--data", "data_spec"], required=True, help=DATA_HELP),
+    return _options(_DataOption(["--data", "data_spec"], required=True),
                     click.Option(["--out", "out_dir"], required=True, help=out_help,
                                  type=click.Path(file_okay=False, path_type=Path)))
 

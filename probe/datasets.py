@@ -1,7 +1,8 @@
 """Labelled data sets for evaluation: the probe-side half (subsets, transforms, loaders).
 
 Data sets are named `KIND:PATH` and opened by the one parser shared with `train` (`train.data.specs`: `DataSpec`,
-`KINDS`, `open_data`, `LabelledData`, re-exported here); each kind fixes the evaluation style: `cifar` (native 32x32
+`KINDS`, `open_data`, `LabelledData`, re-exported here; each kind is a file of `train/data/kinds/` or a plugin,
+`train.data.kinds`); each kind fixes the evaluation style: `cifar` (native 32x32
 images, no augmentation, no dimensionality reduction) or `imagenet` (shorter side to 256, random 224 crops and
 flips to train, 10 crops to test). Splits are map-style datasets, except packed shards (`shards:`), which are
 streamed: `transformed`, `subset` and `data_loader` serve both.
@@ -15,10 +16,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from common.errors import DataError
 from train.data.packed_sets import ShardImages
 from train.data.sources import ArrayImages
-from train.data.specs import CIFAR_STYLE_KINDS, KINDS, DataSpec, LabelledData, open_data
+from train.data.specs import KINDS, DataSpec, LabelledData, open_data
 
-__all__ = ["ArrayImages", "CIFAR_STYLE_KINDS", "KINDS", "DataSpec", "LabelledData", "Transformed", "data_loader",
-           "open_data", "start_epoch", "subset", "transformed"]
+__all__ = ["ArrayImages", "KINDS", "DataSpec", "LabelledData", "Transformed", "data_loader", "open_data",
+           "start_epoch", "subset", "transformed"]
 
 
 def subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:

@@ -47,9 +47,13 @@ def _setting_option(f: dataclasses.Field, method: type[Method]) -> click.Option:
 
     kind, name, meta = setting_kind(f), f.name, f.metadata
     default, show = setting_default(f, method), meta["show_default"]
-    names = [flag(name), name]
+    names, help_text = [flag(name), name], meta["help"]
+    if "{labelled_kinds}" in help_text:  # the data kinds --knn-data takes: the registry's, read as the command is built
+        from train.data.kinds import labelled_folder_listing
+
+        help_text = help_text.replace("{labelled_kinds}", labelled_folder_listing())
     if kind is bool:  # a flag pair whose unset value (None) means: recorded, else the default
-        return click.Option([f"{flag(name)}/--no-{flag(name)[2:]}", name], default=None, help=meta["help"])
+        return click.Option([f"{flag(name)}/--no-{flag(name)[2:]}", name], default=None, help=help_text)
     if name == "arch":  # its choices are the registry's, read when the command is built
         from train.models import list_encoders
 
@@ -61,7 +65,7 @@ def _setting_option(f: dataclasses.Field, method: type[Method]) -> click.Option:
     else:
         type_ = click.STRING
     return click.Option(names, type=type_, default=default, show_default=show and default is not None,
-                        help=meta["help"] or None, metavar=meta["metavar"])
+                        help=help_text or None, metavar=meta["metavar"])
 
 
 def _common_options(method: type[Method]) -> list[click.Parameter]:

@@ -105,18 +105,26 @@ class Registry(Mapping[str, Entry]):
 
     Reading it (``name in r``, ``r[name]``, iterating) first imports every module of ``package`` once, then any
     plugin files not imported yet. Adding never triggers discovery, so the modules being imported can register.
+
+    Iteration has one order whoever reads first (help texts list entries in it): the package's entries by module
+    name, then the plugins' in the order they registered. Plugins are loaded by whichever registry is read first, so
+    a plugin may register here before this package's own modules are imported.
     """
 
     def __init__(self, kind: str, package: str) -> None:
         self.kind = kind
         self.package = package
         self._entries: dict[str, Entry] = {}
+        self._order: dict[str, tuple[int, str, int]] = {}  # name -> sort key (see the class docstring)
         self._package_imported = False
 
     def add(self, name: str, entry: Entry) -> Entry:
         """Register ``entry`` under ``name``; a name registered twice is an error naming it."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
+        module = str(getattr(entry, "__module__", ""))
+        inside = module.startswith(self.package + ".")
+        self._order[name] = (0, module, len(self._order)) if inside else (1, "", len(self._order))
         self._entries[name] = entry
         return entry
 
@@ -132,7 +140,7 @@ class Registry(Mapping[str, Entry]):
 
     def __iter__(self) -> Iterator[str]:
         self.discover()
-        return iter(dict(self._entries))
+        return iter(sorted(self._entries, key=self._order.__getitem__))
 
     def __len__(self) -> int:
         self.discover()

@@ -1,5 +1,6 @@
-"""`train METHOD KIND:PATH`: the self-supervised methods on real image sets (imagefolder, cifar10, cifar10-jpg,
-shards), each image brought to the method's loader scale in the workers; refusals; exact resume."""
+"""`train METHOD KIND:PATH`: the self-supervised methods on real image sets (every registered data kind:
+imagefolder, cifar10, cifar100, cifar10-jpg, shards), each image brought to the method's loader scale in the
+workers; refusals; exact resume."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from PIL import Image
 from pipeline.pack import pack_set
 from pipeline.sources import decode_rgb
 from train.cli import main
+from train.data.kinds import KINDS
 from train.data.real_sets import RealImageSource, real_set_spec
 from train.methods import get_method, list_methods
 from train.run.loop import train
 
-from ..conftest import python_cli, stop_when, train_config, write_cifar10
+from ..conftest import python_cli, stop_when, train_config, write_cifar10, write_cifar100
 
 SELF_SUPERVISED = [name for name in list_methods() if get_method(name).data_kind == "rendered"]
 PAPER_METHODS = ["rotnet", "deepcluster", "bigan", "monogan"]
@@ -52,8 +54,9 @@ def real_sets(tmp_path_factory):
             for i in range(12):
                 Image.fromarray(np.full((32, 32, 3), 9 * i, np.uint8)).save(jpg / split / name / f"{i}.jpg")
     pack_set(folder / "train", root / "packed" / "train", shard_size=16, log=lambda m: None)
+    cifar100 = write_cifar100(root / "cifar100", train=24, test=4)
     return {"imagefolder": f"imagefolder:{folder}", "cifar10": f"cifar10:{cifar}", "cifar10-jpg": f"cifar10-jpg:{jpg}",
-            "shards": f"shards:{root / 'packed'}"}
+            "shards": f"shards:{root / 'packed'}", "cifar100": f"cifar100:{cifar100}"}
 
 
 def cfg(method: str, data: str, out: Path, **kw):
@@ -75,7 +78,7 @@ def test_each_method_trains_a_few_steps_on_each_kind(method, kind, real_sets, tm
     assert (tmp_path / "run" / "encoder.pt").is_file()
 
 
-@pytest.mark.parametrize("kind", ["imagefolder", "shards", "cifar10"])
+@pytest.mark.parametrize("kind", list(KINDS))  # every registered data kind (train/data/kinds/)
 def test_the_loader_brings_images_to_the_scale_and_keeps_labels(kind, real_sets):
     source = RealImageSource(real_set_spec(real_sets[kind]), load_size=24, shuffle_buffer=8)
     batches = list(source.loader(0, 8, shuffle=True, seed=1, workers=1))

@@ -41,6 +41,26 @@ def check_same_classes(reference: Path, ref_classes: Sequence[str], other: Path,
     raise DataError(f"{other}: class folders do not match {reference} ({detail})")
 
 
+TEST_FOLDERS = ("val", "test")  # the held-out split beside train/, in the order looked for
+
+
+def folder_splits(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """Classes and the (image path, class index) samples of ROOT/train/ and ROOT/val/ (or ROOT/test/), whose class
+    folders must match."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if not (root / "train").is_dir():
+        raise DataError(f"{root}: missing train/ folder (expected train/<class>/ and val/<class>/)")
+    test_root = next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
+    if test_root is None:
+        raise DataError(f"{root}: missing val/ (or test/) folder beside train/")
+    classes, train = scan_image_folder(root / "train")
+    test_classes, test = scan_image_folder(test_root)
+    check_same_classes(root / "train", classes, test_root, test_classes)
+    return classes, train, test
+
+
 def load_rgb(path: Path) -> Image.Image:
     """The image at `path` as 8-bit RGB, decoded exactly as `pipeline` decodes (EXIF orientation applied, 16-bit
     scaled rather than clipped, bombs refused), so a file reaches the probe the same way whether it is read from

@@ -1,8 +1,11 @@
 """Real image sets for the self-supervised methods: the train split of a `KIND:PATH` data specification.
 
 `train METHOD DATA` reads, besides a rendered set, the same specifications as `probe --data` (`train.data.specs`):
-`imagefolder:`, `cifar10-jpg:` (class folders of image files), `cifar10:` / `cifar100:` (pickles) and `shards:`
-(a labelled split packed by `pipeline pack`, streamed like a rendered set). Labels are kept in `Batch.labels` (an
+`imagefolder:`, `cifar10-jpg:` (class folders of image files), `cifar10:` / `cifar100:` (pickles), `shards:`
+(a labelled split packed by `pipeline pack`, streamed like a rendered set), and any other registered data kind. Each
+kind says how its train split is read (its ``train_split``: `train.data.kinds`), with the readers below: class
+folders listed once (`folder_split`), a packed split streamed (`shard_split`), or the (image, label) pairs of its
+`open` (`dataset_split`: CIFAR's arrays, a plugin's kind). Labels are kept in `Batch.labels` (an
 online probe may use them); the self-supervised methods ignore them.
 
 Each image is brought to the method's loader scale (`Method.real_input_scale`) in the DataLoader workers: its
@@ -21,6 +24,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +39,9 @@ from common.errors import DataError, SourceImageError
 from pipeline.shard_format import is_url
 from pipeline.shard_reader import ShardPipeline, is_url_pattern, open_shards
 from pipeline.sources import decode_rgb
-from train.data.archive import default_cache_dir
-from train.data.cifar_pickle import read_cifar
 from train.data.image_folder import scan_image_folder
 from train.data.packed_sets import open_train_split
 from train.data.sources import (
-    ArrayImages,
     Batch,
     LabelledImages,
     _loader_generator,
@@ -48,8 +49,9 @@ from train.data.sources import (
     _Unreadable,
     _worker_count,
     collate_labelled,
+    content_digest,
 )
-from train.data.specs import KINDS, DataSpec, cifar_jpg_root
+from train.data.specs import KINDS, DataSpec
 from train.process import distributed as D
 from train.process.interrupt import quiet_worker_signals
 
@@ -133,52 +135,71 @@ def list_files(root: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return classes, paths, labels
 
 
+@dataclass
+class RealSplit:
+    """The train split of a real set as `RealImageSource` serves it (a data kind's ``train_split``): a map-style
+    dataset of (uint8 (3, S, S) image, label, index) samples, or the location and manifest of a packed split to
+    stream; with its classes and the digest of what it holds (a resumed run must be fed the same images)."""
+
+    classes: list[str]
+    digest: str
+    dataset: Dataset | None = None
+    shards: tuple[str, dict] | None = None
+
+    @property
+    def num_samples(self) -> int:
+        if self.dataset is not None:
+            return len(self.dataset)  # type: ignore[arg-type]
+        return sum(int(s["count"]) for s in self.shards[1]["shards"])  # type: ignore[index]
+
+
+def dataset_split(name: str, dataset: Dataset, classes: list[str], load_size: int) -> RealSplit:
+    """A split of (PIL RGB image or H x W x 3 array, label) pairs, each image brought to `load_size` px in the
+    workers: what a kind's ``open`` gives, read by the default ``DataKind.train_split`` (CIFAR's arrays, a plugin's
+    kind). `name` names the set in the refusal of a streamed split."""
+    from torch.utils.data import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        raise DataError(f"{name}: a streamed train split needs its kind's own train_split reader")
+    return RealSplit(list(classes), content_digest(dataset),
+                     LabelledImages(dataset, functools.partial(_square_tensor, load_size)))
+
+
+def folder_split(root: Path, load_size: int) -> RealSplit:
+    """The class folders below `root`, listed once and decoded in the workers at `load_size` px."""
+    classes, paths, labels = list_files(root)
+    return RealSplit(classes, _listing_digest(root, paths, labels).hexdigest(),
+                     _FileImages(root, paths, labels, load_size))
+
+
+def shard_split(location: str) -> RealSplit:
+    """A packed train split (`pipeline pack`), streamed; its classes and shards' digests from its manifest."""
+    location, manifest = open_train_split(location)
+    digest = hashlib.sha256(repr([(s["name"], s["sha256"]) for s in manifest["shards"]]).encode())
+    return RealSplit(list(manifest["classes"]), digest.hexdigest(), shards=(location, manifest))
+
+
 class RealImageSource:
-    """The train split of a `KIND:PATH` specification, each image brought to `load_size` px in the workers."""
+    """The train split of a `KIND:PATH` specification, each image brought to `load_size` px in the workers (its
+    kind's ``train_split``: train.data.kinds)."""
 
     def __init__(self, spec: str | DataSpec, load_size: int, shuffle_buffer: int = 1000) -> None:
         self.spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
         self.image_size = load_size
         self.shuffle_buffer = shuffle_buffer
-        self._shards: tuple[str, dict] | None = None
-        kind, path = self.spec.kind, self.spec.path
-        if kind in ("cifar10", "cifar100"):
-            train, _, self.classes = read_cifar(Path(path), kind)
-            self.dataset: Dataset | None = LabelledImages(ArrayImages(train.images, train.labels, self.classes),
-                                                          functools.partial(_square_tensor, load_size))
-            digest = hashlib.sha256(np.ascontiguousarray(train.images).tobytes())
-            digest.update(train.labels.tobytes())
-        elif kind == "shards":
-            location, manifest = open_train_split(str(path))
-            self._shards = (location, manifest)
-            self.classes = list(manifest["classes"])
-            self.dataset = None
-            digest = hashlib.sha256(repr([(s["name"], s["sha256"]) for s in manifest["shards"]]).encode())
-        else:
-            root = self._folder_root()
-            self.classes, paths, labels = list_files(root)
-            self.dataset = _FileImages(root, paths, labels, load_size)
-            digest = _listing_digest(root, paths, labels)
-        self.num_samples = (len(self.dataset) if self.dataset is not None
-                            else sum(int(s["count"]) for s in self._shards[1]["shards"]))  # type: ignore[index]
+        split = self.spec.data_kind.train_split(self.spec, load_size)
+        self.classes = split.classes
+        self.dataset: Dataset | None = split.dataset
+        self._shards: tuple[str, dict] | None = split.shards
+        self.num_samples = split.num_samples
         if self.num_samples <= 0:
             raise DataError(f"{self.spec}: the train split holds no images")
         self.num_classes = len(self.classes)
         self.description = (f"{self.spec} (train split, {self.num_samples} images, {self.num_classes} classes, "
                             f"loaded at {load_size} px)")
         # what the set is wherever it lies: a resumed run must be fed the same images at the same scale
-        self.identity = {"kind": kind, "num_samples": self.num_samples, "load_size": load_size,
-                         "classes": self.classes, "content_sha256": digest.hexdigest()}
-
-    def _folder_root(self) -> Path:
-        """The class folders of the train split: PATH/train/ (PATH/train/ itself if PATH has none) or, for
-        cifar10-jpg, the train/ of its extracted tarballs."""
-        path = Path(self.spec.path)
-        if self.spec.kind == "cifar10-jpg":
-            return cifar_jpg_root(path, default_cache_dir()) / TRAIN_FOLDER
-        if not path.is_dir():
-            raise DataError(f"{path}: no such folder")
-        return path / TRAIN_FOLDER if (path / TRAIN_FOLDER).is_dir() else path
+        self.identity = {"kind": self.spec.kind, "num_samples": self.num_samples, "load_size": load_size,
+                         "classes": self.classes, "content_sha256": split.digest}
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:

@@ -2,7 +2,8 @@
 
 * :class:`ShardSource` streams a rendered set through ``pipeline.shard_reader.open_shards`` (the one shard
   reader; this module only batches what it yields).
-* :class:`LabelledSource` reads a labelled set (ImageFolder or CIFAR pickle layout) for the supervised baseline.
+* :class:`LabelledSource` reads a labelled set (ImageFolder or CIFAR pickle layout, or a data kind's train split)
+  for the supervised baseline.
 * :class:`TensorSource` serves in-memory uint8 tensors (unit tests, and the benchmark's loader-free figures).
 
 All three yield :class:`Batch` objects holding uint8 (B, 3, H, W) images (augmentation happens later,
@@ -229,14 +230,10 @@ class LabelledSource:
 
     def __init__(self, root: str | os.PathLike, load_size: int, split: str = "train") -> None:
         from torchvision import datasets
-        from torchvision.transforms import v2
 
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: no such labelled data set folder")
-        to_uint8 = v2.Compose(
-            [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
-        )
         train = split == "train"
         variant = _cifar_variant(root)
         if variant is not None:
@@ -255,13 +252,33 @@ class LabelledSource:
             kind = "ImageFolder"
         if len(base) == 0:
             raise DataError(f"{root}: the labelled set is empty")
+        self._serve(base, list(base.classes), load_size, str(root), kind,
+                    _content_digest(base, folder if variant is None else None))
+
+    @classmethod
+    def from_dataset(cls, base: Dataset, classes: list[str], load_size: int, *, name: str,
+                     kind: str) -> LabelledSource:
+        """(PIL image, label) pairs of any map-style set (a data kind's train split: `train supervised KIND:PATH`),
+        named `name`; its identity digests every image (:func:`content_digest`)."""
+        if len(base) == 0:  # type: ignore[arg-type]
+            raise DataError(f"{name}: the labelled set is empty")
+        source = cls.__new__(cls)
+        source._serve(base, list(classes), load_size, name, kind, content_digest(base))
+        return source
+
+    def _serve(self, base: Dataset, classes: list[str], load_size: int, name: str, kind: str, digest: str) -> None:
+        from torchvision.transforms import v2
+
+        to_uint8 = v2.Compose(
+            [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
+        )
         self.dataset = LabelledImages(base, to_uint8)
-        self.num_samples = len(base)
-        self.num_classes = len(base.classes)
+        self.num_samples = len(base)  # type: ignore[arg-type]
+        self.num_classes = len(classes)
         self.image_size = load_size
-        self.description = f"{root} ({kind}, {self.num_samples} images, {self.num_classes} classes)"
-        self.identity = {"kind": kind, "num_samples": self.num_samples, "classes": list(base.classes),
-                         "content_sha256": _content_digest(base, folder if variant is None else None)}
+        self.description = f"{name} ({kind}, {self.num_samples} images, {self.num_classes} classes)"
+        self.identity = {"kind": kind, "num_samples": self.num_samples, "classes": classes,
+                         "content_sha256": digest}
 
     def loader(self, epoch: int, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Iterable[Batch]:
@@ -278,13 +295,26 @@ def _content_digest(base, folder: Path | None) -> str:
     """What a labelled set holds, wherever it lies, so a resumed run is fed the same data: CIFAR's pixels and labels;
     for an ImageFolder each file's path inside the set, size and label, in sample order (reading every image of
     ImageNet would cost more than the check is worth; a file replaced by one of another size is caught)."""
-    digest = hashlib.sha256()
     if folder is None:
+        return content_digest(base)
+    digest = hashlib.sha256()
+    for path, label in base.samples:
+        digest.update(f"{Path(path).relative_to(folder).as_posix()}\t{os.stat(path).st_size}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def content_digest(base: Dataset) -> str:
+    """What a set of (image, label) pairs holds, wherever it lies: in-memory arrays (CIFAR's) digested as they are,
+    any other set image by image (its pixels read once, as 8-bit RGB arrays) with its labels."""
+    digest = hashlib.sha256()
+    if isinstance(base, ArrayImages):
         digest.update(np.ascontiguousarray(base.images).tobytes())
         digest.update(np.asarray(base.labels, np.int64).tobytes())
         return digest.hexdigest()
-    for path, label in base.samples:
-        digest.update(f"{Path(path).relative_to(folder).as_posix()}\t{os.stat(path).st_size}\t{label}\n".encode())
+    for i in range(len(base)):  # type: ignore[arg-type]
+        image, label = base[i]
+        digest.update(np.ascontiguousarray(np.asarray(image)).tobytes())
+        digest.update(np.int64(label).tobytes())
     return digest.hexdigest()
 
 

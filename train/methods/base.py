@@ -23,17 +23,19 @@ from torch import Tensor, nn
 
 from common.errors import DataError, OptionError
 from common.options import check_fields, opt
+from train.data.kinds import real_set_listing
 from train.data.real_sets import RealImageSource, real_set_spec
 from train.data.sources import Batch, LabelledSource, ShardSource, Source
+from train.data.specs import labelled_set_spec
 from train.models import build_encoder
 from train.process import distributed as D
 
-# What a method trains on (its ``data_kind``): the help text of the command's DATA argument for each.
+# What a method trains on (its ``data_kind``): the help text of the command's DATA argument for each; {real_kinds}
+# is the registered data kinds' prefixes (train.data.kinds.real_set_listing), filled when the command is built.
 DATA_KINDS = {
     "rendered": "DATA is a rendered set: a folder with manifest.json and tar shards, an http(s) URL of it or of its "
                 "manifest, or a webdataset URL pattern with --manifest. Or a real image set, KIND:PATH as for "
-                "`probe --data` (imagefolder:, shards:, cifar10:, cifar100:, cifar10-jpg:), whose train split is "
-                "read (labels ignored).",
+                "`probe --data` ({real_kinds}), whose train split is read (labels ignored).",
     "labelled": "DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree.",
 }
 
@@ -141,7 +143,9 @@ class Method(nn.Module):
         """Open ``data`` as this method's ``data_kind`` for an encoder of ``input_size`` px."""
         if cls.data_kind == "labelled":
             # the loader's square: 256 for 224 px networks (random resized crops take 224 of it), else the input size
-            return LabelledSource(data, input_size if input_size <= 64 else round(input_size * 256 / 224))
+            load_size = input_size if input_size <= 64 else round(input_size * 256 / 224)
+            spec = labelled_set_spec(data)
+            return LabelledSource(data, load_size) if spec is None else spec.data_kind.labelled_source(spec, load_size)
         spec = real_set_spec(data)
         if spec is not None:
             if manifest is not None:
@@ -161,7 +165,7 @@ class Method(nn.Module):
 
     @classmethod
     def data_help(cls) -> str:
-        return DATA_KINDS[cls.data_kind]
+        return DATA_KINDS[cls.data_kind].format(real_kinds=real_set_listing())
 
     @classmethod
     def check_options(cls, opts: MethodOptions, arch: str) -> None:

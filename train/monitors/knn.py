@@ -85,22 +85,20 @@ class KnnMonitor:
         return {"knn_top1": 100.0 * correct, "knn_tap": self.tap, "knn_k": self.k}
 
 
-# The KIND: prefixes of probe's data specifications that name what LabelledSource reads (it tells CIFAR pickles from
-# an ImageFolder tree by itself), so `--knn-data` accepts the spelling `probe --data` takes; cifar10-jpg names the
-# shared train.tar.gz and test.tar.gz, extracted once into the cache as `probe` does (train/ and test/ folders).
-LABELLED_KINDS = ("cifar10", "cifar100", "imagefolder", "cifar10-jpg")
-
-
 def labelled_root(spec: str) -> Path:
-    """The folder a ``--knn-data`` value names: ``PATH`` or ``KIND:PATH`` (KIND one of :data:`LABELLED_KINDS`);
-    a rendered (unlabelled) set is refused in one line."""
-    kind, sep, rest = spec.partition(":")
-    root = Path(rest if sep and kind in LABELLED_KINDS else spec).expanduser()
-    if sep and kind == "cifar10-jpg":
-        from train.data.archive import default_cache_dir
-        from train.data.specs import cifar_jpg_root
+    """The folder a ``--knn-data`` value names: ``PATH``, or ``KIND:PATH`` for a data kind whose PATH is a folder that
+    LabelledSource reads (``labelled_folder``: it tells CIFAR pickles from an ImageFolder tree by itself), so
+    `--knn-data` accepts the spelling `probe --data` takes; cifar10-jpg names the shared train.tar.gz and test.tar.gz,
+    extracted once into the cache as `probe` does (train/ and test/ folders). A rendered (unlabelled) set is refused
+    in one line."""
+    from train.data.kinds import KINDS
 
-        return cifar_jpg_root(root, default_cache_dir())
+    prefix, sep, rest = spec.partition(":")
+    kind = KINDS.get(prefix) if sep else None
+    if kind is not None and kind.labelled_folder:
+        root = kind.labelled_root(Path(rest).expanduser())
+    else:
+        root = Path(spec).expanduser()
     if (root / "manifest.json").is_file():
         raise DataError(f"{root}: a set of shards (manifest.json), not a labelled set; the k-NN monitor needs "
                         f"labels: a CIFAR-10/100 folder or an ImageFolder tree (train/ and val/ class folders)")

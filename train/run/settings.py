@@ -56,10 +56,11 @@ class RunSettings:
                                      "emulate bf16. --no-amp trains in fp32 (bit-exact fingerprints); config.json "
                                      "records which and why", show_default=False)  # train.process.devices.default_amp
     # watching the run (train.monitors.knn, train.monitors.online_probe): they do not change it
+    # {labelled_kinds}: the data kinds it takes, filled in from their registry when the command is built (train.cli)
     knn_data: str | None = setting(None, "k-NN monitor: a labelled set (a CIFAR-10/100 folder or an ImageFolder "
-                                         "tree; KIND cifar10, cifar10-jpg, cifar100 or imagefolder as for `probe "
-                                         "--data`); weighted k-NN top-1 of --knn-tap on it is logged in "
-                                         "metrics.jsonl every --knn-every epochs and at the run's end",
+                                         "tree; KIND {labelled_kinds} as for `probe --data`); weighted k-NN top-1 of "
+                                         "--knn-tap on it is logged in metrics.jsonl every --knn-every epochs and at "
+                                         "the run's end",
                                    show_default=False, metavar="[KIND:]PATH")
     knn_every: int | None = setting(1, "epochs between k-NN evaluations", min=1)
     knn_tap: str | None = setting(None, "the encoder tap the k-NN monitor reads (map taps averaged over space)  "

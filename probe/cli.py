@@ -380,30 +380,59 @@ def classify(encoder: str, batch_size: int, **options: Any) -> None:
 
 
 @main.command()
-@click.argument("encoder")
+@click.argument("encoders", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_png_path,
               help="PNG file to write.")
+@click.option("--labels", help="Comma-separated panel names, one per ENCODER in order (default: each encoder's run "
+                               "folder name, or random:ARCH).")
+@click.option("--results", "results_files", multiple=True,
+              help="A `probe linear` results.json of an ENCODER whose first-tap (conv1) top-1 goes under its panel: "
+                   "once per ENCODER, in their order; '-' for an encoder drawn without one. Default: the results "
+                   "found beside each encoder (RUN/*/results.json, and the probes/NAME folders next to RUN or one "
+                   "level up, as `make demo` and the reproduce targets lay them out). A file is used only if it "
+                   "measured that very encoder (its recorded hash; random:ARCH: spec and seed).")
 @click.option("--columns", type=POSITIVE, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
 @click.option("--scale", type=click.IntRange(1, 64),
-              help="Pixels per filter weight (default: the smallest that makes the sheet at least 600 px wide).")
+              help="Pixels per filter weight (default: the smallest that makes a grid at least 600 px wide).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random:ARCH weights.")
-def filters(encoder, out, columns, scale, seed):
-    """Save ENCODER's first-layer filters as a grid picture (the paper's Figure 2).
+def filters(encoders, out, labels, results_files, columns, scale, seed):
+    """Save ENCODERS' first-layer filters as grid pictures on one sheet (the paper's Figure 2).
 
-    Each filter is scaled into (-1, 1) by its own largest weight and shown with zero as mid-grey.
+    Each filter is scaled into (-1, 1) by its own largest weight and shown with zero as mid-grey. Under each
+    encoder's panel: its measured first-tap (conv1) linear-probe top-1, read from a `probe linear` results.json
+    of that encoder (see --results), or "no result found". One ENCODER gives one titled grid, the accuracy on the
+    line under the title. A Sobel encoder's tiles have two grey halves, the x- and y-gradient weights; the sheet
+    says so.
 
     \b
-    Example:
+    Examples:
       probe filters runs/bigan-A/encoder.pt --out runs/bigan-A/conv1.png
+      probe filters runs/rotnet/encoder.pt runs/monogan/encoder.pt random:cifar --labels RotNet,MonoGAN,random \\
+          --results runs/rotnet/probe/results.json --results runs/monogan/probe/results.json \\
+          --results runs/probe-random/results.json --out figure2.png
     """
     from probe.encoders import open_encoder
+    from probe.filter_sheet import accuracies, filter_panel, panel_labels, save_filter_sheet
     from probe.filters import save_filter_grid
     from probe.results import encoder_label
 
-    net = open_encoder(encoder, seed=seed)
-
-    title = f"{encoder_label(net.source)} ({net.arch}): {net.taps[0]} filters"
-    click.echo(f"wrote {save_filter_grid(net.module, out, columns, scale, title)}")
+    nets = [open_encoder(encoder, seed=seed) for encoder in encoders]
+    names = panel_labels(nets, _layers(labels) if labels is not None else None,
+                         [encoder_label(net.source) for net in nets])
+    measured = accuracies(nets, list(results_files))
+    for net, accuracy in zip(nets, measured, strict=True):
+        found = f"{accuracy.caption.replace(chr(10), ' ')} from {accuracy.results}" if accuracy else "no probe result"
+        click.echo(f"{net.source}: {found}")
+    if len(nets) == 1:
+        net, accuracy = nets[0], measured[0]
+        title = f"{names[0]} ({net.arch}): {net.taps[0]} filters"
+        written = save_filter_grid(net.module, out, columns, scale, title,
+                                   [accuracy.caption.replace("\n", " ")] if accuracy else [])
+    else:
+        panels = [filter_panel(net, name, accuracy, columns, scale)
+                  for net, name, accuracy in zip(nets, names, measured, strict=True)]
+        written = save_filter_sheet(panels, out, nets[0].taps[0])
+    click.echo(f"wrote {written}")
 
 
 @main.command()
@@ -424,7 +453,8 @@ def report(results, out, against):
     from probe.report import build_report, plot_layers
 
     plot = out.with_suffix(".png")
-    markdown, groups = build_report(list(results), list(against), plot_name=plot.name if results else None)
+    markdown, groups = build_report(list(results), list(against), plot_name=plot.name if results else None,
+                                    base=out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, markdown)
     if groups:
@@ -548,7 +578,7 @@ def visualize(encoder, out, layers, units, chosen, size, steps, lr, retrieve_spe
           --retrieve cifar10-jpg:../shared/data/cifar10-jpg --top 9
     """
     from probe.encoders import open_encoder
-    from probe.results import encoder_label
+    from probe.results import data_label, encoder_label
     from probe.transforms import Normalization
     from probe.visualize import MaximizeSettings, maximize_units, random_units, save_visualization_sheet
 
@@ -575,15 +605,16 @@ def visualize(encoder, out, layers, units, chosen, size, steps, lr, retrieve_spe
         retrieved = retrieve_top(net, data, targets, top, norm, split=split, batch_size=batch_size,
                                  workers=workers, device=_device(device), progress=progress)
     title = f"{encoder_label(net.source)}: activation maximisation" + (
-        f" and top {top} of {retrieve_spec} ({split})" if retrieved else "")
+        f" and top {top} of {data_label(retrieve_spec)} ({split})" if retrieved else "")
     click.echo(f"wrote {save_visualization_sheet(title, maximized, out, retrieved)}")
 
 
 def _write_results(out_dir: Path, results: dict, table: str, also: Path | None = None) -> None:
     """results.json and its Markdown table beside it; the table is also printed."""
-    from probe.results import write_json
+    from probe.results import portable, write_json
 
     write_json(out_dir / "results.json", results)
+    table = portable(table, out_dir)  # its paths as results.json records them: relative to the folder
     atomic_write_text(out_dir / "results.md", table)
     click.echo(table)
     extra = f" and {also}" if also else ""

@@ -42,6 +42,9 @@ FREE_TEXT = {
     "--device": "auto, cpu, cuda or cuda:N: probe checks it with train.process.devices.pick_device before any work",
     "--against": "a part of a paper row's label, refused with the list of rows when it matches none",
     "--compare": "an encoder (encoder.pt or random:ARCH), opened before any work",
+    "--labels": "panel names, one per encoder given: another count is refused before any picture is drawn",
+    "--results": "a results.json per encoder (or '-'): another count, or the results of another encoder, is refused "
+                 "before any picture is drawn",
     "--content-tap": "a tap name of the encoder given, checked against it before the optimisation",
     "--style-taps": "tap names of the encoder given, checked against it before the optimisation",
     "--unit": "TAP:INDEX, its form refused at once and the tap and index checked against the encoder",

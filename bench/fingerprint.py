@@ -112,8 +112,11 @@ def main() -> int:
 
 
 def check_against(rows: dict[str, str], reference: Path) -> int:
-    """Print each digest that moved or is not recorded in `reference`, then 'identical'; 1 when one moved."""
-    expected = dict(re.findall(r"^\|?\s*`?([\w-]+)`?\s*\|?\s*`?([0-9a-f]{16})`?", reference.read_text(), re.M))
+    """Print each digest that moved or is not recorded in `reference`, then 'identical'; 1 when one moved. The first
+    digest recorded for an item counts: a results file lists this machine's table before older machines' ones."""
+    expected: dict[str, str] = {}
+    for item, digest in re.findall(r"^\|?\s*`?([\w-]+)`?\s*\|?\s*`?([0-9a-f]{16})`?", reference.read_text(), re.M):
+        expected.setdefault(item, digest)
     moved = [f"{k}: {expected[k]} -> {v}" for k, v in rows.items() if k in expected and expected[k] != v]
     missing = [k for k in rows if k not in expected]
     for line in moved:

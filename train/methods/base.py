@@ -36,7 +36,8 @@ DATA_KINDS = {
     "rendered": "DATA is a rendered set: a folder with manifest.json and tar shards, an http(s) URL of it or of its "
                 "manifest, or a webdataset URL pattern with --manifest. Or a real image set, KIND:PATH as for "
                 "`probe --data` ({real_kinds}), whose train split is read (labels ignored).",
-    "labelled": "DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree.",
+    "labelled": "DATA is a labelled set: a CIFAR-10/100 folder (cifar-10-batches-py) or an ImageFolder tree, or "
+                "KIND:PATH as for `probe --data` ({real_kinds}), whose train split is read with its labels.",
 }
 
 

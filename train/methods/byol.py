@@ -1,13 +1,12 @@
 """BYOL (Grill et al., NeurIPS 2020, "Bootstrap your own latent"): an online network (encoder, projector,
 predictor) predicts a slowly moving target network's projection of another view; no negatives.
 
-Defaults, the paper's (section 3.3 and appendix B/C): projector and predictor MLPs of 4,096 hidden units with
-BatchNorm and ReLU to 256 dimensions, the target's EMA momentum from 0.996 to 1 by a half cosine over the run
-(per iteration,
-:func:`train.methods.schedules.ema_momentum`), the symmetrised normalised-MSE loss (both views through both
-networks), weight decay 1.5e-6, learning rate 0.2 x batch / 256 with a 10-epoch warm-up and a cosine decay per
-iteration; the asymmetric views of its table 6 (:func:`train.augment.multiview.byol_views`: solarisation on the second
-view, blur only from 64 px unless ``--blur on``, as CIFAR recipes drop it).
+Defaults, the paper's (section 3.3 and appendix B/C): projector and predictor MLPs of 4,096 hidden units with BatchNorm
+and ReLU to 256 dimensions, the target's EMA momentum from 0.996 to 1 by a half cosine over the run (per iteration,
+:func:`train.methods.schedules.ema_momentum`), the symmetrised normalised-MSE loss (both views through both networks),
+weight decay 1.5e-6, learning rate 0.2 x batch / 256 with a 10-epoch warm-up and a cosine decay per iteration; the
+asymmetric views of its table 6 (:func:`train.augment.multiview.byol_views`: solarisation on the second view, blur only
+from 64 px unless ``--blur on``, as CIFAR recipes drop it).
 
 The optimiser is SGD with momentum 0.9, not the paper's LARS, for the reasons given in simclr.py (LARS serves
 batches of 4,096; torch has none); the rate is the paper's rule, untuned for SGD (``--lr``).

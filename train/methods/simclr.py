@@ -1,13 +1,12 @@
 """SimCLR (Chen, Kornblith, Norouzi and Hinton, ICML 2020): two views of each image, a projection MLP, NT-Xent.
 
-Defaults, from the authors' CIFAR-10 recipe where they give one (the paper's appendix B.9 and the command in
-their repository's README, google-research/simclr): the ResNet CIFAR stem, temperature 0.5, the augmentation
-without Gaussian blur and with colour jitter of strength 0.5 (random-resized crop, flip, jitter (0.4, 0.4, 0.4,
-0.1) with p = 0.8, greyscale 0.2:
-:func:`train.augment.multiview.simclr_views`; ImageNet's strength 1 and blur from 64 px),
-a projection head g of one hidden layer (2048 units, BatchNorm, ReLU) to 128 dimensions on the pooled backbone
-feature, a 10-epoch linear warm-up and a cosine decay per iteration, weight decay 1e-6, learning rate 0.3 x
-batch / 256 (appendix B.1's linear rule).
+Defaults, from the authors' CIFAR-10 recipe where they give one (the paper's appendix B.9 and the command in their
+repository's README, google-research/simclr): the ResNet CIFAR stem, temperature 0.5, the augmentation without Gaussian
+blur and with colour jitter of strength 0.5 (random-resized crop, flip, jitter (0.4, 0.4, 0.4, 0.1) with p = 0.8,
+greyscale 0.2: :func:`train.augment.multiview.simclr_views`; ImageNet's strength 1 and blur from 64 px), a projection
+head g of one hidden layer (2048 units, BatchNorm, ReLU) to 128 dimensions on the pooled backbone feature, a 10-epoch
+linear warm-up and a cosine decay per iteration, weight decay 1e-6, learning rate 0.3 x batch / 256 (appendix B.1's
+linear rule).
 
 The optimiser is SGD with momentum 0.9, not the paper's LARS: LARS serves the batches of 4,096-8,192 the paper
 trains with, torch has no LARS, and this project trains CIFAR-sized sets at batch 256 or less; the rate is the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bf16 autocast against fp32 on the CPU, measured where it matters: the same RotNet and SimCLR runs trained both
 # ways (the trainer's --amp / --no-amp) from the same seed, then probed with the same shortened protocol; the probe's
-# own seed spread (a second probe seed on each fp32 encoder) is the yardstick. Results: bench/results/cpu-bf16.md.
+# own seed spread (a second probe seed on each fp32 encoder) and the training seed spread (training seeds 0, 1 and 2
+# of each precision) are the yardsticks. Results: bench/results/cpu-bf16.md.
 #
 #   bash bench/bf16_probe_check.sh [WORK]        # default runs/bf16; resumable: finished steps are skipped
 set -euo pipefail
@@ -20,12 +21,14 @@ declare -A args=(
 )
 probe_args="--limit-train 10000 --limit-test 5000 --epochs 10 --milestones 3,6,8 --workers 1"
 for method in rotnet simclr; do
-  for precision in no-amp amp; do
-    run=$work/$method-$precision
-    [ -f "$run/encoder.pt" ] || "$bin/train" "$method" "$shards" --out "$run" ${args[$method]} --"$precision" \
-        --no-progress --no-tensorboard
-    [ -f "$work/probe-$method-$precision/results.json" ] || "$bin/probe" linear "$run/encoder.pt" --data "$data" \
-        --out "$work/probe-$method-$precision" $probe_args
+  for seed in 0 1 2; do
+    for precision in no-amp amp; do
+      name=$method-$precision$([ "$seed" = 0 ] || echo "-train-seed$seed")  # seed 0 keeps the first runs' names
+      [ -f "$work/$name/encoder.pt" ] || "$bin/train" "$method" "$shards" --out "$work/$name" ${args[$method]} \
+          --"$precision" --seed "$seed" --no-progress --no-tensorboard
+      [ -f "$work/probe-$name/results.json" ] || "$bin/probe" linear "$work/$name/encoder.pt" --data "$data" \
+          --out "$work/probe-$name" $probe_args
+    done
   done
   [ -f "$work/probe-$method-no-amp-seed1/results.json" ] || "$bin/probe" linear "$work/$method-no-amp/encoder.pt" \
       --data "$data" --out "$work/probe-$method-no-amp-seed1" $probe_args --seed 1

@@ -66,18 +66,17 @@ def _preset(base: str, methods: tuple[str, ...], rows: tuple[str, ...], deepclus
     return {**preset, "methods": methods, "rows": rows, "n_deka": n_deka, "n_kilo": n_kilo}
 
 
-# quick (one 2-core CPU). Estimated from the measured stage times of bench/results/reproduce-cifar10-quick.md
-# (train-rotnet 2,442 s, probe-rotnet 249 s, train-deepcluster 1,544 s, probe-deepcluster 227 s, a one-image render
-# 5 s) and bench/results/real-data-cifar10.md (RotNet on the CIFAR-10 JPEGs alone at 1.2-1.5 steps/s, 1.4-1.7x its
-# single-image run): the new stages of quick, beyond cifar10's quick stages which it shares, are
-#   render-cifar-{B-all-seed1,deka-seed0,deka-seed1,kilo} under 10 s each (the 1,000 photos load in 3 s, and
-#   render draws about 1,900 patches/s per core at 32 px: measured here on 200 patches),
-#   train-rotnet-{B-seed1,deka-seed0,deka-seed1,kilo} 4 x 2,442 = 9,768 s, their probes 4 x 249 = 996 s,
-#   train-deepcluster-{B-seed1,deka-seed0,deka-seed1,kilo} 4 x 1,544 = 6,176 s, their probes 4 x 227 = 908 s,
-#   train-deepcluster-cifar10 ~2,300 s (6,240 steps at 1.5x the single-image cost; its 8 re-clusterings of 50,000
-#   images cost as many features as 40 of 10,000), probe-deepcluster-cifar10 227 s:
-# about 20,400 s, 5.7 h: over the issue's 4 h. The rows the two questions need at the cifar10 rows' step counts
-# do not fit; Images A and C (about 8,900 s more) and MonoGAN (about 2,700 s per row) are in the full preset only.
+# quick (one 2-core CPU), in bf16 (the default on a CPU with native bf16), measured 2026-12-05 on the quiet 2-core
+# machine (bench/results/continuum-quick.md): the renders 4-7 s each (the 1,000 photos included), train-rotnet
+# 1,189 s of computation (4.2 steps/s), train-rotnet-cifar10 1,155 s, each 36-epoch probe 153-162 s. The new stages
+# of quick, beyond cifar10's quick stages which it shares (train-rotnet, train-rotnet-cifar10, the baselines):
+#   train-rotnet-{B-seed1,deka-seed0,deka-seed1,kilo} 4 x 1,190 = 4,760 s, their probes 4 x 160 = 640 s,
+#   train-deepcluster-{B-seed1,deka-seed0,deka-seed1,kilo} 4 x ~1,090 s = 4,360 s (cifar10's fp32 1,544 s over
+#   bench/results/cpu-bf16.md's 1.42x per step), their probes 640 s,
+#   train-deepcluster-cifar10 ~1,620 s (6,240 steps at 1.5x the single-image cost: its 8 re-clusterings of 50,000
+#   images cost as many features as 40 of 10,000), its probe 160 s:
+# about 12,200 s, 3.4 h, within the issue's 4 h (in fp32, 5.7 h). Images A and C (about 5,000 s more) and MonoGAN
+# (about 2,000 s per row: 6,000 critic steps at about 3 steps/s) are in the full preset only.
 QUICK_ROWS = ("B", "B-seed1", "deka-seed0", "deka-seed1", "kilo", "full")
 PRESETS: dict[str, dict] = {
     # DeepCluster on all of CIFAR-10 (781 steps an epoch at batch 64) for the single-image row's 6,240 steps

@@ -595,7 +595,7 @@ def visualize(encoder, out, layers, units, chosen, size, steps, lr, retrieve_spe
     maximized = maximize_units(net, targets, MaximizeSettings(size=side, steps=steps, lr=lr, seed=seed), norm,
                                progress=progress)
     for unit in maximized:
-        dead = " (zero on the start image: its ReLU passes no gradient, so it stays grey; try another --seed)" \
+        dead = " (still zero: no image the optimisation reached opens its ReLU; try more --steps or another --seed)" \
             if unit.start == unit.end == 0 else ""
         click.echo(f"{unit.tap}:{unit.unit} mean activation {unit.start:.3g} -> {unit.end:.3g}{dead}")
     retrieved = None

@@ -6,6 +6,10 @@ low frequencies as easily as high ones), mapped through a decorrelated colour ba
 Each step sees it padded with grey and randomly translated (jitter), scaled and rotated (Lucid's
 `standard_transforms`), so that only patterns robust to small transformations survive: without these the
 optimum is high-frequency noise. The objective is Lucid's `channel`: a unit's mean activation over positions.
+
+The taps are post-ReLU (the encoder contract), so a unit that is zero everywhere on the near-grey start image would
+get no gradient and stay grey. As Lucid's `redirected_relu_grad` does, the trunk's ReLUs pass the gradient on to
+their negative inputs for an image whose gradient would otherwise be zero, except where it would push them lower.
 """
 
 from __future__ import annotations
@@ -88,6 +92,42 @@ def random_transform(images: Tensor, settings: MaximizeSettings, generator: torc
     return F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
 
 
+class _RedirectedReLUFunction(torch.autograd.Function):
+    """ReLU whose backward, for an image whose ReLU gradient is zero everywhere, lets the gradient through to the
+    negative inputs it would raise (Lucid's redirected_relu_grad); the forward is ReLU's."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
+        # the optimiser descends the loss, so a positive gradient would push a negative input lower still
+        redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
+        if x.dim() < 2:
+            return relu_grad
+        passes = relu_grad.flatten(1).norm(dim=1) > 0
+        return torch.where(passes.view(-1, *([1] * (x.dim() - 1))), relu_grad, redirected)
+
+
+class RedirectedReLU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return _RedirectedReLUFunction.apply(x)
+
+
+def redirect_relus(module: nn.Module) -> nn.Module:
+    """`module` with every nn.ReLU child replaced by RedirectedReLU, in place (used on the probing copy)."""
+    for name, child in module.named_children():
+        if type(child) is nn.ReLU:
+            setattr(module, name, RedirectedReLU())
+        else:
+            redirect_relus(child)
+    return module
+
+
 def check_units(encoder: Encoder, units: list[tuple[str, int]], size: int) -> None:
     """Refuse a tap the encoder lacks or a unit index beyond the tap's width, naming it."""
     require_layers(encoder, sorted({tap for tap, _ in units}))
@@ -131,7 +171,7 @@ def maximize_units(encoder: Encoder, units: list[tuple[str, int]], settings: Max
     """One optimised image per unit, all optimised together as one batch (the images do not interact: the
     encoder runs in eval mode), deterministic from `settings.seed` on the CPU."""
     check_units(encoder, units, settings.size)
-    trunk = probing_trunk(encoder).requires_grad_(False)
+    trunk = redirect_relus(probing_trunk(encoder).requires_grad_(False))
     taps = sorted({tap for tap, _ in units}, key=encoder.taps.index)
     mean = torch.tensor(normalization.mean).view(1, 3, 1, 1)
     std = torch.tensor(normalization.std).view(1, 3, 1, 1)

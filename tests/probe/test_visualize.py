@@ -15,7 +15,14 @@ from probe.datasets import open_data
 from probe.encoders import open_encoder, probing_trunk
 from probe.retrieval import TopK, retrieval_transform, retrieve_top, unit_scores
 from probe.transforms import Normalization
-from probe.visualize import FourierImage, MaximizeSettings, maximize_units, random_transform, random_units
+from probe.visualize import (
+    FourierImage,
+    MaximizeSettings,
+    RedirectedReLU,
+    maximize_units,
+    random_transform,
+    random_units,
+)
 
 from ..loopback import LoopbackServer
 
@@ -33,6 +40,21 @@ def test_activation_maximisation_raises_its_unit_many_times_over():
     again = maximize_units(encoder, units[:1], MaximizeSettings(size=32, steps=3, seed=0), HALF)
     assert torch.equal(again[0].image, maximize_units(encoder, units[:1], MaximizeSettings(size=32, steps=3, seed=0),
                                                       HALF)[0].image)  # deterministic from the seed
+
+
+def test_a_unit_zero_on_the_start_image_still_rises():
+    """The taps are post-ReLU: a unit whose ReLU is closed everywhere on the grey start would get no gradient and
+    stay grey. The redirected ReLU gradient (Lucid's) lets the optimisation open it."""
+    encoder = open_encoder("random:cifar")
+    with torch.no_grad():
+        encoder.module.conv1.bn.bias[7] = -0.1  # closed everywhere on the near-grey start image
+    closed = maximize_units(encoder, [("conv1", 7), ("conv2", 3)], MaximizeSettings(size=32, steps=60, seed=0),
+                            HALF)
+    assert closed[0].start == 0 and closed[0].end > 0.01, (closed[0].start, closed[0].end)
+    x = torch.tensor([[-1.0, -2.0, 3.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    RedirectedReLU()(x).mul(torch.tensor([[1.0, -1.0, -1.0], [1.0, -1.0, -1.0]])).sum().mul(-1).backward()
+    # row 0 has an open input: ReLU's own gradient; row 1 none: passed on where it raises the input, not lowered
+    assert x.grad.tolist() == [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]]
 
 
 def test_the_parameterisation_starts_grey_and_the_transforms_keep_the_range():

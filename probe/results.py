@@ -59,7 +59,12 @@ def display_path(path: str | Path, base: str | Path) -> str:
     text = str(path)
     if not os.path.isabs(text):
         return text
-    return os.path.relpath(text, os.path.abspath(base))
+    base, home = os.path.abspath(base), os.path.expanduser("~")
+    # a path sharing no folder with base (a cache under the home folder, seen from a project elsewhere) would climb
+    # to the root and spell out this machine's folders ("../../../root/.cache/x"): it is shown from the home folder
+    if os.path.commonpath([text, base]) == os.sep and home != os.sep and Path(text).is_relative_to(home):
+        return "~/" + os.path.relpath(text, home)
+    return os.path.relpath(text, base)
 
 
 def portable(value: Any, base: str | Path) -> Any:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from probe.cli import main
 from probe.report import build_report, plot_layers
-from probe.results import data_label, new_results, portable, write_json
+from probe.results import data_label, display_path, new_results, portable, write_json
 from train.models import build_encoder
 from train.models.encoder_io import save_encoder
 
@@ -115,7 +115,7 @@ def test_a_series_keeps_its_colour_in_every_panel_and_every_paper_row_has_a_lege
     assert width <= 1920
 
 
-def test_no_absolute_path_in_a_toy_runs_results_titles_or_report(tmp_path):
+def test_no_absolute_path_in_a_toy_runs_results_titles_or_report(tmp_path, monkeypatch):
     """A run named with absolute paths (as a script would) records them relative to the results' folder."""
     out = tmp_path / "probes" / "random"
     results = new_results("linear", {"source": str(tmp_path / "runs" / "x" / "encoder.pt"), "arch": "cifar",
@@ -131,6 +131,9 @@ def test_no_absolute_path_in_a_toy_runs_results_titles_or_report(tmp_path):
     assert written["command"] == "probe linear ../../runs/x/encoder.pt --data cifar10:../../cifar --out ."
     assert portable("https://host/shards/x", tmp_path) == "https://host/shards/x"  # a URL is no machine path
     assert portable("SGD lr 0.01 /5 at epochs 3, 6", tmp_path) == "SGD lr 0.01 /5 at epochs 3, 6"  # nor prose
+    monkeypatch.setenv("HOME", "/home-of-someone")  # a cache there, seen from a project on another top folder
+    assert display_path("/home-of-someone/.cache/x", tmp_path) == "~/.cache/x"
+    assert display_path(tmp_path / "a" / "b", tmp_path / "c") == "../a/b"
     assert data_label(f"cifar10-jpg:{tmp_path}/data") == "cifar10-jpg"
     assert data_label("cifar10-jpg:../shared/data/cifar10-jpg") == "cifar10-jpg:../shared/data/cifar10-jpg"
     report = CliRunner().invoke(main, ["report", str(out / "results.json"), "--out", str(tmp_path / "r" / "r.md")])

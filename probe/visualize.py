@@ -105,15 +105,17 @@ class _RedirectedReLUFunction(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
+        if x.dim() < 2:  # no batch dimension to tell one image from another
+            return relu_grad
         # the optimiser descends the loss, so a positive gradient would push a negative input lower still
         redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
-        if x.dim() < 2:
-            return relu_grad
         passes = relu_grad.flatten(1).norm(dim=1) > 0
         return torch.where(passes.view(-1, *([1] * (x.dim() - 1))), relu_grad, redirected)
 
 
 class RedirectedReLU(nn.Module):
+    """nn.ReLU's drop-in for activation maximisation: the same forward, the redirected backward above."""
+
     def forward(self, x: Tensor) -> Tensor:
         return _RedirectedReLUFunction.apply(x)
 

@@ -67,15 +67,13 @@ def _preset(base: str, methods: tuple[str, ...], rows: tuple[str, ...], deepclus
 
 
 # quick (one 2-core CPU), in bf16 (the default on a CPU with native bf16), measured 2026-12-05 on the quiet 2-core
-# machine (bench/results/continuum-quick.md): the renders 4-7 s each (the 1,000 photos included), each RotNet training
-# 1,155-1,392 s (4,992 steps at about 4.2 steps/s), train-deepcluster 857 s and train-deepcluster-cifar10 780 s
-# (6,240 steps each), each 36-epoch probe 153-167 s. The new stages of quick, beyond the 11 of cifar10's quick stages
-# that it shares (train-rotnet, train-deepcluster, the real-data RotNet, the baselines):
-#   train-rotnet-{B-seed1,deka-seed0,deka-seed1,kilo} and their probes: 5,726 s measured,
-#   train-deepcluster-cifar10 and its probe: 947 s measured, the four renders 19 s,
-#   train-deepcluster-{B-seed1,deka-seed0,deka-seed1,kilo} and their probes: about 4 x (857 + 160) = 4,068 s,
-# about 10,800 s, 3.0 h, within the issue's 4 h (in fp32, an estimated 5.7 h). Images A and C (about 4,700 s more)
-# and MonoGAN (about 2,100 s per row: 6,000 critic steps at about 2.9 steps/s) are in the full preset only.
+# machine (bench/results/continuum-quick.md): the new stages of quick, beyond the 11 of cifar10's quick stages that
+# it shares (train-rotnet, train-deepcluster, the real-data RotNet, the baselines), took 10,504 s, 2.9 h, within the
+# issue's 4 h (in fp32, an estimated 5.7 h): the four renders 19 s, train-rotnet-{B-seed1,deka-seed0,deka-seed1,kilo}
+# 1,174-1,392 s each (4,992 steps at about 4.2 steps/s), train-deepcluster-{B-seed1,deka-seed0,deka-seed1,kilo,
+# cifar10} 770-804 s each (6,240 steps), the eleven 36-epoch probes 156-169 s each. Images A and C (about 4,700 s
+# more: 4.2 h in all) and MonoGAN (about 2,100 s per row: 6,000 critic steps at about 2.9 steps/s) are in the full
+# preset only.
 QUICK_ROWS = ("B", "B-seed1", "deka-seed0", "deka-seed1", "kilo", "full")
 PRESETS: dict[str, dict] = {
     # DeepCluster on all of CIFAR-10 (781 steps an epoch at batch 64) for the single-image row's 6,240 steps

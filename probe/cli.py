@@ -391,7 +391,8 @@ def classify(encoder: str, batch_size: int, **options: Any) -> None:
                    "found beside each encoder (RUN/*/results.json, and the probes/NAME folders next to RUN or one "
                    "level up, as `make demo` and the reproduce targets lay them out). A file is used only if it "
                    "measured that very encoder (its recorded hash; random:ARCH: spec and seed).")
-@click.option("--columns", type=POSITIVE, help="Filters per row (default: a landscape grid, 12 for 96 filters).")
+@click.option("--columns", type=POSITIVE,
+              help="Filters per row (default: a landscape grid, 12 for 96 filters, 8 for 96 Sobel filters).")
 @click.option("--scale", type=click.IntRange(1, 64),
               help="Pixels per filter weight (default: the smallest that makes a grid at least 600 px wide).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random:ARCH weights.")

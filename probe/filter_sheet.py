@@ -8,6 +8,7 @@ run can never caption a panel.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from probe.sheets import Panel, save_sheet
 PANEL_INCHES = 4.2  # a 96-filter grid per panel, three panels to a row: 1,260 px wide at 100 dpi
 MAX_COLUMNS = 3  # the paper's Figure 2 is two rows of three
 NO_RESULT = "-"  # --results value for an encoder drawn without an accuracy
+NOTE_CHARACTERS = 44  # a reading note's line under a panel: at 10 pt, within the panel's width
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ def filter_panel(encoder: Encoder, label: str, accuracy: ProbeAccuracy | None, c
         grid = filter_grid(weight, columns, scale or default_scale(weight, columns))
     tap = encoder.taps[0]
     measured = accuracy.caption if accuracy else f"{tap} linear probe: no result found"
-    return Panel(label, grid, "\n".join([measured, *filter_notes(weight)]))
+    notes = [textwrap.fill(note, NOTE_CHARACTERS) for note in filter_notes(weight)]
+    return Panel(label, grid, "\n".join([measured, *notes]))
 
 
 def save_filter_sheet(panels: list[Panel], out: Path, tap: str) -> Path:

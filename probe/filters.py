@@ -22,6 +22,14 @@ def normalized_filters(weight: Tensor) -> Tensor:
     return weight / peak
 
 
+def default_columns(weight: Tensor) -> int:
+    """Tiles per row for a landscape grid (about 4:3): 96 square tiles -> 12 x 8; 96 Sobel tiles, each two
+    filters wide -> 8 x 12."""
+    count, channels, height, width = weight.shape
+    tile_aspect = width * (1 if channels == 3 else channels) / height
+    return math.ceil(math.sqrt(count * 4 / 3 / tile_aspect))
+
+
 def filter_grid(weight: Tensor, columns: int | None = None, scale: int = 4, border: int = 1) -> np.ndarray:
     """An RGB uint8 picture of (out, in, k, k) filters: one tile per filter, mid-grey for zero.
 
@@ -36,7 +44,7 @@ def filter_grid(weight: Tensor, columns: int | None = None, scale: int = 4, bord
         side_by_side = filters.permute(0, 2, 1, 3).reshape(count, height, channels * width)
         tiles = side_by_side.unsqueeze(-1).expand(-1, -1, -1, 3)
     tiles = ((tiles + 1) / 2).clamp(0, 1).numpy()
-    columns = columns or math.ceil(math.sqrt(count * 4 / 3))  # a landscape grid: 96 -> 12 x 8
+    columns = columns or default_columns(filters)
     rows = math.ceil(count / columns)
     tile_h, tile_w = tiles.shape[1] * scale, tiles.shape[2] * scale
     canvas = np.ones((rows * (tile_h + border) + border, columns * (tile_w + border) + border, 3))
@@ -73,8 +81,8 @@ def filter_notes(weight: Tensor) -> list[str]:
 
 def default_scale(weight: Tensor, columns: int | None = None, border: int = 1) -> int:
     """The smallest whole number of pixels per weight that makes the grid at least MIN_SHEET_WIDTH wide."""
-    count, channels, _, width = weight.shape
-    columns = columns or math.ceil(math.sqrt(count * 4 / 3))
+    _, channels, _, width = weight.shape
+    columns = columns or default_columns(weight)
     tile_width = width * (1 if channels == 3 else channels)
     return max(1, math.ceil((MIN_SHEET_WIDTH - border * (columns + 1)) / (columns * tile_width)))
 

@@ -83,7 +83,8 @@ def save_sheet(rows: list[list[Panel]], out: Path, title: str, row_labels: list[
     caption_lines = max(panel.caption.count("\n") + 1 if panel.caption else 0 for row in rows for panel in row)
     fig, axes = plt.subplots(len(rows), columns, squeeze=False,
                              figsize=(panel_inches * columns,
-                                      (panel_inches * aspect + 0.35 + 0.22 * caption_lines) * len(rows) + 0.5))
+                                      (panel_inches * aspect + 0.35 + 0.22 * caption_lines) * len(rows)
+                                      + 0.3 + 0.2 * (title.count("\n") + 1)))
     for r, row in enumerate(rows):
         for c in range(columns):
             ax = axes[r][c]

@@ -165,6 +165,9 @@ def test_two_channel_filters_are_shown_as_grey_tiles_side_by_side():
     grid = filter_grid(weight, columns=5, scale=1, border=1)
     assert grid.shape == (1 * 4 + 1, 5 * 7 + 1, 3)
     assert (grid[..., 0] == grid[..., 1]).all() and (grid[..., 1] == grid[..., 2]).all()
+    # by default both kinds make a landscape grid: 96 colour tiles 12 across, 96 double-width Sobel tiles 8 across
+    assert filter_grid(torch.randn(96, 3, 7, 7), scale=1).shape == (8 * 8 + 1, 12 * 8 + 1, 3)
+    assert filter_grid(torch.randn(96, 2, 7, 7), scale=1).shape == (12 * 8 + 1, 8 * 15 + 1, 3)
 
 
 def _cut_down(path, epochs=1, train_used=500):

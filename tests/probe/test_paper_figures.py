@@ -67,6 +67,9 @@ def test_figure2_sheet_has_a_panel_per_encoder_with_its_measured_accuracy(tmp_pa
     assert captions[0].startswith("conv1 linear probe: 61.2% top-1")  # found beside the encoder
     assert "no result found" in captions[1]  # random:ARCH has no folder to look in
     assert "x-gradient (left)" in captions[2] and "y-gradient (right)" in captions[2]
+    renderer = figure.canvas.get_renderer()  # every caption, the Sobel note included, fits under its own panel
+    for ax in panels:
+        assert ax.xaxis.label.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width
     assert "conv1 filters" in figure._suptitle.get_text()
     # with --results, one per encoder: the random panel shows its own measured accuracy
     result = CliRunner().invoke(main, ["filters", str(run), "random:cifar", "--results", "-", "--results", str(random),

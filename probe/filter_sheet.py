@@ -129,8 +129,9 @@ def filter_panel(encoder: Encoder, label: str, accuracy: ProbeAccuracy | None, c
                  scale: int | None) -> Panel:
     """One encoder's grid, named `label`, its accuracy (or that none was found) and any reading note under it."""
     weight = first_layer_weight(encoder.module)
-    with torch.no_grad():
-        grid = filter_grid(weight, columns, scale or default_scale(weight, columns))
+    scale = scale or default_scale(weight, columns)
+    with torch.no_grad():  # the sheet shrinks a grid to about 400 px: 1 px borders would vanish in places
+        grid = filter_grid(weight, columns, scale, border=max(1, scale // 3))
     tap = encoder.taps[0]
     measured = accuracy.caption if accuracy else f"{tap} linear probe: no result found"
     notes = [textwrap.fill(note, NOTE_CHARACTERS) for note in filter_notes(weight)]

@@ -8,6 +8,7 @@ import json
 import re
 
 import matplotlib
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -67,6 +68,9 @@ def test_figure2_sheet_has_a_panel_per_encoder_with_its_measured_accuracy(tmp_pa
     assert captions[0].startswith("conv1 linear probe: 61.2% top-1")  # found beside the encoder
     assert "no result found" in captions[1]  # random:ARCH has no folder to look in
     assert "x-gradient (left)" in captions[2] and "y-gradient (right)" in captions[2]
+    for ax in panels:  # the sheet shrinks each grid by about a third: its borders are 2 px, not 1, so none vanish
+        grid = np.asarray(ax.images[0].get_array())
+        assert (grid[:2] == 255).all() and (grid[:, :2] == 255).all() and not (grid[2] == 255).all()
     renderer = figure.canvas.get_renderer()  # every caption, the Sobel note included, fits under its own panel
     for ax in panels:
         assert ax.xaxis.label.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -120,6 +121,29 @@ def test_a_series_keeps_its_colour_in_every_panel_and_every_paper_row_has_a_lege
         assert min(text.get_fontsize() for text in legend.get_texts()) >= 10
     width, _ = figure.get_size_inches() * 100
     assert width <= 1920
+
+
+def test_a_reports_plot_redrawn_from_its_markdown_shows_the_same_series(tmp_path):
+    """bench/redraw_report_plot.py reads a committed report back: every part, measured row, value and compared paper
+    row that `probe report` drew from the results files, and nothing else."""
+    import importlib.util
+
+    script = Path(__file__).parents[2] / "bench" / "redraw_report_plot.py"
+    spec = importlib.util.spec_from_file_location("redraw", script)
+    redraw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(redraw)
+    paths = [_fake(tmp_path, "sup", "runs/sup/encoder.pt", [63, 71, 73, 74], "supervised"),
+             _fake(tmp_path, "rand", "random:cifar", [55, 52, 50, 48]),
+             _fake(tmp_path, "mono", "runs/mono/encoder.pt", [61, 61, 59, 58], "monogan")]
+    markdown, groups = build_report(paths, against=["Fully supervised", "random", "MonoGAN"])
+    redrawn = redraw.measurements(redraw.parse(markdown))
+    assert [part for part, _ in redrawn] == [part for part, _ in groups]
+    for (part, shown), (_, again) in zip(groups, redrawn, strict=True):
+        assert [m.name for m in again] == [m.name for m in shown]
+        assert [m.values for m in again] == [m.values for m in shown]
+        assert [part.find(m.key) for m in again] == [part.find(m.key) for m in shown]
+    redraw.plot_layers(redrawn, tmp_path / "again.png")
+    assert (tmp_path / "again.png").stat().st_size > 0
 
 
 def test_no_absolute_path_in_a_toy_runs_results_titles_or_report(tmp_path, monkeypatch):

@@ -1,0 +1,79 @@
+"""Redraw the plot of a committed `probe report` from its Markdown, for a run whose results.json files are gone.
+
+    python bench/redraw_report_plot.py REPORT.md PLOT.png
+    e.g. bench/results/reproduce-ablation-quick.md bench/results/reproduce-ablation-quick.png
+
+The report's measured rows ("| **measured: NAME** | **v1** | ... |") and the paper row each was compared with
+("| difference to ROW | ..."), under each "## Table ...: TITLE (DATA SET)" heading, are all `probe report` plots
+from; this script reads them back and hands them to the same `probe.report.plot_layers`, so the picture is what
+`probe report` draws today from the same numbers. A measurement's comparison key is recovered as the one that
+picks, in every table it appears in, the row the report compared it with (a row's match key, else its label).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from probe.paper import PaperPart, paper_parts
+from probe.report import Measured, plot_layers
+
+HEADING = re.compile(r"^## (?P<title>.+) \((?P<data>[^()]+)\)$")
+MEASURED = re.compile(r"^\| \*\*measured: (?P<name>.+?)\*\* \|(?P<cells>.*)\|$")
+DIFFERENCE = re.compile(r"^\| difference to (?P<row>.+?) \|")
+
+
+def parse(markdown: str) -> list[tuple[PaperPart, list[tuple[str, list[float], str | None]]]]:
+    """Per table part of the report: its measured rows as (name, values, the compared row's label or None)."""
+    parts = {(p.title, p.dataset): p for p in paper_parts()}  # a table's parts share its title: one per data set
+    tables: list = []
+    for line in markdown.splitlines():
+        if heading := HEADING.match(line):
+            key = (heading["title"], heading["data"].lower().replace("-", ""))  # "CIFAR-10" -> cifar10
+            if key in parts:
+                tables.append((parts[key], []))
+            continue
+        if not tables:
+            continue
+        if measured := MEASURED.match(line):
+            values = [float(cell.strip().strip("*")) for cell in measured["cells"].split("|")]
+            tables[-1][1].append((measured["name"], values, None))
+        elif (difference := DIFFERENCE.match(line)) and tables[-1][1]:
+            name, values, _ = tables[-1][1][-1]
+            tables[-1][1][-1] = (name, values, difference["row"])
+    return [(part, rows) for part, rows in tables if rows]
+
+
+def comparison_key(compared: list[tuple[PaperPart, str]]) -> str | None:
+    """The key that finds, in each part, the row the report compared the measurement with."""
+    rows = [(part, next(r for r in part.rows if r.label == label)) for part, label in compared]
+    candidates = [key for _, row in rows for key in (*row.match, row.label)]
+    for key in candidates:
+        if all(part.find(key) == row for part, row in rows):
+            return key
+    return None
+
+
+def measurements(tables: list) -> list[tuple[PaperPart, list[Measured]]]:
+    """The report's groups as `plot_layers` takes them: one Measured per name, shared by every panel it is in."""
+    compared: dict[str, list[tuple[PaperPart, str]]] = {}
+    values: dict[str, dict[str, float]] = {}
+    for part, rows in tables:
+        for name, row_values, label in rows:
+            values.setdefault(name, {}).update(zip(part.columns, row_values, strict=True))
+            if label is not None:
+                compared.setdefault(name, []).append((part, label))
+    shared = {name: Measured(Path(name), name, tables[0][0].dataset, "linear", values[name],
+                             comparison_key(compared[name]) if name in compared else None)
+              for name in values}
+    return [(part, [shared[name] for name, _, _ in rows]) for part, rows in tables]
+
+
+def main(report: str, out: str) -> None:
+    groups = measurements(parse(Path(report).read_text(encoding="utf-8")))
+    print(f"wrote {plot_layers(groups, Path(out))} ({sum(len(shown) for _, shown in groups)} measured rows)")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

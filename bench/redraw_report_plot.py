@@ -8,6 +8,9 @@ The report's measured rows ("| **measured: NAME** | **v1** | ... |") and the pap
 from; this script reads them back and hands them to the same `probe.report.plot_layers`, so the picture is what
 `probe report` draws today from the same numbers. A measurement's comparison key is recovered as the one that
 picks, in every table it appears in, the row the report compared it with (a row's match key, else its label).
+
+A `reproduce modern` report (a "per tap" table, no paper rows) is redrawn by that target's own plotting function
+from its top-1 table.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from pathlib import Path
 
 from probe.paper import PaperPart, paper_parts
 from probe.report import Measured, plot_layers
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `experiments` is not an installed package
 
 HEADING = re.compile(r"^## (?P<title>.+) \((?P<data>[^()]+)\)$")
 MEASURED = re.compile(r"^\| \*\*measured: (?P<name>.+?)\*\* \|(?P<cells>.*)\|$")
@@ -70,8 +76,33 @@ def measurements(tables: list) -> list[tuple[PaperPart, list[Measured]]]:
     return [(part, [shared[name] for name, _, _ in rows]) for part, rows in tables]
 
 
+def tap_rows(markdown: str) -> tuple[dict[str, dict[str, float]], str] | None:
+    """A per-tap report's rows (label -> top-1 per tap) and its preset, or None when it has no per-tap table."""
+    lines = markdown.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ") and line.endswith(", per tap")), None)
+    if start is None:
+        return None
+    header = next(line for line in lines[start:] if line.startswith("| encoder |"))
+    taps = [cell.strip() for cell in header.strip("|").split("|")[1:]]
+    rows = {}
+    for line in lines[lines.index(header, start) + 2:]:
+        if not line.startswith("| "):
+            break
+        label, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[label] = {tap: float(cell) for tap, cell in zip(taps, cells, strict=True) if cell not in ("", "-")}
+    preset = re.search(r"^- preset: \*\*(\w+)\*\*|--preset (\w+)", markdown, re.MULTILINE)
+    return rows, next((name for name in preset.groups() if name), "?") if preset else "?"
+
+
 def main(report: str, out: str) -> None:
-    groups = measurements(parse(Path(report).read_text(encoding="utf-8")))
+    markdown = Path(report).read_text(encoding="utf-8")
+    if (per_tap := tap_rows(markdown)) is not None:
+        from experiments.targets.modern import plot_rows
+
+        rows, preset = per_tap
+        print(f"wrote {plot_rows(rows, Path(out), preset)} ({len(rows)} rows)")
+        return
+    groups = measurements(parse(markdown))
     print(f"wrote {plot_layers(groups, Path(out))} ({sum(len(shown) for _, shown in groups)} measured rows)")
 
 

@@ -93,6 +93,16 @@ def held_out_set(tmp_path_factory, photo) -> Path:
 # toy labelled data: CIFAR pickles, ImageFolder trees, tarballs
 
 
+def bench_script(name: str):
+    """A bench/ script loaded as a module (bench/ is not a package), to test its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cifar_rows(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(count, 3072), dtype=np.uint8)
 

@@ -213,13 +213,8 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
                  data: str, missing: list[str] = ()) -> Path:
     """WORK/report-modern.md (stages, the top-1 table, one image against the full set) and WORK/report-modern.png
     (every row's per-tap curve, absolute and relative to supervised); the registry's Report signature."""
-    from probe.report import plot_tap_curves
-
     rows = {label: top1_per_tap(path) for path, label in reports if path.exists()}
-    supervised = row_label("supervised", "cifar10")
-    picture = plot_tap_curves([curve_of(label, values) for label, values in rows.items()], list(TAPS),
-                              work / f"report-{target}.png", reference=supervised,
-                              title=f"Linear probes on CIFAR-10 per tap of ResNet-18 (preset {preset_name})")
+    picture = plot_rows(rows, work / f"report-{target}.png", preset_name)
     title = "Today's methods on one image against CIFAR-10: per-tap linear probes (ResNet-18, CIFAR stem)"
     lines = [*report_header(title, preset_name, PRESET_NOTES[preset_name], device,
                             "probe data and the CIFAR-10 training set", data, stages, missing), "",
@@ -231,6 +226,16 @@ def write_report(work: Path, target: str, preset_name: str, reports: list, stage
     out = work / f"report-{target}.md"
     atomic_write_text(out, "\n".join(lines) + "\n")
     return out
+
+
+def plot_rows(rows: dict[str, dict[str, float]], out: Path, preset_name: str) -> Path:
+    """The report's plot of `rows` (label -> top-1 per tap): every row's per-tap curve, absolute and relative to
+    supervised."""
+    from probe.report import plot_tap_curves
+
+    return plot_tap_curves([curve_of(label, values) for label, values in rows.items()], list(TAPS), out,
+                           reference=row_label("supervised", "cifar10"),
+                           title=f"Linear probes on CIFAR-10 per tap of ResNet-18 (preset {preset_name})")
 
 
 def curve_of(label: str, values: dict[str, float]) -> TapCurve:

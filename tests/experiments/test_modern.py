@@ -13,7 +13,7 @@ from experiments.targets import modern
 from pipeline.sources import default_pool
 from probe.results import new_results, write_json
 
-from ..conftest import target_smoke
+from ..conftest import bench_script, target_smoke
 
 ROOT = Path(__file__).resolve().parents[2]
 TAPS = ["stem", "layer1", "layer2", "layer3", "layer4"]
@@ -128,6 +128,10 @@ def test_report_tables_every_row_and_compares_one_image_with_the_full_set(tmp_pa
     assert not any(line.startswith("| DINO | Image B - CIFAR-10") for line in report.splitlines())
     assert "- **incomplete**: 1 stages not yet run (train-dino-cifar10)" in report
     assert "![per-tap top-1" in report and (work / "report-modern.png").stat().st_size > 10_000
+    # bench/redraw_report_plot.py reads the table back to redraw the plot: every row and value, and the preset
+    rows, preset = bench_script("redraw_report_plot").tap_rows(report)
+    assert preset == "quick" and list(rows) == [label for _, label in reports if label != "DINO on CIFAR-10"]
+    assert rows["SimCLR on Image B"] == dict(zip(TAPS, [40.0, 50.0, 60.0, 70.0, 80.0], strict=True))
 
 
 def test_the_tap_plot_draws_every_curve_and_its_ratio_to_the_reference(tmp_path, monkeypatch):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -18,6 +17,8 @@ from probe.report import build_report, plot_layers
 from probe.results import data_label, display_path, new_results, portable, write_json
 from train.models import build_encoder
 from train.models.encoder_io import save_encoder
+
+from ..conftest import bench_script
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -126,12 +127,7 @@ def test_a_series_keeps_its_colour_in_every_panel_and_every_paper_row_has_a_lege
 def test_a_reports_plot_redrawn_from_its_markdown_shows_the_same_series(tmp_path):
     """bench/redraw_report_plot.py reads a committed report back: every part, measured row, value and compared paper
     row that `probe report` drew from the results files, and nothing else."""
-    import importlib.util
-
-    script = Path(__file__).parents[2] / "bench" / "redraw_report_plot.py"
-    spec = importlib.util.spec_from_file_location("redraw", script)
-    redraw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(redraw)
+    redraw = bench_script("redraw_report_plot")
     paths = [_fake(tmp_path, "sup", "runs/sup/encoder.pt", [63, 71, 73, 74], "supervised"),
              _fake(tmp_path, "rand", "random:cifar", [55, 52, 50, 48]),
              _fake(tmp_path, "mono", "runs/mono/encoder.pt", [61, 61, 59, 58], "monogan")]

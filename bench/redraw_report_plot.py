@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `experiments` is not an installed package
 
 HEADING = re.compile(r"^## (?P<title>.+) \((?P<data>[^()]+)\)$")
-MEASURED = re.compile(r"^\| \*\*measured: (?P<name>.+?)\*\* \|(?P<cells>.*)\|$")
+# bold, or plain with "(protocol differs)" when the run's protocol was not the paper's
+MEASURED = re.compile(r"^\| (?:\*\*)?measured: (?P<name>.+?)(?:\*\*)? \|(?P<cells>.*)\|$")
 DIFFERENCE = re.compile(r"^\| difference to (?P<row>.+?) \|")
 
 
@@ -34,13 +35,16 @@ def parse(markdown: str) -> list[tuple[PaperPart, list[tuple[str, list[float], s
     """Per table part of the report: its measured rows as (name, values, the compared row's label or None)."""
     parts = {(p.title, p.dataset): p for p in paper_parts()}  # a table's parts share its title: one per data set
     tables: list = []
+    inside = False  # under a paper table's heading (not under another heading of the page)
     for line in markdown.splitlines():
-        if heading := HEADING.match(line):
-            key = (heading["title"], heading["data"].lower().replace("-", ""))  # "CIFAR-10" -> cifar10
-            if key in parts:
+        if line.startswith("#"):
+            heading = HEADING.match(line)
+            key = (heading["title"], heading["data"].lower().replace("-", "")) if heading else None  # -> cifar10
+            inside = key in parts
+            if inside:
                 tables.append((parts[key], []))
             continue
-        if not tables:
+        if not inside:
             continue
         if measured := MEASURED.match(line):
             values = [float(cell.strip().strip("*")) for cell in measured["cells"].split("|")]

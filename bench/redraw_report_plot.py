@@ -31,7 +31,7 @@ MEASURED = re.compile(r"^\| (?:\*\*)?measured: (?P<name>.+?)(?:\*\*)? \|(?P<cell
 DIFFERENCE = re.compile(r"^\| difference to (?P<row>.+?) \|")
 
 
-def parse(markdown: str) -> list[tuple[PaperPart, list[tuple[str, list[float], str | None]]]]:
+def parse(markdown: str) -> list[tuple[PaperPart, list[tuple[str, list[float | None], str | None]]]]:
     """Per table part of the report: its measured rows as (name, values, the compared row's label or None)."""
     parts = {(p.title, p.dataset): p for p in paper_parts()}  # a table's parts share its title: one per data set
     tables: list = []
@@ -47,7 +47,9 @@ def parse(markdown: str) -> list[tuple[PaperPart, list[tuple[str, list[float], s
         if not inside:
             continue
         if measured := MEASURED.match(line):
-            values = [float(cell.strip().strip("*")) for cell in measured["cells"].split("|")]
+            # a column the run did not probe is "-": left out, as probe report leaves it out of the plot
+            values = [None if cell.strip() == "-" else float(cell.strip().strip("*"))
+                      for cell in measured["cells"].split("|")]
             tables[-1][1].append((measured["name"], values, None))
         elif (difference := DIFFERENCE.match(line)) and tables[-1][1]:
             name, values, _ = tables[-1][1][-1]
@@ -71,7 +73,8 @@ def measurements(tables: list) -> list[tuple[PaperPart, list[Measured]]]:
     values: dict[str, dict[str, float]] = {}
     for part, rows in tables:
         for name, row_values, label in rows:
-            values.setdefault(name, {}).update(zip(part.columns, row_values, strict=True))
+            values.setdefault(name, {}).update((column, value) for column, value
+                                               in zip(part.columns, row_values, strict=True) if value is not None)
             if label is not None:
                 compared.setdefault(name, []).append((part, label))
     shared = {name: Measured(Path(name), name, tables[0][0].dataset, "linear", values[name],
@@ -111,4 +114,6 @@ def main(report: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) != 3:
+        sys.exit("usage: python bench/redraw_report_plot.py REPORT.md PLOT.png")
+    main(*sys.argv[1:])

@@ -89,10 +89,6 @@ def held_out_set(tmp_path_factory, photo) -> Path:
     return render_tiny(tmp_path_factory.mktemp("sets") / "held", photo, n_patches=128, seed=1)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# toy labelled data: CIFAR pickles, ImageFolder trees, tarballs
-
-
 def bench_script(name: str):
     """A bench/ script loaded as a module (bench/ is not a package), to test its functions."""
     import importlib.util
@@ -101,6 +97,10 @@ def bench_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# toy labelled data: CIFAR pickles, ImageFolder trees, tarballs
 
 
 def cifar_rows(count: int, seed: int) -> np.ndarray:
